@@ -1,0 +1,363 @@
+"""The command line: parse, call one library function, print. Nothing heavy at import."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click_default_group import DefaultGroup
+
+from newsletter.config import SETTINGS, Settings, display_value, load_toml
+from newsletter.errors import NewsletterError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class ErrorsAsMessages(click.Group):
+    """Turn domain errors into one-line ``Error: ...`` messages (exit 1).
+
+    Set NEWSLETTER_RAISE_ERRORS=1 to see the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as e:
+            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
+                raise
+            raise click.ClickException(str(e)) from e
+
+
+class SubGroup(ErrorsAsMessages, DefaultGroup):
+    pass
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    path = value or "newsletter.toml"
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **load_toml(path)}
+    except NewsletterError as e:
+        raise click.BadParameter(str(e)) from e
+    return value
+
+
+def settings_options(fn: F) -> F:
+    for s in reversed(SETTINGS):
+        fn = click.option(
+            s.flag, s.name, envvar=s.envvar, show_envvar=True, type=s.type,
+            default=s.default, show_default=not s.secret and s.default != "",
+            help=s.help, metavar="TEXT" if s.type is str else None,
+        )(fn)
+    return fn
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: Settings = ctx.find_root().obj
+    return obj
+
+
+def _db(ctx: click.Context) -> Any:
+    from newsletter import store
+
+    return store.open_db(_settings(ctx).db)
+
+
+def _now() -> datetime:
+    fixed = os.environ.get("NEWSLETTER_NOW")  # for reproducible demos and tests
+    return datetime.fromisoformat(fixed) if fixed else datetime.now(UTC)
+
+
+@click.group(cls=ErrorsAsMessages, context_settings=CONTEXT)
+@click.version_option(package_name="academichub-newsletter")
+@click.option("--config", envvar="NEWSLETTER_CONFIG", show_envvar=True, is_eager=True,
+              callback=_load_config, expose_value=False, metavar="PATH",
+              help="Settings file (TOML); default ./newsletter.toml if present.")
+@settings_options
+@click.pass_context
+def cli(ctx: click.Context, **values: Any) -> None:
+    """AcademicHub newsletter: each morning, the new papers that matter to each researcher,
+    led by a cross-field brief.
+
+    Every option can also be set with its NEWSLETTER_* environment variable or in
+    newsletter.toml (secrets only in the environment).
+
+    \b
+    Example:
+        newsletter subscribers add ada@example.org --author "Taiming Lu"
+        newsletter run --all
+    """
+    ctx.obj = Settings(**values)
+
+
+# --- subscribers -------------------------------------------------------------------------
+
+
+@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+def subscribers() -> None:
+    """Add, list, show and remove subscribers (lists them when given no subcommand)."""
+
+
+def filter_options(fn: F) -> F:
+    fn = click.option("--category", "-c", "categories", multiple=True,
+                      help="arXiv category to follow, e.g. cs.CL or q-bio.* (repeatable).")(fn)
+    fn = click.option("--topic", "-t", "topics", multiple=True,
+                      help='Topic: words, "a phrase", or a query with AND/OR/NOT (repeatable).'
+                      )(fn)
+    fn = click.option("--author", "-a", "authors", multiple=True,
+                      help="Author to follow, full name (repeatable).")(fn)
+    fn = click.option("--exclude", "-x", multiple=True,
+                      help='Leave out papers matching this query, or "author:Name" '
+                      "(repeatable).")(fn)
+    return fn
+
+
+@subscribers.command(name="add")
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name, used in the greeting.")
+@filter_options
+@click.option("--lang", "language", default="en", show_default=True,
+              help="Language of the email (en, zh, ...).")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option("--send-hour", type=click.IntRange(0, 23), default=7, show_default=True,
+              help="Local hour after which the issue is sent.")
+@click.option("--max-papers", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Papers shown in full; the rest go under 'More matches'.")
+@click.pass_context
+def subscribers_add(ctx: click.Context, email: str, name: str, authors: tuple[str, ...],
+                    topics: tuple[str, ...], categories: tuple[str, ...],
+                    exclude: tuple[str, ...], language: str, timezone: str, send_hour: int,
+                    max_papers: int) -> None:
+    """Add a subscriber with their filters.
+
+    \b
+    Example:
+        newsletter subscribers add ada@example.org --name "Ada" \\
+            --author "Taiming Lu" --topic "diffusion models" --category cs.CL --lang zh
+    """
+    from newsletter import subscribers as subs
+
+    sub = subs.add(_db(ctx), email, name=name, authors=authors, topics=topics,
+                   categories=categories, exclude=exclude, language=language,
+                   timezone=timezone, send_hour=send_hour, max_papers=max_papers)
+    click.echo(f"Added {sub.email} ({subs.describe(sub)})")
+
+
+@subscribers.command(name="list")
+@click.option("--status", type=click.Choice(["active", "paused", "unsubscribed"]),
+              help="Only subscribers with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def subscribers_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List subscribers.
+
+    \b
+    Example:
+        newsletter subscribers list --json
+    """
+    from newsletter import store, subscribers as subs
+
+    rows = store.list_subscribers(_db(ctx), status=status)
+    if as_json:
+        click.echo(json.dumps([asdict(s) for s in rows], indent=2, ensure_ascii=False))
+        return
+    for line in subs.table(rows):
+        click.echo(line)
+
+
+@subscribers.command(name="show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def subscribers_show(ctx: click.Context, email: str, as_json: bool) -> None:
+    """Show one subscriber and their filters.
+
+    \b
+    Example:
+        newsletter subscribers show ada@example.org
+    """
+    from newsletter import store
+
+    sub = store.get_subscriber(_db(ctx), email)
+    if as_json:
+        click.echo(json.dumps(asdict(sub), indent=2, ensure_ascii=False))
+        return
+    for key, value in asdict(sub).items():
+        shown = ", ".join(value) if isinstance(value, list | tuple) else value
+        click.echo(f"{key + ':':<12}{shown}")
+
+
+@subscribers.command(name="remove")
+@click.argument("email")
+@click.pass_context
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Remove a subscriber, their filters and their delivery records.
+
+    \b
+    Example:
+        newsletter subscribers remove ada@example.org
+    """
+    from newsletter import store
+
+    store.remove_subscriber(_db(ctx), email)
+    click.echo(f"Removed {email.strip()}")
+
+
+# --- the morning job ---------------------------------------------------------------------
+
+
+def _print_fetch(lines: list[Any]) -> None:
+    for f in lines:
+        if f.error:
+            click.echo(f"  {f.source}: FAILED - {f.error}", err=True)
+        elif f.not_modified:
+            click.echo(f"  {f.source}: not modified", err=True)
+        else:
+            click.echo(f"  {f.source}: {f.new} new, {f.updated} updated", err=True)
+
+
+@cli.command()
+@click.pass_context
+def fetch(ctx: click.Context) -> None:
+    """Fetch new papers from the configured sources into the database.
+
+    \b
+    Example:
+        NEWSLETTER_SOURCES=sample newsletter fetch
+    """
+    from newsletter import pipeline
+
+    settings = _settings(ctx)
+    lines = pipeline.fetch(_db(ctx), settings, _now(), _feeds(),
+                           progress=lambda name: click.echo(f"Fetching {name}...", err=True))
+    _print_fetch(lines)
+    total = sum(f.new for f in lines)
+    failed = [f for f in lines if f.error]
+    click.echo(f"{total} new papers from {len(lines) - len(failed)} of {len(lines)} sources")
+    if lines and len(failed) == len(lines):
+        raise click.ClickException("every source failed - see the reasons above")
+
+
+def _feeds() -> dict[str, dict[str, Any]]:
+    from newsletter import pipeline
+
+    return pipeline.configured_feeds(os.environ.get("NEWSLETTER_CONFIG") or "newsletter.toml")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "mjml", "eml"]),
+              default="html", show_default=True, help="What to write.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
+@click.pass_context
+def preview(ctx: click.Context, email: str, fmt: str, out: str | None,
+            open_browser: bool) -> None:
+    """Render the issue EMAIL would get now, without sending or recording anything.
+
+    \b
+    Example:
+        newsletter preview ada@example.org --out ada.html --open
+    """
+    from newsletter import pipeline, render
+
+    settings = _settings(ctx)
+    now = _now()
+    issue, rendered = pipeline.preview(_db(ctx), email, settings, now)
+    if fmt == "eml":
+        data = bytes(render.build_message(issue, rendered, settings, now))
+    else:
+        data = {"html": rendered.html, "text": rendered.text, "mjml": rendered.mjml}[fmt
+                                                                                    ].encode()
+    if open_browser and not out:
+        out = str(Path(settings.outbox) / f"preview_{email}.html")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if out:
+        Path(out).write_bytes(data)
+        click.echo(f"Wrote {out} ({len(issue.matches)} papers)", err=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(Path(out).resolve().as_uri())
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@cli.command()
+@click.option("--all", "send_all", is_flag=True, help="Ignore send hours: everyone is due.")
+@click.option("--dry-run", is_flag=True, help="Render and report, send and record nothing.")
+@click.option("--only", metavar="EMAIL", help="Run for this one subscriber.")
+@click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
+@click.pass_context
+def run(ctx: click.Context, send_all: bool, dry_run: bool, only: str | None,
+        no_fetch: bool) -> None:
+    """The morning job: fetch, match, brief, render and send to everyone due.
+
+    \b
+    Example:
+        newsletter run --all --dry-run
+    """
+    from newsletter import pipeline
+
+    report = pipeline.run(
+        _db(ctx), _settings(ctx), _now(), send_all=send_all, dry_run=dry_run, only=only,
+        do_fetch=not no_fetch, feeds=_feeds(),
+        progress=lambda name: click.echo(f"Fetching {name}...", err=True))
+    _print_fetch(report.fetched)
+    for line in report.lines:
+        click.echo(f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}")
+    counts = {s: sum(1 for x in report.lines if x.status == s)
+              for s in ("sent", "would-send", "skipped", "failed")}
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nobody to send to")
+    if report.llm_calls:
+        click.echo(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+    for note in dict.fromkeys(report.brief_notes):
+        click.echo(f"Brief fallback: {note}", err=True)
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} deliveries failed - see above")
+
+
+@cli.command()
+@click.option("--outbox", default="outbox", show_default=True, help="Where the emails go.")
+@click.option("--db", "db_path", default=".demo/newsletter.db", show_default=True,
+              help="The throw-away demo database (recreated each time).")
+@click.pass_context
+def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
+    """Run the morning job on the bundled sample papers and subscribers: no network,
+    no SMTP server, no LLM key. One .eml and one .html per subscriber land in OUTBOX.
+
+    \b
+    Example:
+        newsletter demo && open outbox/*.html
+    """
+    from newsletter import demo as demo_mod
+
+    for line in demo_mod.run(_settings(ctx), db_path, outbox, _now()):
+        click.echo(line)
+
+
+@cli.command(name="config")
+@click.pass_context
+def config_cmd(ctx: click.Context) -> None:
+    """Show every setting, its value and where it came from (secrets masked).
+
+    \b
+    Example:
+        NEWSLETTER_LLM_MODEL=openai/gpt-4o-mini newsletter config
+    """
+    root = ctx.find_root()
+    for s in SETTINGS:
+        source = root.get_parameter_source(s.name)
+        origin = {"COMMANDLINE": "flag", "ENVIRONMENT": s.envvar, "DEFAULT_MAP": "toml",
+                  "DEFAULT": "default"}.get(source.name if source else "DEFAULT", "default")
+        value = display_value(s, root.params[s.name])
+        click.echo(f"{s.name:<18} {value!s:<44} ({origin})")

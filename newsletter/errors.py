@@ -1,0 +1,33 @@
+"""Domain errors. Stage modules raise these; cli.py turns them into one-line messages."""
+
+
+class NewsletterError(Exception):
+    """An error a person can act on; its message says what to do."""
+
+
+class InvalidAddress(NewsletterError):
+    pass
+
+
+class SubscriberExists(NewsletterError):
+    pass
+
+
+class SubscriberNotFound(NewsletterError):
+    pass
+
+
+class InvalidFilter(NewsletterError):
+    pass
+
+
+class SourceUnavailable(NewsletterError):
+    pass
+
+
+class SendFailed(NewsletterError):
+    pass
+
+
+class ConfigError(NewsletterError):
+    pass

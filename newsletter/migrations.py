@@ -1,0 +1,161 @@
+"""Numbered schema migrations, applied by ``store.open_db`` every time the database opens.
+
+Self-contained on purpose (no relative imports), so that
+``sqlite-utils migrate subscribers/newsletter.db newsletter/migrations.py --list`` works.
+Never edit a migration that has shipped: add the next number instead.
+"""
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("newsletter")
+
+
+@migrations()
+def m001_subscribers(db: Database) -> None:
+    db["subscribers"].create(
+        {
+            "id": int,
+            "email": str,
+            "name": str,
+            "language": str,
+            "timezone": str,
+            "send_hour": int,
+            "frequency": str,
+            "max_papers": int,
+            "status": str,
+            "created": str,
+            "updated": str,
+        },
+        pk="id",
+        not_null={"email", "language", "timezone", "status"},
+        defaults={
+            "name": "",
+            "language": "en",
+            "timezone": "UTC",
+            "send_hour": 7,
+            "frequency": "daily",
+            "max_papers": 10,
+            "status": "active",
+        },
+    )
+    db["subscribers"].create_index(["email"], unique=True)
+
+
+@migrations()
+def m002_filters(db: Database) -> None:
+    db["filters"].create(
+        {"id": int, "subscriber_id": int, "kind": str, "value": str, "options": str},
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"subscriber_id", "kind", "value"},
+        defaults={"options": "{}"},
+    )
+    db["filters"].create_index(["subscriber_id", "kind", "value"], unique=True)
+
+
+@migrations()
+def m003_papers(db: Database) -> None:
+    db["papers"].create(
+        {
+            "id": str,
+            "source": str,
+            "venue": str,
+            "title": str,
+            "authors": str,  # JSON list
+            "abstract": str,
+            "url": str,
+            "pdf_url": str,
+            "doi": str,
+            "categories": str,  # JSON list
+            "published": str,
+            "updated": str,
+            "code_url": str,
+            "first_seen": str,
+        },
+        pk="id",
+        not_null={"source", "title", "first_seen"},
+    )
+    db["papers"].create_index(["first_seen"])
+    db["papers"].create_index(["doi"])
+    db["papers"].enable_fts(["title", "abstract"], fts_version="FTS5", create_triggers=True)
+
+
+@migrations()
+def m004_deliveries(db: Database) -> None:
+    db["deliveries"].create(
+        {
+            "id": int,
+            "subscriber_id": int,
+            "issue_date": str,
+            "status": str,  # pending, sent, failed, skipped
+            "message_id": str,
+            "paper_ids": str,  # JSON list
+            "attempts": int,
+            "error": str,
+            "path": str,
+            "created": str,
+            "sent_at": str,
+        },
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"subscriber_id", "issue_date", "status"},
+        defaults={"attempts": 0},
+    )
+    db["deliveries"].create_index(["subscriber_id", "issue_date"], unique=True)
+
+
+@migrations()
+def m005_briefs_and_llm_calls(db: Database) -> None:
+    db["briefs"].create(
+        {
+            "key": str,
+            "kind": str,
+            "language": str,
+            "model": str,
+            "prompt_version": int,
+            "paper_ids": str,
+            "data": str,  # JSON of the Brief
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "created": str,
+        },
+        pk="key",
+    )
+    db["llm_calls"].create(
+        {
+            "id": int,
+            "brief_key": str,
+            "model": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "duration_ms": int,
+            "error": str,
+            "created": str,
+        },
+        pk="id",
+    )
+
+
+@migrations()
+def m006_sources(db: Database) -> None:
+    db["sources"].create(
+        {
+            "name": str,
+            "kind": str,  # arxiv, feed, sample
+            "url": str,
+            "label": str,
+            "enabled": int,
+            "etag": str,
+            "last_modified": str,
+            "last_fetched": str,
+            "last_success": str,
+            "last_status": str,
+            "last_error": str,
+            "last_new": int,
+        },
+        pk="name",
+        defaults={"enabled": 1},
+    )

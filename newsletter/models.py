@@ -1,0 +1,113 @@
+"""Plain data passed between pipeline stages. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class Paper:
+    id: str
+    source: str
+    title: str
+    authors: tuple[str, ...]
+    abstract: str
+    url: str
+    published: datetime
+    pdf_url: str | None = None
+    doi: str | None = None
+    categories: tuple[str, ...] = ()
+    venue: str | None = None
+    code_url: str | None = None
+    updated: datetime | None = None
+
+    @property
+    def badge(self) -> str:
+        """The source badge shown on a paper card, e.g. ``arXiv (cs.CL)`` or ``Nature``."""
+        if self.source == "arxiv":
+            return f"arXiv ({self.categories[0]})" if self.categories else "arXiv"
+        return self.venue or self.source
+
+    @property
+    def field(self) -> str:
+        """A coarse field name, used to group papers in the extractive digest."""
+        if self.categories:
+            return self.categories[0].split(".")[0]
+        return self.venue or self.source
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    name: str = ""
+    language: str = "en"
+    timezone: str = "UTC"
+    send_hour: int = 7
+    frequency: str = "daily"
+    max_papers: int = 10
+    status: str = "active"
+    authors: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Match:
+    """One paper in one subscriber's issue, with why it is there."""
+
+    paper: Paper
+    score: float
+    reasons: tuple[str, ...]
+    followed_authors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Theme:
+    title: str
+    text: str
+    cites: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Brief:
+    kind: str  # "llm" or "extractive"
+    headline: str
+    themes: tuple[Theme, ...]
+    connections: str
+    per_paper: tuple[str, ...]
+    model: str | None = None
+    note: str = ""  # why a fallback was used, if it was
+
+
+@dataclass(frozen=True)
+class Issue:
+    subscriber: Subscriber
+    issue_date: date
+    matches: tuple[Match, ...]
+    more: tuple[Match, ...] = ()
+    brief: Brief | None = None
+
+    @property
+    def paper_ids(self) -> tuple[str, ...]:
+        return tuple(m.paper.id for m in self.matches + self.more)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+    mjml: str
+    preheader: str
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    name: str
+    papers: tuple[Paper, ...] = ()
+    requests: int = 0
+    error: str | None = None
+    not_modified: bool = False
+    state: dict[str, str] = field(default_factory=dict)

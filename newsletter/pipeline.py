@@ -1,0 +1,283 @@
+"""The morning job, stage by stage: fetch -> match -> brief -> render -> send.
+
+The only module that imports every stage. Plain functions taking their inputs as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from newsletter import brief as brief_mod
+from newsletter import match, render, send, sources, store
+from newsletter.config import Settings
+from newsletter.errors import NewsletterError, SendFailed
+from newsletter.models import Brief, Issue, Paper, Subscriber
+
+
+@dataclass
+class FetchLine:
+    source: str
+    new: int = 0
+    updated: int = 0
+    requests: int = 0
+    error: str | None = None
+    not_modified: bool = False
+
+
+@dataclass
+class RunLine:
+    email: str
+    status: str  # sent, would-send, skipped, failed
+    papers: int = 0
+    detail: str = ""  # file path, SMTP target, reason
+
+
+@dataclass
+class RunReport:
+    fetched: list[FetchLine] = field(default_factory=list)
+    lines: list[RunLine] = field(default_factory=list)
+    llm_calls: int = 0
+    llm_cost_usd: float = 0.0
+    brief_notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RunLine]:
+        return [line for line in self.lines if line.status == "failed"]
+
+
+def configured_feeds(config_path: str | None) -> dict[str, dict[str, Any]]:
+    """``[[feeds]]`` tables from newsletter.toml (name, url, label)."""
+    if not config_path or not Path(config_path).exists():
+        return {}
+    with open(config_path, "rb") as f:
+        data = tomllib.load(f)
+    return {f["name"]: f for f in data.get("feeds", []) if "name" in f and "url" in f}
+
+
+# --- fetch -------------------------------------------------------------------------------
+
+
+def fetch(db: Database, settings: Settings, now: datetime,
+          feeds: dict[str, dict[str, Any]] | None = None,
+          progress: Callable[[str], None] | None = None) -> list[FetchLine]:
+    subscribers = store.list_subscribers(db, status="active")
+    lines = []
+    for name in settings.source_names:
+        if progress:
+            progress(name)
+        state = store.source_state(db, name)
+        last = state.get("last_success")
+        since = (datetime.fromisoformat(last) if last
+                 else now - timedelta(days=settings.first_issue_days))
+        result = sources.fetch(name, settings, state, since, subscribers, feeds or {})
+        new, updated = store.upsert_papers(db, result.papers, now)
+        fields: dict[str, Any] = {"last_fetched": now.isoformat(timespec="seconds"),
+                                  "last_error": result.error, "last_new": new,
+                                  "last_status": "failed" if result.error else
+                                  ("not-modified" if result.not_modified else "ok"),
+                                  **result.state}
+        if not result.error:
+            fields["last_success"] = now.isoformat(timespec="seconds")
+        store.save_source_state(db, name, **fields)
+        lines.append(FetchLine(name, new, updated, result.requests, result.error,
+                               result.not_modified))
+    return lines
+
+
+# --- match -------------------------------------------------------------------------------
+
+
+def issue_date_for(sub: Subscriber, now: datetime) -> date:
+    return now.astimezone(ZoneInfo(sub.timezone)).date()
+
+
+def is_due(sub: Subscriber, now: datetime) -> bool:
+    return now.astimezone(ZoneInfo(sub.timezone)).hour >= sub.send_hour
+
+
+def window_start(db: Database, sub: Subscriber, settings: Settings, now: datetime) -> datetime:
+    last = store.last_sent_at(db, sub.email)
+    return last if last else now - timedelta(days=settings.first_issue_days)
+
+
+def build_index(db: Database, since: datetime) -> match.Index:
+    return match.Index(store.papers_first_seen_since(db, since))
+
+
+def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
+           db: Database) -> tuple[list[Any], list[Any]]:
+    """(papers in the issue, "more matches"), after the per-subscriber cap."""
+    found = match.match_subscriber(sub, index, already_sent)
+    first_seen = store.first_seen_map(db, [m.paper.id for m in found])
+    found = [m for m in found if first_seen.get(m.paper.id, since) >= since]
+    return found[: sub.max_papers], found[sub.max_papers:]
+
+
+# --- brief -------------------------------------------------------------------------------
+
+
+def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str, ...],
+            result: brief_mod.BriefResult, report: RunReport) -> None:
+    """Log every model request, and cache a brief the model wrote."""
+    for call in result.calls:
+        store.log_llm_call(db, {"brief_key": key, **call})
+        report.llm_calls += 1
+        report.llm_cost_usd += call.get("cost_usd") or 0.0
+    if result.brief.kind == "llm":
+        store.put_brief(db, {
+            "key": key, "kind": "llm", "language": lang, "model": model,
+            "prompt_version": brief_mod.PROMPT_VERSION,
+            "paper_ids": json.dumps(list(paper_ids)),
+            "data": brief_mod.brief_to_json(result.brief),
+            "input_tokens": sum(c.get("input_tokens") or 0 for c in result.calls),
+            "output_tokens": sum(c.get("output_tokens") or 0 for c in result.calls),
+            "cost_usd": sum(c.get("cost_usd") or 0.0 for c in result.calls),
+        })
+    elif result.brief.note:
+        report.brief_notes.append(result.brief.note)
+
+
+def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
+                 settings: Settings, now: datetime, report: RunReport
+                 ) -> dict[tuple[tuple[str, ...], str], Brief]:
+    """One brief per distinct (papers, language); model calls run in parallel threads,
+    database writes stay on this thread."""
+    distinct = {(tuple(p.id for p in papers), lang): (papers, lang) for papers, lang in wanted}
+    out: dict[tuple[tuple[str, ...], str], Brief] = {}
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def budget_left() -> bool:
+        cap = settings.llm_budget_usd
+        return not cap or store.llm_spend_since(db, start_of_day) < cap
+
+    if not settings.llm_model:
+        return {k: brief_mod.extractive(list(papers)) for k, (papers, _) in distinct.items()}
+    todo = []
+    for k, (papers, lang) in distinct.items():
+        key = brief_mod.cache_key(k[0], lang, settings.llm_model)
+        cached = store.get_brief(db, key)
+        if cached:
+            out[k] = brief_mod.brief_from_json(cached["data"])
+        else:
+            todo.append((k, papers, lang))
+    if not todo:
+        return out
+    missing = brief_mod.missing_key(settings.llm_model, settings.llm_api_base)
+    if missing:
+        note = f"no API key for model {settings.llm_model!r}: set {missing}"
+        report.brief_notes.append(note)
+        out.update({k: brief_mod.extractive(list(p), note=note) for k, p, _ in todo})
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, settings.llm_concurrency)) as pool:
+        futures = []
+        for k, papers, lang in todo:
+            if not budget_left():
+                out[k] = brief_mod.extractive(list(papers), note="daily LLM budget reached")
+                report.brief_notes.append("daily LLM budget reached")
+                continue
+            futures.append((k, papers, lang, pool.submit(
+                brief_mod.write_brief, list(papers), lang, settings.llm_model,
+                settings.llm_api_base, settings.llm_timeout)))
+        for k, papers, lang, fut in futures:
+            result = fut.result()
+            key = brief_mod.cache_key(k[0], lang, settings.llm_model)
+            _record(db, key, lang, settings.llm_model, k[0], result, report)
+            out[k] = result.brief
+    return out
+
+
+# --- whole issues ------------------------------------------------------------------------
+
+
+def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
+               index: match.Index | None = None) -> Issue:
+    """The issue a subscriber would get now, without its brief."""
+    since = window_start(db, sub, settings, now)
+    index = index or build_index(db, since)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
+    return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
+                 more=tuple(more))
+
+
+def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -> Issue:
+    papers = tuple(m.paper for m in issue.matches)
+    if not papers:
+        return issue
+    key = (tuple(p.id for p in papers), issue.subscriber.language)
+    return Issue(issue.subscriber, issue.issue_date, issue.matches, issue.more, briefs[key])
+
+
+def preview(db: Database, email: str, settings: Settings, now: datetime) -> tuple[Issue, Any]:
+    sub = store.get_subscriber(db, email)
+    issue = plan_issue(db, sub, settings, now)
+    report = RunReport()
+    briefs = write_briefs(db, [(tuple(m.paper for m in issue.matches), sub.language)]
+                          if issue.matches else [], settings, now, report)
+    issue = with_brief(issue, briefs)
+    return issue, render.render(issue, settings)
+
+
+def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
+        dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
+        feeds: dict[str, dict[str, Any]] | None = None,
+        progress: Callable[[str], None] | None = None) -> RunReport:
+    report = RunReport()
+    if do_fetch:
+        report.fetched = fetch(db, settings, now, feeds, progress)
+    subs = ([store.get_subscriber(db, only)] if only
+            else store.list_subscribers(db, status="active"))
+    due: list[Subscriber] = []
+    for sub in subs:
+        if not send_all and not only and not is_due(sub, now):
+            report.lines.append(RunLine(sub.email, "skipped", 0, "not due yet"))
+            continue
+        existing = store.get_delivery(db, sub.email, issue_date_for(sub, now))
+        if existing and existing["status"] == "sent" and not dry_run:
+            report.lines.append(RunLine(sub.email, "skipped", 0, "already sent today"))
+            continue
+        due.append(sub)
+    if not due:
+        return report
+    earliest = min(window_start(db, s, settings, now) for s in due)
+    index = build_index(db, earliest)
+    issues = [plan_issue(db, s, settings, now, index) for s in due]
+    briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
+                               for i in issues if i.matches], settings, now, report)
+    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox) as transport:
+        for issue in issues:
+            report.lines.append(_deliver(db, with_brief(issue, briefs), settings, now,
+                                         transport, dry_run))
+    return report
+
+
+def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
+             transport: send.Outbox | send.SMTPSender, dry_run: bool) -> RunLine:
+    sub = issue.subscriber
+    count = len(issue.matches) + len(issue.more)
+    if not issue.matches:
+        return RunLine(sub.email, "skipped", 0, "no new papers")
+    rendered = render.render(issue, settings)
+    msg = render.build_message(issue, rendered, settings, now)
+    if dry_run:
+        return RunLine(sub.email, "would-send", count, rendered.subject)
+    delivery = store.begin_delivery(db, sub.email, issue.issue_date, msg["Message-ID"],
+                                    issue.paper_ids)
+    if delivery["message_id"] != msg["Message-ID"]:
+        msg.replace_header("Message-ID", delivery["message_id"])
+    try:
+        where = transport.send(msg, sub.email, issue.issue_date.isoformat(), rendered.html)
+    except (SendFailed, NewsletterError) as e:
+        store.finish_delivery(db, delivery["id"], "failed", error=str(e))
+        return RunLine(sub.email, "failed", count, str(e))
+    store.finish_delivery(db, delivery["id"], "sent", path=where)
+    return RunLine(sub.email, "sent", count, where)

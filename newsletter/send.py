@@ -1,0 +1,137 @@
+"""Deliver messages: to the outbox folder by default, over SMTP when a URL is set."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import smtplib
+import socket
+import ssl
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+from newsletter.errors import ConfigError, SendFailed
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", name)
+
+
+class Outbox:
+    """Writes ``<date>_<address>.eml`` and ``.html`` side by side."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def __enter__(self) -> Outbox:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str) -> str:
+        stem = f"{issue_date}_{_safe(email)}"
+        eml = self.folder / f"{stem}.eml"
+        tmp = self.folder / f".{stem}.eml.tmp"
+        (self.folder / f"{stem}.html").write_text(html, encoding="utf-8")
+        tmp.write_bytes(bytes(msg))
+        tmp.replace(eml)  # atomic: a crash never leaves half a message
+        return str(eml)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SMTPSender:
+    """One connection reused across messages; reconnects when the server drops it."""
+
+    def __init__(self, url: str, password: str = "", timeout: float = 30.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+            raise ConfigError(
+                "NEWSLETTER_SMTP_URL must look like smtp+starttls://user@host:587, "
+                "smtps://user@host:465 or smtp://host:25 (a local relay)"
+            )
+        self.host = parts.hostname
+        self.scheme = parts.scheme
+        if parts.scheme == "smtp" and parts.port == 587:
+            self.scheme = "smtp+starttls"
+        self.port = parts.port or {"smtps": 465, "smtp+starttls": 587}.get(self.scheme, 25)
+        self.user = unquote(parts.username) if parts.username else ""
+        self.password = unquote(parts.password) if parts.password else password
+        if self.user and self.scheme == "smtp" and not _is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to send the SMTP password to {self.host} unencrypted - use "
+                "smtps:// or smtp+starttls:// in NEWSLETTER_SMTP_URL"
+            )
+        self.timeout = timeout
+        self.conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            conn: smtplib.SMTP
+            if self.scheme == "smtps":
+                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                        context=ssl.create_default_context())
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.scheme == "smtp+starttls":
+                    conn.starttls(context=ssl.create_default_context())
+            if self.user:
+                conn.login(self.user, self.password)
+            return conn
+        except (OSError, smtplib.SMTPException) as e:
+            raise SendFailed(f"cannot reach SMTP server {self.host}:{self.port} ({e}) - "
+                             "check NEWSLETTER_SMTP_URL", ) from e
+
+    def __enter__(self) -> SMTPSender:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+            self.conn = None
+
+    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str,
+             retries: int = 2) -> str:
+        for attempt in range(retries + 1):
+            if self.conn is None:
+                self.conn = self._connect()
+            try:
+                self.conn.send_message(msg, to_addrs=[email])
+                return f"smtp://{self.host}:{self.port}"
+            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout) as e:
+                self.conn = None  # dropped: reconnect and try again
+                if attempt == retries:
+                    raise SendFailed(f"SMTP server hung up ({e})") from e
+            except smtplib.SMTPRecipientsRefused as e:
+                code, reason = next(iter(e.recipients.values()))
+                if 400 <= code < 500 and attempt < retries:
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                raise SendFailed(f"{code} {reason.decode(errors='replace')}") from e
+            except smtplib.SMTPResponseException as e:
+                if 400 <= e.smtp_code < 500 and attempt < retries:
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                raise SendFailed(
+                    f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}") from e
+        raise SendFailed("unreachable")  # pragma: no cover
+
+
+def sender(smtp_url: str, smtp_password: str, outbox: str) -> Outbox | SMTPSender:
+    return SMTPSender(smtp_url, smtp_password) if smtp_url else Outbox(outbox)

@@ -1,0 +1,318 @@
+"""The only module that talks SQL. Everything else receives and returns models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from newsletter.errors import SubscriberExists, SubscriberNotFound
+from newsletter.migrations import migrations
+from newsletter.models import Paper, Subscriber
+
+FILTER_KINDS = ("author", "topic", "category", "exclude")
+_FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
+                 "exclude": "exclude"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
+
+
+def open_db(path: str | Path) -> Database:
+    """Open (creating if needed) the database and apply pending migrations."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = Database(path)
+        db.execute("PRAGMA journal_mode=WAL")
+    else:
+        db = Database(memory=True)
+    db.execute("PRAGMA foreign_keys=ON")
+    migrations.apply(db)
+    return db
+
+
+@contextmanager
+def transaction(db: Database) -> Iterator[None]:
+    with db.conn:
+        yield
+
+
+# --- subscribers -------------------------------------------------------------------------
+
+
+def _subscriber_row(db: Database, email: str) -> dict[str, Any]:
+    rows = list(db["subscribers"].rows_where("lower(email) = lower(?)", [email], limit=1))
+    if not rows:
+        raise SubscriberNotFound(
+            f"no subscriber {email} - see \"newsletter subscribers list\""
+        )
+    return rows[0]
+
+
+def _to_subscriber(db: Database, row: dict[str, Any]) -> Subscriber:
+    filters: dict[str, list[str]] = {k: [] for k in FILTER_KINDS}
+    for f in db["filters"].rows_where("subscriber_id = ?", [row["id"]], order_by="id"):
+        filters.setdefault(f["kind"], []).append(f["value"])
+    return Subscriber(
+        email=row["email"],
+        name=row["name"] or "",
+        language=row["language"],
+        timezone=row["timezone"],
+        send_hour=row["send_hour"],
+        frequency=row["frequency"],
+        max_papers=row["max_papers"],
+        status=row["status"],
+        authors=tuple(filters["author"]),
+        topics=tuple(filters["topic"]),
+        categories=tuple(filters["category"]),
+        exclude=tuple(filters["exclude"]),
+    )
+
+
+def add_subscriber(db: Database, sub: Subscriber) -> Subscriber:
+    """Insert a subscriber with its filters in one transaction."""
+    if list(db["subscribers"].rows_where("lower(email) = lower(?)", [sub.email], limit=1)):
+        raise SubscriberExists(
+            f"subscriber {sub.email} already exists - use \"newsletter subscribers remove\" "
+            "first to replace it"
+        )
+    now = _iso(utcnow())
+    with transaction(db):
+        cursor = db.conn.execute(
+            "insert into subscribers (email, name, language, timezone, send_hour, frequency,"
+            " max_papers, status, created, updated) values (?,?,?,?,?,?,?,?,?,?)",
+            (sub.email, sub.name, sub.language, sub.timezone, sub.send_hour, sub.frequency,
+             sub.max_papers, sub.status, now, now),
+        )
+        sid = cursor.lastrowid
+        for kind in FILTER_KINDS:
+            for value in dict.fromkeys(getattr(sub, _FILTER_FIELD[kind])):
+                db.conn.execute(
+                    "insert into filters (subscriber_id, kind, value) values (?,?,?)",
+                    (sid, kind, value),
+                )
+    return get_subscriber(db, sub.email)
+
+
+def get_subscriber(db: Database, email: str) -> Subscriber:
+    return _to_subscriber(db, _subscriber_row(db, email))
+
+
+def list_subscribers(db: Database, status: str | None = None) -> list[Subscriber]:
+    where, args = ("status = ?", [status]) if status else (None, [])
+    rows = db["subscribers"].rows_where(where, args, order_by="email")
+    return [_to_subscriber(db, r) for r in rows]
+
+
+def remove_subscriber(db: Database, email: str) -> None:
+    row = _subscriber_row(db, email)
+    with transaction(db):
+        db.conn.execute("delete from filters where subscriber_id = ?", (row["id"],))
+        db.conn.execute("delete from deliveries where subscriber_id = ?", (row["id"],))
+        db.conn.execute("delete from subscribers where id = ?", (row["id"],))
+
+
+# --- papers ------------------------------------------------------------------------------
+
+
+def _paper_row(p: Paper) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "source": p.source,
+        "venue": p.venue,
+        "title": p.title,
+        "authors": json.dumps(list(p.authors), ensure_ascii=False),
+        "abstract": p.abstract,
+        "url": p.url,
+        "pdf_url": p.pdf_url,
+        "doi": p.doi,
+        "categories": json.dumps(list(p.categories)),
+        "published": _iso(p.published),
+        "updated": _iso(p.updated),
+        "code_url": p.code_url,
+    }
+
+
+def _to_paper(row: dict[str, Any]) -> Paper:
+    return Paper(
+        id=row["id"],
+        source=row["source"],
+        venue=row["venue"],
+        title=row["title"],
+        authors=tuple(json.loads(row["authors"] or "[]")),
+        abstract=row["abstract"] or "",
+        url=row["url"] or "",
+        pdf_url=row["pdf_url"],
+        doi=row["doi"],
+        categories=tuple(json.loads(row["categories"] or "[]")),
+        published=datetime.fromisoformat(row["published"]),
+        updated=datetime.fromisoformat(row["updated"]) if row["updated"] else None,
+        code_url=row["code_url"],
+    )
+
+
+def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime | None = None
+                  ) -> tuple[int, int]:
+    """Store papers once each; returns (new, updated). ``first_seen`` never moves."""
+    seen = _iso(now or utcnow())
+    new = updated = 0
+    with transaction(db):
+        for p in papers:
+            row = _paper_row(p)
+            try:
+                old = db["papers"].get(p.id)
+            except NotFoundError:
+                old = None
+            if old is None:
+                db["papers"].insert({**row, "first_seen": seen})
+                new += 1
+            else:
+                merged = {k: v for k, v in row.items() if v not in (None, "", "[]")}
+                if any(old.get(k) != v for k, v in merged.items()):
+                    db["papers"].update(p.id, merged)
+                    updated += 1
+    return new, updated
+
+
+def papers_first_seen_since(db: Database, since: datetime) -> list[Paper]:
+    rows = db["papers"].rows_where("first_seen >= ?", [_iso(since)], order_by="published desc")
+    return [_to_paper(r) for r in rows]
+
+
+def get_paper(db: Database, paper_id: str) -> Paper:
+    return _to_paper(db["papers"].get(paper_id))
+
+
+# --- deliveries --------------------------------------------------------------------------
+
+
+def delivered_paper_ids(db: Database, email: str) -> set[str]:
+    row = _subscriber_row(db, email)
+    ids: set[str] = set()
+    for d in db["deliveries"].rows_where(
+        "subscriber_id = ? and status = 'sent'", [row["id"]], select="paper_ids"
+    ):
+        ids.update(json.loads(d["paper_ids"] or "[]"))
+    return ids
+
+
+def last_sent_at(db: Database, email: str) -> datetime | None:
+    row = _subscriber_row(db, email)
+    got = db.execute(
+        "select max(sent_at) from deliveries where subscriber_id = ? and status = 'sent'",
+        [row["id"]],
+    ).fetchone()[0]
+    return datetime.fromisoformat(got) if got else None
+
+
+def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] | None:
+    row = _subscriber_row(db, email)
+    rows = list(db["deliveries"].rows_where(
+        "subscriber_id = ? and issue_date = ?", [row["id"], issue_date.isoformat()], limit=1))
+    return rows[0] if rows else None
+
+
+def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
+                   paper_ids: Iterable[str]) -> dict[str, Any]:
+    """Create (or reuse) the one delivery row for (subscriber, issue date), marked pending."""
+    sub = _subscriber_row(db, email)
+    existing = get_delivery(db, email, issue_date)
+    if existing is not None:
+        return existing
+    with transaction(db):
+        db["deliveries"].insert({
+            "subscriber_id": sub["id"],
+            "issue_date": issue_date.isoformat(),
+            "status": "pending",
+            "message_id": message_id,
+            "paper_ids": json.dumps(list(paper_ids)),
+            "attempts": 0,
+            "created": _iso(utcnow()),
+        })
+    delivery = get_delivery(db, email, issue_date)
+    assert delivery is not None
+    return delivery
+
+
+def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str | None = None,
+                    path: str | None = None) -> None:
+    with transaction(db):
+        db.conn.execute(
+            "update deliveries set status = ?, error = ?, path = coalesce(?, path),"
+            " attempts = attempts + 1, sent_at = case when ? = 'sent' then ? else sent_at end"
+            " where id = ?",
+            (status, error, path, status, _iso(utcnow()), delivery_id),
+        )
+
+
+def list_deliveries(db: Database, issue_date: date | None = None) -> list[dict[str, Any]]:
+    sql = ("select s.email, d.issue_date, d.status, d.message_id, d.paper_ids, d.attempts,"
+           " d.error, d.path, d.sent_at from deliveries d join subscribers s"
+           " on s.id = d.subscriber_id")
+    args: list[Any] = []
+    if issue_date:
+        sql += " where d.issue_date = ?"
+        args.append(issue_date.isoformat())
+    return [dict(r) for r in db.query(sql + " order by d.issue_date, s.email", args)]
+
+
+# --- briefs ------------------------------------------------------------------------------
+
+
+def get_brief(db: Database, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(db["briefs"].get(key))
+    except NotFoundError:
+        return None
+
+
+def put_brief(db: Database, row: dict[str, Any]) -> None:
+    with transaction(db):
+        db["briefs"].insert({**row, "created": _iso(utcnow())}, replace=True)
+
+
+def log_llm_call(db: Database, row: dict[str, Any]) -> None:
+    with transaction(db):
+        db["llm_calls"].insert({**row, "created": _iso(utcnow())})
+
+
+def llm_spend_since(db: Database, since: datetime) -> float:
+    got = db.execute("select coalesce(sum(cost_usd), 0) from llm_calls where created >= ?",
+                     [_iso(since)]).fetchone()[0]
+    return float(got)
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def source_state(db: Database, name: str) -> dict[str, Any]:
+    try:
+        return dict(db["sources"].get(name))
+    except NotFoundError:
+        return {}
+
+
+def save_source_state(db: Database, name: str, **fields: Any) -> None:
+    with transaction(db):
+        db["sources"].upsert({"name": name, **fields}, pk="name")
+
+
+def first_seen_map(db: Database, paper_ids: list[str]) -> dict[str, datetime]:
+    out: dict[str, datetime] = {}
+    for i in range(0, len(paper_ids), 500):
+        chunk = paper_ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.query(f"select id, first_seen from papers where id in ({marks})", chunk):
+            out[row["id"]] = datetime.fromisoformat(row["first_seen"])
+    return out
