@@ -119,12 +119,14 @@ def build_messages(papers: Sequence[Paper], language: str) -> list[dict[str, str
 
 _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\b[\w.+-]+@[\w-]+\.[\w.-]+\b"
                   r"|\b[\w-]+\.(?:com|org|net|io|xyz|ru|cn|info|biz)\b(?:/\S*)?")
+_SCRIPT = re.compile(r"(?is)<(script|style)\b.*?(</\1\s*>|$)")
 _TAG = re.compile(r"<[^>]{0,200}>")
 
 
 def clean_text(value: Any, limit: int = 800) -> str:
     """Model output as plain text: no tags, no URLs or addresses, bounded length."""
     text = str(value if value is not None else "")
+    text = _SCRIPT.sub("", text)
     text = _TAG.sub("", text)
     text = _URL.sub("[link removed]", text)
     text = re.sub(r"[*_`#]{1,3}", "", text)  # Markdown emphasis the model was told not to use

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -163,7 +162,8 @@ def subscribers_list(ctx: click.Context, status: str | None, as_json: bool) -> N
     Example:
         newsletter subscribers list --json
     """
-    from newsletter import store, subscribers as subs
+    from newsletter import store
+    from newsletter import subscribers as subs
 
     rows = store.list_subscribers(_db(ctx), status=status)
     if as_json:

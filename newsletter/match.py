@@ -292,7 +292,8 @@ def validate_filters(sub: Subscriber) -> None:
             )
 
 
-def match_subscriber(sub: Subscriber, index: Index, already_sent: set[str] = frozenset()
+def match_subscriber(sub: Subscriber, index: Index,
+                     already_sent: set[str] | frozenset[str] = frozenset()
                      ) -> list[Match]:
     """All papers in the index for this subscriber, best first."""
     found: dict[int, tuple[float, list[str], list[str]]] = {}

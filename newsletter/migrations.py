@@ -13,7 +13,7 @@ migrations = Migrations("newsletter")
 
 @migrations()
 def m001_subscribers(db: Database) -> None:
-    db["subscribers"].create(
+    db.table("subscribers").create(
         {
             "id": int,
             "email": str,
@@ -39,24 +39,24 @@ def m001_subscribers(db: Database) -> None:
             "status": "active",
         },
     )
-    db["subscribers"].create_index(["email"], unique=True)
+    db.table("subscribers").create_index(["email"], unique=True)
 
 
 @migrations()
 def m002_filters(db: Database) -> None:
-    db["filters"].create(
+    db.table("filters").create(
         {"id": int, "subscriber_id": int, "kind": str, "value": str, "options": str},
         pk="id",
         foreign_keys=[("subscriber_id", "subscribers", "id")],
         not_null={"subscriber_id", "kind", "value"},
         defaults={"options": "{}"},
     )
-    db["filters"].create_index(["subscriber_id", "kind", "value"], unique=True)
+    db.table("filters").create_index(["subscriber_id", "kind", "value"], unique=True)
 
 
 @migrations()
 def m003_papers(db: Database) -> None:
-    db["papers"].create(
+    db.table("papers").create(
         {
             "id": str,
             "source": str,
@@ -76,14 +76,14 @@ def m003_papers(db: Database) -> None:
         pk="id",
         not_null={"source", "title", "first_seen"},
     )
-    db["papers"].create_index(["first_seen"])
-    db["papers"].create_index(["doi"])
-    db["papers"].enable_fts(["title", "abstract"], fts_version="FTS5", create_triggers=True)
+    db.table("papers").create_index(["first_seen"])
+    db.table("papers").create_index(["doi"])
+    db.table("papers").enable_fts(["title", "abstract"], fts_version="FTS5", create_triggers=True)
 
 
 @migrations()
 def m004_deliveries(db: Database) -> None:
-    db["deliveries"].create(
+    db.table("deliveries").create(
         {
             "id": int,
             "subscriber_id": int,
@@ -102,12 +102,12 @@ def m004_deliveries(db: Database) -> None:
         not_null={"subscriber_id", "issue_date", "status"},
         defaults={"attempts": 0},
     )
-    db["deliveries"].create_index(["subscriber_id", "issue_date"], unique=True)
+    db.table("deliveries").create_index(["subscriber_id", "issue_date"], unique=True)
 
 
 @migrations()
 def m005_briefs_and_llm_calls(db: Database) -> None:
-    db["briefs"].create(
+    db.table("briefs").create(
         {
             "key": str,
             "kind": str,
@@ -123,7 +123,7 @@ def m005_briefs_and_llm_calls(db: Database) -> None:
         },
         pk="key",
     )
-    db["llm_calls"].create(
+    db.table("llm_calls").create(
         {
             "id": int,
             "brief_key": str,
@@ -141,7 +141,7 @@ def m005_briefs_and_llm_calls(db: Database) -> None:
 
 @migrations()
 def m006_sources(db: Database) -> None:
-    db["sources"].create(
+    db.table("sources").create(
         {
             "name": str,
             "kind": str,  # arxiv, feed, sample

@@ -188,7 +188,7 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
             futures.append((k, papers, lang, pool.submit(
                 brief_mod.write_brief, list(papers), lang, settings.llm_model,
                 settings.llm_api_base, settings.llm_timeout)))
-        for k, papers, lang, fut in futures:
+        for k, _papers, lang, fut in futures:
             result = fut.result()
             key = brief_mod.cache_key(k[0], lang, settings.llm_model)
             _record(db, key, lang, settings.llm_model, k[0], result, report)

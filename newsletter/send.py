@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import smtplib
-import socket
 import ssl
 import time
 from email.message import EmailMessage
@@ -114,7 +113,7 @@ class SMTPSender:
             try:
                 self.conn.send_message(msg, to_addrs=[email])
                 return f"smtp://{self.host}:{self.port}"
-            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout) as e:
+            except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
                 if attempt == retries:
                     raise SendFailed(f"SMTP server hung up ({e})") from e
@@ -123,13 +122,15 @@ class SMTPSender:
                 if 400 <= code < 500 and attempt < retries:
                     time.sleep(0.5 * 2 ** attempt)
                     continue
-                raise SendFailed(f"{code} {reason.decode(errors='replace')}") from e
+                text = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
+                raise SendFailed(f"{code} {text}") from e
             except smtplib.SMTPResponseException as e:
                 if 400 <= e.smtp_code < 500 and attempt < retries:
                     time.sleep(0.5 * 2 ** attempt)
                     continue
-                raise SendFailed(
-                    f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}") from e
+                err = e.smtp_error
+                text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+                raise SendFailed(f"{e.smtp_code} {text}") from e
         raise SendFailed("unreachable")  # pragma: no cover
 
 

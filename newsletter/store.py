@@ -52,7 +52,7 @@ def transaction(db: Database) -> Iterator[None]:
 
 
 def _subscriber_row(db: Database, email: str) -> dict[str, Any]:
-    rows = list(db["subscribers"].rows_where("lower(email) = lower(?)", [email], limit=1))
+    rows = list(db.table("subscribers").rows_where("lower(email) = lower(?)", [email], limit=1))
     if not rows:
         raise SubscriberNotFound(
             f"no subscriber {email} - see \"newsletter subscribers list\""
@@ -62,7 +62,7 @@ def _subscriber_row(db: Database, email: str) -> dict[str, Any]:
 
 def _to_subscriber(db: Database, row: dict[str, Any]) -> Subscriber:
     filters: dict[str, list[str]] = {k: [] for k in FILTER_KINDS}
-    for f in db["filters"].rows_where("subscriber_id = ?", [row["id"]], order_by="id"):
+    for f in db.table("filters").rows_where("subscriber_id = ?", [row["id"]], order_by="id"):
         filters.setdefault(f["kind"], []).append(f["value"])
     return Subscriber(
         email=row["email"],
@@ -82,7 +82,7 @@ def _to_subscriber(db: Database, row: dict[str, Any]) -> Subscriber:
 
 def add_subscriber(db: Database, sub: Subscriber) -> Subscriber:
     """Insert a subscriber with its filters in one transaction."""
-    if list(db["subscribers"].rows_where("lower(email) = lower(?)", [sub.email], limit=1)):
+    if list(db.table("subscribers").rows_where("lower(email) = lower(?)", [sub.email], limit=1)):
         raise SubscriberExists(
             f"subscriber {sub.email} already exists - use \"newsletter subscribers remove\" "
             "first to replace it"
@@ -111,7 +111,7 @@ def get_subscriber(db: Database, email: str) -> Subscriber:
 
 def list_subscribers(db: Database, status: str | None = None) -> list[Subscriber]:
     where, args = ("status = ?", [status]) if status else (None, [])
-    rows = db["subscribers"].rows_where(where, args, order_by="email")
+    rows = db.table("subscribers").rows_where(where, args, order_by="email")
     return [_to_subscriber(db, r) for r in rows]
 
 
@@ -171,27 +171,28 @@ def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime | None = 
         for p in papers:
             row = _paper_row(p)
             try:
-                old = db["papers"].get(p.id)
+                old = db.table("papers").get(p.id)
             except NotFoundError:
                 old = None
             if old is None:
-                db["papers"].insert({**row, "first_seen": seen})
+                db.table("papers").insert({**row, "first_seen": seen})
                 new += 1
             else:
                 merged = {k: v for k, v in row.items() if v not in (None, "", "[]")}
                 if any(old.get(k) != v for k, v in merged.items()):
-                    db["papers"].update(p.id, merged)
+                    db.table("papers").update(p.id, merged)
                     updated += 1
     return new, updated
 
 
 def papers_first_seen_since(db: Database, since: datetime) -> list[Paper]:
-    rows = db["papers"].rows_where("first_seen >= ?", [_iso(since)], order_by="published desc")
+    rows = db.table("papers").rows_where("first_seen >= ?", [_iso(since)],
+                                         order_by="published desc")
     return [_to_paper(r) for r in rows]
 
 
 def get_paper(db: Database, paper_id: str) -> Paper:
-    return _to_paper(db["papers"].get(paper_id))
+    return _to_paper(db.table("papers").get(paper_id))
 
 
 # --- deliveries --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def get_paper(db: Database, paper_id: str) -> Paper:
 def delivered_paper_ids(db: Database, email: str) -> set[str]:
     row = _subscriber_row(db, email)
     ids: set[str] = set()
-    for d in db["deliveries"].rows_where(
+    for d in db.table("deliveries").rows_where(
         "subscriber_id = ? and status = 'sent'", [row["id"]], select="paper_ids"
     ):
         ids.update(json.loads(d["paper_ids"] or "[]"))
@@ -218,7 +219,7 @@ def last_sent_at(db: Database, email: str) -> datetime | None:
 
 def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] | None:
     row = _subscriber_row(db, email)
-    rows = list(db["deliveries"].rows_where(
+    rows = list(db.table("deliveries").rows_where(
         "subscriber_id = ? and issue_date = ?", [row["id"], issue_date.isoformat()], limit=1))
     return rows[0] if rows else None
 
@@ -231,7 +232,7 @@ def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
     if existing is not None:
         return existing
     with transaction(db):
-        db["deliveries"].insert({
+        db.table("deliveries").insert({
             "subscriber_id": sub["id"],
             "issue_date": issue_date.isoformat(),
             "status": "pending",
@@ -272,19 +273,19 @@ def list_deliveries(db: Database, issue_date: date | None = None) -> list[dict[s
 
 def get_brief(db: Database, key: str) -> dict[str, Any] | None:
     try:
-        return dict(db["briefs"].get(key))
+        return dict(db.table("briefs").get(key))
     except NotFoundError:
         return None
 
 
 def put_brief(db: Database, row: dict[str, Any]) -> None:
     with transaction(db):
-        db["briefs"].insert({**row, "created": _iso(utcnow())}, replace=True)
+        db.table("briefs").insert({**row, "created": _iso(utcnow())}, replace=True)
 
 
 def log_llm_call(db: Database, row: dict[str, Any]) -> None:
     with transaction(db):
-        db["llm_calls"].insert({**row, "created": _iso(utcnow())})
+        db.table("llm_calls").insert({**row, "created": _iso(utcnow())})
 
 
 def llm_spend_since(db: Database, since: datetime) -> float:
@@ -298,14 +299,14 @@ def llm_spend_since(db: Database, since: datetime) -> float:
 
 def source_state(db: Database, name: str) -> dict[str, Any]:
     try:
-        return dict(db["sources"].get(name))
+        return dict(db.table("sources").get(name))
     except NotFoundError:
         return {}
 
 
 def save_source_state(db: Database, name: str, **fields: Any) -> None:
     with transaction(db):
-        db["sources"].upsert({"name": name, **fields}, pk="name")
+        db.table("sources").upsert({"name": name, **fields}, pk="name")
 
 
 def first_seen_map(db: Database, paper_ids: list[str]) -> dict[str, datetime]:

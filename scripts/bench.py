@@ -1,0 +1,113 @@
+"""`make bench`: speed and memory figures, printed (not a timed test).
+
+Each section measures one stage or scenario named in the issues. Wall time is
+time.perf_counter; "peak" is the Python heap peak from tracemalloc during that step
+(native allocations such as MRML's are not in it); the last line gives the process's
+maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from newsletter import pipeline, render, send, store, subscribers  # noqa: E402
+from newsletter.config import Settings  # noqa: E402
+from newsletter.sources import sample  # noqa: E402
+
+NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
+RESULTS: list[tuple[str, str]] = []
+
+
+@contextmanager
+def measure(label: str) -> Iterator[dict[str, float]]:
+    out: dict[str, float] = {}
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - started
+        out["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+        print(f"  {label:<44} {out['seconds']:8.3f} s   peak {out['peak_mb']:7.1f} MB",
+              flush=True)
+
+
+def bench_demo(tmp: Path) -> None:
+    print("Demo morning job, stage by stage (bundled sample, 4 subscribers, outbox):")
+    settings = Settings(db=str(tmp / "demo.db"), outbox=str(tmp / "outbox"), sources="sample")
+    total = time.perf_counter()
+    with measure("open database + add subscribers"):
+        db = store.open_db(settings.db)
+        for row in sample.load_subscribers():
+            subscribers.add(db, **row)
+    with measure("fetch (sample source -> store)"):
+        pipeline.fetch(db, settings, NOW)
+    subs = store.list_subscribers(db)
+    with measure("match (index + 4 issues)"):
+        index = pipeline.build_index(db, min(pipeline.window_start(db, s, settings, NOW)
+                                             for s in subs))
+        issues = [pipeline.plan_issue(db, s, settings, NOW, index) for s in subs]
+    with measure("brief (extractive)"):
+        report = pipeline.RunReport()
+        briefs = pipeline.write_briefs(
+            db, [(tuple(m.paper for m in i.matches), i.subscriber.language) for i in issues],
+            settings, NOW, report)
+        issues = [pipeline.with_brief(i, briefs) for i in issues]
+    with measure("render (Jinja2 -> MJML -> premailer + text)"):
+        rendered = [render.render(i, settings) for i in issues]
+    with measure("send (outbox)"):
+        with send.Outbox(settings.outbox) as box:
+            for i, r in zip(issues, rendered, strict=True):
+                box.send(render.build_message(i, r, settings, NOW), i.subscriber.email,
+                         i.issue_date.isoformat(), r.html)
+    print(f"  {'whole demo':<44} {time.perf_counter() - total:8.3f} s")
+
+
+def bench_render(tmp: Path, count: int) -> None:
+    print(f"Rendering {count} personalised issues of 10 papers (HTML, text, message):")
+    papers = sample.load_papers()
+    from newsletter.brief import extractive
+    from newsletter.models import Issue, Match, Subscriber
+
+    settings = Settings()
+    with measure(f"{count} issues") as m:
+        sizes = []
+        for n in range(count):
+            chosen = [papers[(n + k) % len(papers)] for k in range(10)]
+            sub = Subscriber(f"reader{n}@example.org", name=f"Reader {n}",
+                             language="zh" if n % 4 == 0 else "en", authors=("Taiming Lu",))
+            issue = Issue(sub, NOW.date(), tuple(Match(p, 1.0, ("topic: x",)) for p in chosen),
+                          (), extractive(chosen))
+            r = render.render(issue, settings)
+            sizes.append(len(bytes(render.build_message(issue, r, settings, NOW))))
+    print(f"  -> {count / m['seconds']:.1f} emails/s; message size mean "
+          f"{sum(sizes) / len(sizes) / 1024:.1f} KiB, max {max(sizes) / 1024:.1f} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--render", type=int, default=200, help="issues to render")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_demo(Path(tmp))
+        bench_render(Path(tmp), args.render)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"Process peak RSS: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

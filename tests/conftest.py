@@ -1,0 +1,231 @@
+"""Shared fixtures: every test gets its own database, outbox and config, and real loopback
+servers (SMTP, HTTP, an OpenAI-compatible model) stand in for the outside world."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from newsletter.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip when a system tool is missing; in CI (.ci/run) fail instead, nothing may skip."""
+    if ok:
+        return
+    if os.environ.get("NEWSLETTER_TESTS_REQUIRE_ALL"):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def require_node_tool(name: str) -> Path:
+    path = ROOT / "node_modules" / ".bin" / name
+    require(shutil.which("node") is not None, "needs Debian package nodejs (node)")
+    require(path.exists(), f"needs npm package {name!r}: run 'npm ci' (make test does)")
+    return path
+
+
+def require_chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    require(found is not None, "needs Debian package chromium (apt-get install chromium)")
+    require((ROOT / "node_modules" / "playwright-core").exists(),
+            "needs npm package playwright-core: run 'npm ci' (make test does)")
+    return str(found)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("NEWSLETTER_") and key != "NEWSLETTER_TESTS_REQUIRE_ALL":
+            monkeypatch.delenv(key)
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NEWSLETTER_DB", str(tmp_path / "newsletter.db"))
+    monkeypatch.setenv("NEWSLETTER_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("NEWSLETTER_CONFIG", str(tmp_path / "newsletter.toml"))
+    monkeypatch.setenv("NEWSLETTER_SOURCES", "sample")
+    monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-22T09:00:00+00:00")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    return tmp_path
+
+
+def invoke(*args: str, input: str | None = None, ok: bool = True) -> Result:
+    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=not ok)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SMTPServer:
+    host: str
+    port: int
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[Any] = field(default_factory=list)
+    reject: dict[str, str] = field(default_factory=dict)  # rcpt -> "550 reason"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    from aiosmtpd.controller import Controller
+
+    server = SMTPServer("127.0.0.1", 0)
+
+    class Handler:
+        async def handle_RCPT(self, srv: Any, session: Any, envelope: Any, address: str,
+                              options: Any) -> str:
+            if address in server.reject:
+                return server.reject[address]
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, srv: Any, session: Any, envelope: Any) -> str:
+            server.envelopes.append(envelope)
+            server.messages.append(
+                message_from_bytes(envelope.content, policy=policy.default))  # type: ignore
+            return "250 Message accepted"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.port = s.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=server.port)
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+Route = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
+
+
+@dataclass
+class HTTPServer:
+    base: str
+    routes: dict[str, Route | list[Route]]
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+
+    def serve(self, path: str, body: bytes | str, status: int = 200,
+              content_type: str = "application/xml; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        data = body.encode() if isinstance(body, str) else body
+
+        def route(h: BaseHTTPRequestHandler, _: bytes) -> tuple[int, dict[str, str], bytes]:
+            return status, {"Content-Type": content_type, **(headers or {})}, data
+
+        self.routes[path] = route
+
+
+@pytest.fixture
+def http_server() -> Iterator[HTTPServer]:
+    state = HTTPServer("", {})
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            path = self.path.split("?")[0]
+            state.requests.append((self.command, self.path, dict(self.headers), body))
+            route = state.routes.get(path)
+            if isinstance(route, list):  # a queue of answers, the last one repeats
+                route = route.pop(0) if len(route) > 1 else route[0]
+            if route is None:
+                status, headers, data = 404, {"Content-Type": "text/plain"}, b"not found"
+            else:
+                status, headers, data = route(self, body)
+            if status < 0:  # a route may ask us to hang up without answering
+                self.close_connection = True
+                return
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _handle
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def chat_completion(content: str, prompt_tokens: int = 120, completion_tokens: int = 80
+                    ) -> bytes:
+    """A response body in the exact shape OpenAI's /v1/chat/completions returns."""
+    return json.dumps({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1763800000,
+        "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }).encode()
+
+
+@pytest.fixture
+def llm_server(http_server: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
+    """An OpenAI-compatible server on loopback; the real litellm request path talks to it."""
+    monkeypatch.setenv("NEWSLETTER_LLM_MODEL", "openai/test-model")
+    monkeypatch.setenv("NEWSLETTER_LLM_API_BASE", http_server.base + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    return http_server
+
+
+def llm_calls(server: HTTPServer) -> list[dict[str, Any]]:
+    return [json.loads(body) for method, path, _, body in server.requests
+            if path.endswith("/chat/completions")]
+
+
+def read_outbox(folder: Path) -> dict[str, EmailMessage]:
+    out = {}
+    for eml in sorted(folder.glob("*.eml")):
+        msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        out[str(msg["To"].addresses[0].addr_spec)] = msg  # type: ignore[union-attr]
+    return out
+
+
+def parts(msg: EmailMessage) -> tuple[str, str]:
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()

@@ -1,0 +1,67 @@
+"""The folder is the pipeline: who may import what, and help that stays cheap."""
+
+import ast
+from pathlib import Path
+
+import click
+import pytest
+from conftest import invoke
+
+from newsletter.cli import cli
+
+PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_import_boundaries(path):
+    used = imports(path)
+    name = str(path.relative_to(PACKAGE))
+    if name != "brief.py":
+        assert "litellm" not in used, f"{name} imports litellm; only brief.py may"
+    if name not in ("store.py", "migrations.py", "pipeline.py", "subscribers.py", "demo.py"):
+        assert "sqlite_utils" not in used and "sqlite3" not in used, \
+            f"{name} talks to the database; only store.py may"
+    if name == "cli.py":
+        assert not used & {"mjml", "premailer", "arxiv", "feedparser", "jinja2"}
+
+
+def test_only_store_writes_sql():
+    for path in modules():
+        if path.name in ("store.py", "migrations.py"):
+            continue
+        text = path.read_text().lower()
+        for verb in ("select ", "insert into", "update ", "delete from"):
+            assert f'"{verb}' not in text and f"'{verb}" not in text, (path, verb)
+
+
+def _commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    command = cli
+    for part in path:
+        command = command.commands[part]
+    assert command.help, f"{path} has no help"
+    out = invoke(*path, "--help").output
+    assert out.startswith("Usage: ")
+    if not isinstance(command, click.Group):
+        assert "Example:" in out, f"{' '.join(path)} --help shows no example"
