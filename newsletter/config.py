@@ -41,8 +41,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbox", "outbox", "Folder that receives .eml and .html files when no SMTP is set."),
     Setting(
         "sources",
-        "arxiv",
-        "Comma-separated sources to fetch: arxiv, sample, and feed names (see sources list).",
+        "",
+        "Comma-separated sources to fetch (arxiv, sample, feed names); empty = arxiv and "
+        "every enabled feed (see sources list).",
     ),
     Setting(
         "smtp_url",
@@ -79,7 +80,7 @@ class Settings:
 
     db: str = "subscribers/newsletter.db"
     outbox: str = "outbox"
-    sources: str = "arxiv"
+    sources: str = ""
     smtp_url: str = ""
     smtp_password: str = ""
     from_addr: str = "AcademicHub <newsletter@localhost>"
@@ -114,8 +115,6 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML ({e}) - fix the file or remove it") from e
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "feeds":  # [[feeds]] tables are read by the sources stage
-            continue
         setting = BY_NAME.get(key)
         if setting is None:
             raise ConfigError(

@@ -31,3 +31,7 @@ class SendFailed(NewsletterError):
 
 class ConfigError(NewsletterError):
     pass
+
+
+class PaperNotFound(NewsletterError):
+    pass

@@ -75,8 +75,9 @@ def same_author(followed: Sequence[str], candidate: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class Term:
-    words: tuple[str, ...]  # one word, or a phrase
+    words: tuple[str, ...]  # one word, or a phrase (folded, plural-stemmed)
     prefix: bool = False
+    text: str = ""  # as written (folded, not stemmed), for querying a search engine
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def compile_query(text: str) -> Node:
         words = tuple(tokens(stripped))
         if not words:
             raise InvalidFilter(f"topic {text!r} has no words to match")
-        return Term(words)
+        return Term(words, text=" ".join(_WORD.findall(fold(stripped))))
     items: list[tuple[str, str, int]] = []
     pos = 0
     while pos < len(text):
@@ -173,12 +174,11 @@ class _Parser:
             raise self._fail(f"unexpected {value!r}")
         self.i += 1
         prefix = value.endswith("*")
-        words = tuple(_WORD.findall(fold(value.rstrip("*"))))
-        if not words:
+        raw = tuple(_WORD.findall(fold(value.rstrip("*"))))
+        if not raw:
             raise InvalidFilter(f"topic {self.text!r}: nothing to match at position {item[2] + 1}")
-        if not prefix:
-            words = tuple(_stem(w) for w in words)
-        return Term(words, prefix=prefix)
+        words = raw if prefix else tuple(_stem(w) for w in raw)
+        return Term(words, prefix=prefix, text=" ".join(raw))
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -250,7 +250,7 @@ class Index:
     def score(self, node: Node, n: int) -> float:
         """BM25-style relevance of paper n to the positive terms of a query."""
         total = 0.0
-        for term in _positive_terms(node):
+        for term in positive_terms(node):
             hits = self.term_hits(term).get(n, 0)
             if not hits:
                 continue
@@ -263,12 +263,12 @@ class Index:
         return total
 
 
-def _positive_terms(node: Node) -> Iterable[Term]:
+def positive_terms(node: Node) -> Iterable[Term]:
     if isinstance(node, Term):
         yield node
     elif node.op != "NOT":
         for a in node.args:
-            yield from _positive_terms(a)
+            yield from positive_terms(a)
 
 
 def category_matches(pattern: str, categories: Iterable[str]) -> bool:

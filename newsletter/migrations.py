@@ -159,3 +159,14 @@ def m006_sources(db: Database) -> None:
         pk="name",
         defaults={"enabled": 1},
     )
+
+
+@migrations()
+def m007_paper_identity_and_source_notes(db: Database) -> None:
+    """A normalised title + first-author key, so the same paper from a journal feed and from
+    arXiv is stored once; and what the last fetch of each source noted."""
+    db.table("papers").add_column("title_key", str)
+    db.table("papers").create_index(["title_key"])
+    db.table("sources").add_column("last_requests", int)
+    db.table("sources").add_column("last_note", str)
+    db.table("sources").add_column("retry_from", str)  # start of a window not yet fetched

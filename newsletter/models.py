@@ -108,6 +108,8 @@ class SourceResult:
     name: str
     papers: tuple[Paper, ...] = ()
     requests: int = 0
-    error: str | None = None
+    error: str | None = None  # why the source (or part of it) failed
     not_modified: bool = False
-    state: dict[str, str] = field(default_factory=dict)
+    partial: bool = False  # some requests failed, the papers of the others are here
+    note: str | None = None  # e.g. a quiet day, a salvaged malformed feed
+    state: dict[str, str | None] = field(default_factory=dict)

@@ -6,12 +6,10 @@ The only module that imports every stage. Plain functions taking their inputs as
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +30,12 @@ class FetchLine:
     requests: int = 0
     error: str | None = None
     not_modified: bool = False
+    partial: bool = False
+    note: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) and not self.partial
 
 
 @dataclass
@@ -55,42 +59,56 @@ class RunReport:
         return [line for line in self.lines if line.status == "failed"]
 
 
-def configured_feeds(config_path: str | None) -> dict[str, dict[str, Any]]:
-    """``[[feeds]]`` tables from newsletter.toml (name, url, label)."""
-    if not config_path or not Path(config_path).exists():
-        return {}
-    with open(config_path, "rb") as f:
-        data = tomllib.load(f)
-    return {f["name"]: f for f in data.get("feeds", []) if "name" in f and "url" in f}
+def source_names(db: Database, settings: Settings) -> list[str]:
+    """The sources to fetch: those named in settings, else arXiv (unless disabled) and
+    every enabled feed in the database."""
+    if settings.source_names:
+        return settings.source_names
+    rows = {r["name"]: r for r in store.list_sources(db)}
+    names = [] if rows.get("arxiv", {}).get("enabled") == 0 else ["arxiv"]
+    names += [n for n, r in rows.items() if r.get("kind") == "feed" and r.get("enabled")]
+    return names
 
 
 # --- fetch -------------------------------------------------------------------------------
 
 
 def fetch(db: Database, settings: Settings, now: datetime,
-          feeds: dict[str, dict[str, Any]] | None = None,
           progress: Callable[[str], None] | None = None) -> list[FetchLine]:
     subscribers = store.list_subscribers(db, status="active")
     lines = []
-    for name in settings.source_names:
+    for name in source_names(db, settings):
         if progress:
             progress(name)
         state = store.source_state(db, name)
-        last = state.get("last_success")
+        last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
-        result = sources.fetch(name, settings, state, since, subscribers, feeds or {})
+        feed = state if state.get("kind") == "feed" else None
+        result = sources.fetch(name, settings, state, since, subscribers, feed, until=now)
         new, updated = store.upsert_papers(db, result.papers, now)
-        fields: dict[str, Any] = {"last_fetched": now.isoformat(timespec="seconds"),
-                                  "last_error": result.error, "last_new": new,
-                                  "last_status": "failed" if result.error else
-                                  ("not-modified" if result.not_modified else "ok"),
-                                  **result.state}
-        if not result.error:
+        extra = dict(result.state)
+        note = result.note or extra.pop("warning", None)
+        kind = state.get("kind") or ("feed" if name not in sources.BUILTIN else name)
+        fields: dict[str, Any] = {
+            "kind": kind, "last_fetched": now.isoformat(timespec="seconds"),
+            "last_error": result.error, "last_new": new, "last_requests": result.requests,
+            "last_note": note,
+            "last_status": ("partial" if result.partial else "failed") if result.error
+            else ("not-modified" if result.not_modified else "ok"),
+            **{k: v for k, v in extra.items() if k in ("etag", "last_modified")},
+        }
+        if not state.get("kind") and kind == "feed":
+            entry = sources.catalogue().get(name, {})
+            fields.update(url=entry.get("url"), label=entry.get("label"), enabled=1)
+        if result.error:  # the next run asks for this window again
+            fields["retry_from"] = since.isoformat(timespec="seconds")
+        else:
             fields["last_success"] = now.isoformat(timespec="seconds")
+            fields["retry_from"] = None
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
-                               result.not_modified))
+                               result.not_modified, result.partial, note))
     return lines
 
 
@@ -229,11 +247,10 @@ def preview(db: Database, email: str, settings: Settings, now: datetime) -> tupl
 
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
         dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
-        feeds: dict[str, dict[str, Any]] | None = None,
         progress: Callable[[str], None] | None = None) -> RunReport:
     report = RunReport()
     if do_fetch:
-        report.fetched = fetch(db, settings, now, feeds, progress)
+        report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
     due: list[Subscriber] = []
@@ -281,3 +298,32 @@ def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
         return RunLine(sub.email, "failed", count, str(e))
     store.finish_delivery(db, delivery["id"], "sent", path=where)
     return RunLine(sub.email, "sent", count, where)
+
+
+# --- source administration ---------------------------------------------------------------
+
+
+def set_source_enabled(db: Database, name: str, enabled: bool) -> dict[str, Any]:
+    """Switch a source on or off; a catalogue feed is added on first enable."""
+    state = store.source_state(db, name)
+    if not state.get("kind"):
+        if name in sources.BUILTIN:
+            state = {"kind": name}
+        elif name in sources.catalogue():
+            entry = sources.catalogue()[name]
+            state = {"kind": "feed", "url": entry["url"], "label": entry["label"]}
+        else:
+            raise NewsletterError(
+                f"no source {name} - add it with \"newsletter sources add {name} URL\" or "
+                "pick one from \"newsletter sources list --catalogue\"")
+    store.save_source_state(db, name, **{**state, "enabled": 1 if enabled else 0})
+    return store.source_state(db, name)
+
+
+def check_source(db: Database, name: str, settings: Settings, now: datetime) -> Any:
+    """Fetch one source once and return what was parsed; stores nothing."""
+    state = store.source_state(db, name)
+    feed = state if state.get("kind") == "feed" else None
+    since = now - timedelta(days=settings.first_issue_days)
+    return sources.fetch(name, settings, {}, since, store.list_subscribers(db, "active"),
+                         feed, until=now)

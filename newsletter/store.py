@@ -12,7 +12,12 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
-from newsletter.errors import SubscriberExists, SubscriberNotFound
+from newsletter.errors import (
+    NewsletterError,
+    PaperNotFound,
+    SubscriberExists,
+    SubscriberNotFound,
+)
 from newsletter.migrations import migrations
 from newsletter.models import Paper, Subscriber
 
@@ -162,27 +167,85 @@ def _to_paper(row: dict[str, Any]) -> Paper:
     )
 
 
+def title_key(p: Paper) -> str:
+    """Normalised title + first author's family name: the last-resort identity of a paper."""
+    import re
+    import unicodedata
+
+    def norm(text: str) -> str:
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+        return re.sub(r"[^\w]+", " ", text).strip()
+
+    family = norm(p.authors[0]).split()[-1] if p.authors and norm(p.authors[0]) else ""
+    return f"{norm(p.title)}|{family}"
+
+
+def _find_same(db: Database, p: Paper, key: str) -> dict[str, Any] | None:
+    """The stored record of the same paper: by id, then DOI, then title + first author."""
+    for where, arg in (("id = ?", p.id), ("doi = ?", p.doi), ("title_key = ?", key)):
+        if arg:
+            rows = list(db.table("papers").rows_where(where, [arg], limit=1))
+            if rows:
+                return rows[0]
+    return None
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Fill what the stored record lacks; union the categories; an arXiv record keeps its
+    id and links, a journal adds its venue and DOI."""
+    changes: dict[str, Any] = {}
+    for k, v in new.items():
+        if k in ("id", "first_seen") or v in (None, "", "[]"):
+            continue
+        if k == "categories":
+            merged = list(dict.fromkeys(json.loads(old.get(k) or "[]") + json.loads(v)))
+            if merged != json.loads(old.get(k) or "[]"):
+                changes[k] = json.dumps(merged)
+        elif old.get(k) in (None, "", "[]"):
+            changes[k] = v
+        elif k in ("abstract",) and len(v) > len(old[k] or ""):
+            changes[k] = v  # a fuller abstract wins over a teaser
+        elif k in ("updated",) and v > (old.get(k) or ""):
+            changes[k] = v
+    return changes
+
+
 def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime | None = None
                   ) -> tuple[int, int]:
-    """Store papers once each; returns (new, updated). ``first_seen`` never moves."""
+    """Store each paper once, however many sources carry it; returns (new, updated).
+    ``first_seen`` never moves, so a paper is new only once."""
     seen = _iso(now or utcnow())
     new = updated = 0
     with transaction(db):
         for p in papers:
             row = _paper_row(p)
-            try:
-                old = db.table("papers").get(p.id)
-            except NotFoundError:
-                old = None
+            row["title_key"] = title_key(p)
+            old = _find_same(db, p, row["title_key"])
             if old is None:
                 db.table("papers").insert({**row, "first_seen": seen})
                 new += 1
             else:
-                merged = {k: v for k, v in row.items() if v not in (None, "", "[]")}
-                if any(old.get(k) != v for k, v in merged.items()):
-                    db.table("papers").update(p.id, merged)
+                changes = _merge(old, row)
+                if changes:
+                    db.table("papers").update(old["id"], changes)
                     updated += 1
     return new, updated
+
+
+def list_papers(db: Database, source: str | None = None, since: datetime | None = None,
+                limit: int | None = None) -> list[Paper]:
+    where, args = [], []
+    if source:
+        where.append("source = ?")
+        args.append(source)
+    if since:
+        where.append("first_seen >= ?")
+        args.append(_iso(since))
+    rows = db.table("papers").rows_where(" and ".join(where) or None, args,
+                                         order_by="first_seen desc, published desc",
+                                         limit=limit)
+    return [_to_paper(r) for r in rows]
 
 
 def papers_first_seen_since(db: Database, since: datetime) -> list[Paper]:
@@ -192,7 +255,10 @@ def papers_first_seen_since(db: Database, since: datetime) -> list[Paper]:
 
 
 def get_paper(db: Database, paper_id: str) -> Paper:
-    return _to_paper(db.table("papers").get(paper_id))
+    try:
+        return _to_paper(db.table("papers").get(paper_id))
+    except NotFoundError:
+        raise PaperNotFound(f"no paper {paper_id} - see \"newsletter papers list\"") from None
 
 
 # --- deliveries --------------------------------------------------------------------------
@@ -307,6 +373,24 @@ def source_state(db: Database, name: str) -> dict[str, Any]:
 def save_source_state(db: Database, name: str, **fields: Any) -> None:
     with transaction(db):
         db.table("sources").upsert({"name": name, **fields}, pk="name")
+
+
+def add_feed(db: Database, name: str, url: str, label: str) -> None:
+    if source_state(db, name).get("kind"):
+        raise NewsletterError(f"source {name} already exists - use \"newsletter sources "
+                              "remove\" first to replace it")
+    save_source_state(db, name, kind="feed", url=url, label=label, enabled=1)
+
+
+def list_sources(db: Database) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.table("sources").rows_where(order_by="name")]
+
+
+def remove_source(db: Database, name: str) -> None:
+    if not source_state(db, name):
+        raise NewsletterError(f"no source {name} - see \"newsletter sources list\"")
+    with transaction(db):
+        db.conn.execute("delete from sources where name = ?", (name,))
 
 
 def first_seen_map(db: Database, paper_ids: list[str]) -> dict[str, datetime]:

@@ -1,22 +1,37 @@
-"""Where papers come from. Each source module exposes ``fetch(settings, state, since)``.
+"""Where papers come from: ``arxiv`` (API + listing feeds), ``sample`` (the bundled corpus),
+and any RSS/Atom feed by name (added with ``sources add`` or switched on from the catalogue
+of well-known journals and preprint servers in ``data/feeds.toml``).
 
-``state`` is what the store kept from the last fetch of that source (ETag, Last-Modified,
-last success); the returned :class:`SourceResult` carries the papers and the new state.
-Sources never talk to the database.
+Each source returns a :class:`SourceResult`; sources never talk to the database and never
+raise for a failing source: they report it.
 """
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from newsletter.config import Settings
-from newsletter.models import SourceResult
+from newsletter.models import SourceResult, Subscriber
+
+BUILTIN = ("arxiv", "sample")
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, dict[str, str]]:
+    """Well-known feeds a user can switch on by name."""
+    text = resources.files("newsletter").joinpath("data/feeds.toml").read_text("utf-8")
+    return {name: {"name": name, **entry} for name, entry in tomllib.loads(text).items()}
 
 
 def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
-          subscribers: list[Any], feeds: dict[str, dict[str, Any]]) -> SourceResult:
-    """Fetch one named source; never raises for a source failure, reports it instead."""
+          subscribers: Sequence[Subscriber], feed: dict[str, Any] | None = None,
+          until: datetime | None = None) -> SourceResult:
+    """Fetch one named source; a failure comes back as ``SourceResult.error``."""
     try:
         if name == "sample":
             from newsletter.sources import sample
@@ -25,11 +40,12 @@ def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
         if name == "arxiv":
             from newsletter.sources import arxiv
 
-            return arxiv.fetch(settings, subscribers, since)
-        if name in feeds:
-            from newsletter.sources import feeds as feedmod
+            return arxiv.fetch(settings, subscribers, since, until)
+        feed = feed or catalogue().get(name)
+        if feed and feed.get("url"):
+            from newsletter.sources import feeds
 
-            return feedmod.fetch(name, feeds[name], state, settings)
+            return feeds.fetch(name, feed, state, settings)
         return SourceResult(name=name, error=f"unknown source {name!r} - see "
                             "\"newsletter sources list\"")
     except Exception as e:  # one bad source must not spoil the run
