@@ -44,5 +44,8 @@ cog: install-dev
 bench: install-dev
 	$(BIN)/python scripts/bench.py
 
+eval: install-dev
+	$(BIN)/python scripts/eval.py
+
 clean:
 	rm -rf $(VENV) .demo outbox node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,8 @@ from newsletter.config import Settings
 from newsletter.errors import NewsletterError, SendFailed
 from newsletter.models import Brief, Issue, Paper, Subscriber
 
+MORE_MATCHES = 20  # listed by title under "More matches", after the full cards
+
 
 @dataclass
 class FetchLine:
@@ -129,15 +131,16 @@ def window_start(db: Database, sub: Subscriber, settings: Settings, now: datetim
 
 
 def build_index(db: Database, since: datetime) -> match.Index:
-    return match.Index(store.papers_first_seen_since(db, since))
+    papers, first_seen = store.papers_first_seen_since(db, since)
+    return match.Index(papers, first_seen)
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           db: Database) -> tuple[list[Any], list[Any]]:
+           db: Database, rejected: list[tuple[Paper, str]] | None = None
+           ) -> tuple[list[Any], list[Any]]:
     """(papers in the issue, "more matches"), after the per-subscriber cap."""
-    found = match.match_subscriber(sub, index, already_sent)
-    first_seen = store.first_seen_map(db, [m.paper.id for m in found])
-    found = [m for m in found if first_seen.get(m.paper.id, since) >= since]
+    found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
+                          sub.max_papers + MORE_MATCHES, rejected)
     return found[: sub.max_papers], found[sub.max_papers:]
 
 
@@ -225,6 +228,19 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
+
+
+def explain(db: Database, email: str, settings: Settings, now: datetime
+            ) -> tuple[Issue, list[tuple[Paper, str]]]:
+    """The issue EMAIL would get at ``now``, and the near misses strict matching rejected."""
+    sub = store.get_subscriber(db, email)
+    since = window_start(db, sub, settings, now)
+    rejected: list[tuple[Paper, str]] = []
+    picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
+                          since, db, rejected)
+    issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
+                  more=tuple(more))
+    return issue, rejected
 
 
 def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -> Issue:

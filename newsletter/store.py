@@ -235,7 +235,8 @@ def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime | None = 
 
 def list_papers(db: Database, source: str | None = None, since: datetime | None = None,
                 limit: int | None = None) -> list[Paper]:
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     if source:
         where.append("source = ?")
         args.append(source)
@@ -248,10 +249,12 @@ def list_papers(db: Database, source: str | None = None, since: datetime | None 
     return [_to_paper(r) for r in rows]
 
 
-def papers_first_seen_since(db: Database, since: datetime) -> list[Paper]:
-    rows = db.table("papers").rows_where("first_seen >= ?", [_iso(since)],
-                                         order_by="published desc")
-    return [_to_paper(r) for r in rows]
+def papers_first_seen_since(db: Database, since: datetime
+                            ) -> tuple[list[Paper], list[datetime]]:
+    """Papers first seen since ``since``, with when each was first seen."""
+    rows = list(db.table("papers").rows_where("first_seen >= ?", [_iso(since)],
+                                              order_by="published desc"))
+    return [_to_paper(r) for r in rows], [datetime.fromisoformat(r["first_seen"]) for r in rows]
 
 
 def get_paper(db: Database, paper_id: str) -> Paper:
@@ -391,13 +394,3 @@ def remove_source(db: Database, name: str) -> None:
         raise NewsletterError(f"no source {name} - see \"newsletter sources list\"")
     with transaction(db):
         db.conn.execute("delete from sources where name = ?", (name,))
-
-
-def first_seen_map(db: Database, paper_ids: list[str]) -> dict[str, datetime]:
-    out: dict[str, datetime] = {}
-    for i in range(0, len(paper_ids), 500):
-        chunk = paper_ids[i:i + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in db.query(f"select id, first_seen from papers where id in ({marks})", chunk):
-            out[row["id"]] = datetime.fromisoformat(row["first_seen"])
-    return out

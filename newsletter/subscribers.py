@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
@@ -40,6 +41,43 @@ def build(email: str, *, name: str = "", authors: Iterable[str] = (),
     )
     match.validate_filters(sub)
     return sub
+
+
+FILTER_KEYS = ("authors", "topics", "categories", "exclude")
+
+
+def load_filter_file(path: str) -> dict[str, list[str]]:
+    """Filters for people with long lists: a TOML or YAML file with the keys
+    authors, topics, categories and exclude, each a list of strings."""
+    import tomllib
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:
+        raise InvalidFilter(f"{path} could not be read ({str(e).splitlines()[0]}) - "
+                            "write TOML or YAML with lists named "
+                            + ", ".join(FILTER_KEYS)) from e
+    if not isinstance(data, dict):
+        raise InvalidFilter(f"{path}: expected keys {', '.join(FILTER_KEYS)}")
+    unknown = set(data) - set(FILTER_KEYS)
+    if unknown:
+        raise InvalidFilter(f"{path}: unknown key {sorted(unknown)[0]!r} - use "
+                            + ", ".join(FILTER_KEYS))
+    out: dict[str, list[str]] = {}
+    for key in FILTER_KEYS:
+        values = data.get(key) or []
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise InvalidFilter(f"{path}: {key} must be a list of strings")
+        out[key] = values
+    return out
 
 
 def add(db: Database, email: str, **fields: object) -> Subscriber:

@@ -6,10 +6,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 from click_default_group import DefaultGroup
@@ -177,6 +177,50 @@ def preview(ctx: click.Context, email: str, fmt: str, out: str | None,
             webbrowser.open(Path(out).resolve().as_uri())
     else:
         sys.stdout.buffer.write(data)
+
+
+@cli.command(name="match")
+@click.argument("email")
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
+              help="The issue of this day (at the subscriber's send hour); default now.")
+@click.option("--explain", is_flag=True,
+              help="Show which filter matched each paper, its score, and near misses.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool,
+              as_json: bool) -> None:
+    """Print the papers EMAIL's issue would hold, best first; records nothing.
+
+    \b
+    Example:
+        newsletter match ada@example.org --explain
+    """
+    from newsletter import pipeline, store
+
+    now = _now()
+    if on:
+        sub = store.get_subscriber(_db(ctx), email)
+        now = on.replace(hour=sub.send_hour, tzinfo=ZoneInfo(sub.timezone))
+    issue, rejected = pipeline.explain(_db(ctx), email, _settings(ctx), now)
+    rows: list[dict[str, Any]] = [
+        {"n": n, "id": m.paper.id, "title": m.paper.title, "badge": m.paper.badge,
+         "score": m.score, "reasons": list(m.reasons), "in_issue": n <= len(issue.matches)}
+        for n, m in enumerate(issue.matches + issue.more, 1)]
+    if as_json:
+        click.echo(json.dumps({"issue_date": issue.issue_date.isoformat(), "papers": rows,
+                               "rejected": [{"id": p.id, "why": why} for p, why in rejected]},
+                              indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        marker = "" if row["in_issue"] else " (more matches)"
+        click.echo(f"{row['n']:02d}. {row['title']} [{row['badge']}]{marker}")
+        if explain:
+            click.echo(f"    score {row['score']:.2f}: {'; '.join(row['reasons'])}")
+    if explain:
+        for p, why in rejected:
+            click.echo(f"not sent: {p.title} [{p.id}] - {why}")
+    click.echo(f"{len(issue.matches)} papers in the issue of {issue.issue_date}, "
+               f"{len(issue.more)} more matches")
 
 
 @cli.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
 import click
 
@@ -25,7 +24,11 @@ def filter_options(fn: F) -> F:
                       help='Topic: words, "a phrase", or a query with AND/OR/NOT (repeatable).'
                       )(fn)
     fn = click.option("--author", "-a", "authors", multiple=True,
-                      help="Author to follow, full name (repeatable).")(fn)
+                      help='Author to follow, full name (repeatable). Options after ";": '
+                      '"T. Lu; initials", "Yang Liu; with: Maosong Sun".')(fn)
+    fn = click.option("--filters", "filters_file", type=click.Path(exists=True, dir_okay=False),
+                      help="Read more filters from a TOML or YAML file (authors, topics, "
+                      "categories, exclude).")(fn)
     fn = click.option("--exclude", "-x", multiple=True,
                       help='Leave out papers matching this query, or "author:Name" '
                       "(repeatable).")(fn)
@@ -46,8 +49,8 @@ def filter_options(fn: F) -> F:
 @click.pass_context
 def subscribers_add(ctx: click.Context, email: str, name: str, authors: tuple[str, ...],
                     topics: tuple[str, ...], categories: tuple[str, ...],
-                    exclude: tuple[str, ...], language: str, timezone: str, send_hour: int,
-                    max_papers: int) -> None:
+                    exclude: tuple[str, ...], filters_file: str | None, language: str,
+                    timezone: str, send_hour: int, max_papers: int) -> None:
     """Add a subscriber with their filters.
 
     \b
@@ -57,8 +60,11 @@ def subscribers_add(ctx: click.Context, email: str, name: str, authors: tuple[st
     """
     from newsletter import subscribers as subs
 
-    sub = subs.add(_db(ctx), email, name=name, authors=authors, topics=topics,
-                   categories=categories, exclude=exclude, language=language,
+    extra = subs.load_filter_file(filters_file) if filters_file else {}
+    sub = subs.add(_db(ctx), email, name=name, authors=authors + tuple(extra.get("authors", [])),
+                   topics=topics + tuple(extra.get("topics", [])),
+                   categories=categories + tuple(extra.get("categories", [])),
+                   exclude=exclude + tuple(extra.get("exclude", [])), language=language,
                    timezone=timezone, send_hour=send_hour, max_papers=max_papers)
     click.echo(f"Added {sub.email} ({subs.describe(sub)})")
 

@@ -123,7 +123,7 @@ def _client(settings: Settings, timeout: float, counter: list[int]) -> Any:
                 counter[0] += 1
                 return original(url, timeout=timeout, **kw)
 
-            session.get = get  # type: ignore[method-assign]
+            session.get = get  # type: ignore[method-assign,assignment]
             self._session = session
 
         def _parse_feed(self, url: str, first_page: bool = True, _try_index: int = 0) -> Any:
@@ -131,7 +131,7 @@ def _client(settings: Settings, timeout: float, counter: list[int]) -> Any:
                 return self._Client__try_parse_feed(url, first_page=first_page,
                                                     try_index=_try_index)
             except (arxiv.HTTPError, arxiv.UnexpectedEmptyPageError,
-                    requests.exceptions.RequestException) as err:
+                    requests.exceptions.RequestException):
                 if _try_index >= self.num_retries:
                     raise
                 time.sleep(max(self.delay_seconds, 0.05) * 2 ** _try_index)  # backoff
@@ -154,7 +154,7 @@ def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime
           until: datetime | None = None, timeout: float = 30.0) -> SourceResult:
     import arxiv
 
-    from newsletter.sources import http
+    from newsletter.sources import feeds
 
     until = until or datetime.now(UTC)
     queries, categories = plan(subscribers)
@@ -174,16 +174,13 @@ def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime
             failures.append(f"{q.kind} query ({', '.join(q.terms[:2])}...): {_describe(e)}")
     base = settings.arxiv_rss_url.rstrip("/")
     for cat in categories:
-        from newsletter.sources import feeds
-
         counter[0] += 1
         try:
-            resp = http.get(f"{base}/{cat}", timeout=timeout)
-            for p, kind in feeds.parse_arxiv_listing(resp.body,
-                                                     resp.headers.get("Content-Type", "")):
+            resp = feeds.get(f"{base}/{cat}", {}, settings, timeout, 20_000_000)
+            for p, kind in feeds.parse_arxiv_listing(resp.body, resp.content_type):
                 if kind in ("new", "cross"):  # replacements were sent when they were new
                     papers.setdefault(p.id, p)
-        except (http.FetchError, ValueError) as e:
+        except (feeds.FetchFailed, ValueError) as e:
             failures.append(f"listing {cat}: {e}")
     total = len(queries) + len(categories)
     note = None

@@ -1,0 +1,109 @@
+"""`make eval`: matching quality on the hand-labelled set in tests/eval/.
+
+For each of the profiles, runs the real matcher over all papers and compares with the
+labels. Authors: precision and recall of the papers matched through author filters.
+Topics (topic and category filters): precision at 10 over the ranked topic matches
+(relevant among the top min(10, matched) results), and recall.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from newsletter.match import Index, match_subscriber  # noqa: E402
+from newsletter.models import Paper, Subscriber  # noqa: E402
+
+EVAL = Path(__file__).resolve().parent.parent / "tests" / "eval"
+
+
+def load() -> tuple[list[Paper], list[dict], dict]:
+    papers = [
+        Paper(id=d["id"], source=d.get("source", "arxiv"), title=d["title"],
+              authors=tuple(d["authors"]), abstract=d.get("abstract", ""),
+              url="", published=datetime.fromisoformat(d["published"]).replace(tzinfo=UTC),
+              categories=tuple(d.get("categories") or ()))
+        for d in json.loads((EVAL / "papers.json").read_text())
+    ]
+    profiles = json.loads((EVAL / "profiles.json").read_text())
+    labels = json.loads((EVAL / "labels.json").read_text())
+    return papers, profiles, labels
+
+
+def evaluate(verbose: bool = False, pinned: bool = False) -> dict[str, float]:
+    papers, profiles, labels = load()
+    index = Index(papers)
+    a_tp = a_fp = a_fn = 0
+    t_hits = t_den = t_tp = t_rel = 0
+    rows = []
+    for prof in profiles:
+        authors = prof.get("authors_pinned" if pinned and "authors_pinned" in prof
+                           else "authors", [])
+        sub = Subscriber(prof["name"] + "@eval.example", authors=tuple(authors),
+                         topics=tuple(prof.get("topics", [])),
+                         categories=tuple(prof.get("categories", [])),
+                         exclude=tuple(prof.get("exclude", [])))
+        matches = match_subscriber(sub, index)
+        want = labels.get(prof["name"], {})
+        if sub.authors:
+            got = {m.paper.id for m in matches if any(r.startswith("author:")
+                                                      for r in m.reasons)}
+            rel = set(want.get("author", []))
+            a_tp += len(got & rel)
+            a_fp += len(got - rel)
+            a_fn += len(rel - got)
+            if verbose and (got - rel or rel - got):
+                rows.append(f"  {prof['name']} authors: false+ {sorted(got - rel)} "
+                            f"missed {sorted(rel - got)}")
+        if sub.topics or sub.categories:
+            ranked = [m.paper.id for m in matches
+                      if any(r.startswith(("topic:", "category:")) for r in m.reasons)]
+            ranked = [pid for pid in ranked]  # already best first
+            rel = set(want.get("topic", []))
+            top = ranked[:10]
+            t_hits += len(set(top) & rel)
+            t_den += len(top)
+            t_tp += len(set(ranked) & rel)
+            t_rel += len(rel)
+            if verbose:
+                wrong = [pid for pid in top if pid not in rel]
+                missed = sorted(rel - set(ranked))
+                if wrong or missed:
+                    rows.append(f"  {prof['name']} topics: wrong in top 10 {wrong} "
+                                f"missed {missed}")
+    result = {
+        "author_precision": a_tp / max(1, a_tp + a_fp),
+        "author_recall": a_tp / max(1, a_tp + a_fn),
+        "topic_precision_at_10": t_hits / max(1, t_den),
+        "topic_recall": t_tp / max(1, t_rel),
+    }
+    for row in rows:
+        print(row)
+    return result
+
+
+def main() -> None:
+    verbose = "-v" in sys.argv
+    papers, profiles, _ = load()
+    if "--json" in sys.argv:
+        result: dict = {"papers": len(papers), "profiles": len(profiles), **evaluate()}
+        result["pinned"] = evaluate(pinned=True)
+        print(json.dumps(result))
+        return
+    print(f"Labelled set: {len(papers)} papers, {len(profiles)} profiles")
+    r = evaluate(verbose)
+    print(f"authors, names as given:      precision {r['author_precision']:.3f} "
+          f"(target >= 0.99), recall {r['author_recall']:.3f} (target >= 0.98)")
+    p = evaluate(False, pinned=True)
+    print(f"authors, namesakes pinned by co-author ('; with: ...'): precision "
+          f"{p['author_precision']:.3f}, recall {p['author_recall']:.3f}")
+    print(f"topics:  precision@10 {r['topic_precision_at_10']:.3f} (target >= 0.90), "
+          f"recall {r['topic_recall']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from conftest import ROOT, invoke
+
+from newsletter.errors import InvalidFilter
+from newsletter.match import Index, compile_query, match_subscriber, name_key, same_author
+from newsletter.models import Paper, Subscriber
+
+T = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def paper(pid, title, authors=("Someone Else",), abstract="", categories=("cs.LG",), days=0):
+    return Paper(id=pid, source="arxiv", title=title, authors=tuple(authors),
+                 abstract=abstract, url="", published=T.replace(day=20 - days),
+                 categories=tuple(categories))
+
+
+def ids(sub, papers):
+    return [m.paper.id for m in match_subscriber(sub, Index(papers))]
+
+
+@pytest.mark.parametrize("written", [
+    "Taiming Lu", "Lu, Taiming", "LU Taiming", "taiming lu", "Taiming  Lu", "<b>Taiming</b> Lu",
+])
+def test_author_name_forms_match(written):
+    sub = Subscriber("a@example.org", authors=("Taiming Lu",))
+    assert ids(sub, [paper("1", "X", (written,))]) == ["1"]
+
+
+@pytest.mark.parametrize("followed, written", [
+    ("Jürgen Schmidhuber", "Jurgen Schmidhuber"),
+    ("Jurgen Schmidhuber", "Jürgen Schmidhuber"),
+    ("Lukasz Kaiser", "Łukasz Kaiser"),
+    ("Jean-Pierre Serre", "Jean Pierre Serre"),
+    ("Laurens van der Maaten", "Laurens van der Maaten"),
+    ("Yann LeCun", "Yann A. LeCun"),
+    ("Yann A. LeCun", "Yann LeCun"),
+])
+def test_diacritics_hyphens_particles_middle_names(followed, written):
+    assert same_author(name_key(followed), name_key(written))
+
+
+@pytest.mark.parametrize("written", ["Tong Lu", "Taiming Liu", "Tianming Lu", "Yann N. Dauphin",
+                                     "T. Lu", "Lu T."])
+def test_namesakes_and_initials_do_not_match_by_default(written):
+    sub = Subscriber("a@example.org", authors=("Taiming Lu",))
+    assert ids(sub, [paper("1", "X", (written,))]) == []
+
+
+def test_initials_only_when_asked_and_listed_as_near_misses():
+    papers = [paper("1", "X", ("T. Lu",)), paper("2", "Y", ("Lu T.",)),
+              paper("3", "Z", ("Tong Lu",))]
+    assert ids(Subscriber("a@x.org", authors=("Taiming Lu; initials",)), papers) == ["1", "2"]
+    rejected = []
+    match_subscriber(Subscriber("a@x.org", authors=("Taiming Lu",)), Index(papers), set(),
+                     rejected)
+    assert sorted(p.id for p, _ in rejected) == ["1", "2", "3"]
+    why = dict((p.id, w) for p, w in rejected)
+    assert why["1"] == "author Taiming Lu rejected: t lu: initials only (add '; initials' " \
+        "to accept)"
+
+
+def test_coauthor_pin_tells_same_name_people_apart():
+    papers = [paper("nmt", "NMT", ("Yong Cheng", "Maosong Sun", "Yang Liu")),
+              paper("sum", "Summaries", ("Yang Liu", "Mirella Lapata"))]
+    pinned = Subscriber("a@x.org", authors=("Yang Liu; with: Maosong Sun",))
+    assert ids(pinned, papers) == ["nmt"]
+    assert sorted(ids(Subscriber("a@x.org", authors=("Yang Liu",)), papers)) == ["nmt", "sum"]
+
+
+@pytest.mark.parametrize("topic, text, hit", [
+    ("RAG", "We improve RAG pipelines", True),
+    ("RAG", "Each paragraph is scored", False),
+    ("RAG", "ragweed pollen counts", False),
+    ("diffusion models", "score-based diffusion model for images", True),
+    ("diffusion models", "models of heat diffusion", False),
+    ('"diffusion model*" AND (protein OR molecule)', "diffusion models for protein design", True),
+    ('"diffusion model*" AND (protein OR molecule)', "diffusion models for images", False),
+    ("(RAG OR \"retrieval-augmented\") NOT survey", "retrieval augmented generation", True),
+    ("(RAG OR \"retrieval-augmented\") NOT survey", "a survey of RAG", False),
+    ("transform*", "Transformers are strong", True),
+    ("transform*", "We transform data", True),
+    ("CRISPR", "CRISPR-Cas9 editing", True),
+])
+def test_topics(topic, text, hit):
+    sub = Subscriber("a@example.org", topics=(topic,))
+    assert ids(sub, [paper("1", "Title", abstract=text)]) == (["1"] if hit else [])
+
+
+@pytest.mark.parametrize("query, message", [
+    ("(diffusion AND protein", "missing ')' at position 23"),
+    ("diffusion AND", "a word is missing at position 14"),
+    ("AND protein", "unexpected 'AND' at position 1"),
+    ('"unclosed phrase', "unclosed quote at position 1"),
+    ("protein)", "unexpected ')' at position 8"),
+])
+def test_broken_queries_name_the_position(query, message):
+    with pytest.raises(InvalidFilter) as e:
+        compile_query(query)
+    assert str(e.value) == f"topic {query!r}: {message}"
+
+
+def test_categories_and_exclusions():
+    papers = [paper("a", "A", categories=("cs.CL",)), paper("b", "B", categories=("cs.CV",)),
+              paper("c", "C", categories=("q-bio.NC", "cs.LG")),
+              paper("d", "D survey", categories=("cs.CL",)),
+              paper("e", "E", ("Bad Actor",), categories=("cs.CL",))]
+    assert sorted(ids(Subscriber("x@x.org", categories=("cs.*",)), papers)) == \
+        ["a", "b", "c", "d", "e"]
+    assert ids(Subscriber("x@x.org", categories=("q-bio.NC",)), papers) == ["c"]
+    sub = Subscriber("x@x.org", categories=("cs.CL",), exclude=("survey", "author:Bad Actor"))
+    assert ids(sub, papers) == ["a"]
+
+
+def test_ranking_authors_then_relevance_then_recency():
+    papers = [paper("old-topic", "protein folding", abstract="protein", days=3),
+              paper("new-topic", "protein folding", abstract="protein", days=0),
+              paper("strong-topic", "protein protein folding", abstract="protein protein"),
+              paper("author", "unrelated", ("Taiming Lu",), days=5)]
+    sub = Subscriber("x@x.org", authors=("Taiming Lu",), topics=("protein",))
+    assert ids(sub, papers) == ["author", "strong-topic", "new-topic", "old-topic"]
+
+
+def test_match_command_explains_and_caps(isolated):
+    invoke("subscribers", "add", "ada@example.org", "--author", "Taiming Lu",
+           "--topic", "diffusion model*", "--max-papers", "3")
+    invoke("fetch")
+    out = invoke("match", "ada@example.org", "--explain").output
+    assert out.splitlines()[0].startswith("01. i1: A Simple and Fully Open Recipe")
+    assert "    score 10" in out and "author: Taiming Lu; topic: diffusion model*" in out
+    assert "(more matches)" in out
+    assert out.rstrip().endswith("3 papers in the issue of 2026-11-22, 13 more matches")
+    data = json.loads(invoke("match", "ada@example.org", "--json").output)
+    assert [p["in_issue"] for p in data["papers"]][:4] == [True, True, True, False]
+
+
+def test_no_paper_twice_even_as_new_version_or_from_another_source(isolated, monkeypatch):
+    from newsletter import store
+
+    invoke("subscribers", "add", "ada@example.org", "--author", "Taiming Lu")
+    invoke("run", "--all")
+    db = store.open_db(isolated / "newsletter.db")
+    old = store.get_paper(db, "2411.11844")
+    from dataclasses import replace
+    # the same paper again: a new version (same id) and a journal copy (same title+author)
+    store.upsert_papers(db, [replace(old, updated=datetime(2026, 11, 23, tzinfo=UTC)),
+                             replace(old, id="10.9999/genex", source="nature",
+                                     venue="Nature", doi="10.9999/genex")],
+                        datetime(2026, 11, 23, 8, tzinfo=UTC))
+    monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T09:00:00+00:00")
+    out = invoke("run", "--all", "--no-fetch").output
+    assert "skipped    ada@example.org" in out and "no new papers" in out
+
+
+def test_filters_from_a_file(isolated, tmp_path):
+    toml = tmp_path / "filters.toml"
+    toml.write_text('authors = ["Taiming Lu"]\ntopics = ["CRISPR", "\\"protein design\\""]\n')
+    invoke("subscribers", "add", "ada@example.org", "--filters", str(toml))
+    yaml = tmp_path / "f.yaml"
+    yaml.write_text("authors:\n  - Jennifer A. Doudna\ncategories: [q-bio.*]\n")
+    invoke("subscribers", "add", "bob@example.org", "--filters", str(yaml), "--topic", "RAG")
+    subs = {s["email"]: s for s in json.loads(invoke("subscribers", "list", "--json").output)}
+    assert subs["ada@example.org"]["topics"] == ["CRISPR", '"protein design"']
+    assert subs["bob@example.org"]["authors"] == ["Jennifer A. Doudna"]
+    assert subs["bob@example.org"]["topics"] == ["RAG"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('topics = ["(unclosed"]\n')
+    result = invoke("subscribers", "add", "c@example.org", "--filters", str(bad), ok=False)
+    assert result.output == "Error: topic '(unclosed': missing ')' at position 10\n"
+
+
+def test_labelled_set_meets_the_targets():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py"), "--json"],
+                          capture_output=True, text=True, check=True)
+    r = json.loads(done.stdout.splitlines()[-1])
+    assert r["papers"] >= 150 and r["profiles"] >= 10
+    assert r["topic_precision_at_10"] >= 0.9
+    assert r["author_recall"] >= 0.98
+    assert r["pinned"]["author_precision"] >= 0.99 and r["pinned"]["author_recall"] >= 0.98
