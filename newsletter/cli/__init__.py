@@ -139,46 +139,6 @@ def fetch(ctx: click.Context) -> None:
         raise click.ClickException("every source failed - see the reasons above")
 
 
-@cli.command()
-@click.argument("email")
-@click.option("--format", "fmt", type=click.Choice(["html", "text", "mjml", "eml"]),
-              default="html", show_default=True, help="What to write.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True),
-              help="Write to this file instead of standard output.")
-@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
-@click.pass_context
-def preview(ctx: click.Context, email: str, fmt: str, out: str | None,
-            open_browser: bool) -> None:
-    """Render the issue EMAIL would get now, without sending or recording anything.
-
-    \b
-    Example:
-        newsletter preview ada@example.org --out ada.html --open
-    """
-    from newsletter import pipeline, render
-
-    settings = _settings(ctx)
-    now = _now()
-    issue, rendered = pipeline.preview(_db(ctx), email, settings, now)
-    if fmt == "eml":
-        data = bytes(render.build_message(issue, rendered, settings, now))
-    else:
-        data = {"html": rendered.html, "text": rendered.text, "mjml": rendered.mjml}[fmt
-                                                                                    ].encode()
-    if open_browser and not out:
-        out = str(Path(settings.outbox) / f"preview_{email}.html")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if out:
-        Path(out).write_bytes(data)
-        click.echo(f"Wrote {out} ({len(issue.matches)} papers)", err=True)
-        if open_browser:
-            import webbrowser
-
-            webbrowser.open(Path(out).resolve().as_uri())
-    else:
-        sys.stdout.buffer.write(data)
-
-
 @cli.command(name="match")
 @click.argument("email")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
@@ -295,5 +255,6 @@ def config_cmd(ctx: click.Context) -> None:
 
 
 from newsletter.cli import papers as _papers  # noqa: E402,F401  (registers the groups)
+from newsletter.cli import preview as _preview  # noqa: E402,F401
 from newsletter.cli import sources as _sources  # noqa: E402,F401
 from newsletter.cli import subscribers as _subscribers  # noqa: E402,F401

@@ -1,0 +1,12 @@
+"""The only package that talks SQL. Everything else receives and returns models.
+
+One module per kind of record; every public function is re-exported here, so callers
+write ``store.add_subscriber(db, ...)``.
+"""
+
+from newsletter.store.briefs import *  # noqa: F403
+from newsletter.store.db import *  # noqa: F403
+from newsletter.store.deliveries import *  # noqa: F403
+from newsletter.store.papers import *  # noqa: F403
+from newsletter.store.sources import *  # noqa: F403
+from newsletter.store.subscribers import *  # noqa: F403

@@ -1,0 +1,41 @@
+"""Opening the database (migrations applied every time) and transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from newsletter.migrations import migrations
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
+
+
+def open_db(path: str | Path) -> Database:
+    """Open (creating if needed) the database and apply pending migrations."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = Database(path)
+        db.execute("PRAGMA journal_mode=WAL")
+    else:
+        db = Database(memory=True)
+    db.execute("PRAGMA foreign_keys=ON")
+    migrations.apply(db)
+    return db
+
+
+@contextmanager
+def transaction(db: Database) -> Iterator[None]:
+    with db.conn:
+        yield
+
+__all__ = ["open_db", "transaction", "utcnow"]
