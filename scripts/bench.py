@@ -138,12 +138,65 @@ def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
           f"(target: whole run < 5 s and < 300 MB)")
 
 
+def bench_arxiv() -> None:
+    """200 subscribers following 300 distinct authors and 20 categories: how many arXiv
+    requests one fetch makes, against one request per author per subscriber (issue 3)."""
+    import math
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from newsletter.models import Subscriber
+    from newsletter.sources import arxiv
+
+    root = Path(__file__).resolve().parent.parent / "tests" / "data"
+    empty_api = (root / "arxiv" / "query-empty.atom").read_bytes()
+    empty_rss = (root / "feeds" / "empty.rss").read_bytes()
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            body = empty_api if self.path.startswith("/api") else empty_rss
+            self.send_response(200)
+            self.send_header("Content-Type", "application/atom+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    authors = [f"Given{i} Family{i}" for i in range(300)]
+    cats = ["cs.CL", "cs.LG", "cs.CV", "cs.AI", "stat.ML", "q-bio.NC", "q-bio.GN", "quant-ph",
+            "astro-ph.GA", "cond-mat.stat-mech", "physics.bio-ph", "math.OC", "eess.IV",
+            "econ.EM", "cs.RO", "cs.IR", "cs.CR", "hep-th", "gr-qc", "nlin.AO"]
+    subs = [Subscriber(f"s{i}@example.org",
+                       authors=tuple(authors[(i * 3 + k) % 300] for k in range(3)),
+                       categories=(cats[i % 20], cats[(i + 7) % 20])) for i in range(200)]
+    naive = sum(len(s.authors) for s in subs)
+    settings = Settings(arxiv_api_url=base + "/api/query", arxiv_rss_url=base + "/rss",
+                        arxiv_delay=0.0)
+    print("arXiv requests for 200 subscribers, 300 distinct authors, 20 categories:")
+    with measure("one fetch (loopback server, pacing off)"):
+        result = arxiv.fetch(settings, subs, NOW.replace(day=21), NOW)
+    server.shutdown()
+    bound = math.ceil(300 / arxiv.AUTHOR_BATCH) + 20
+    print(f"  -> {result.requests} requests ({len(hits)} seen by the server), against {naive} "
+          f"for one per author per subscriber: ratio {result.requests / naive:.3f}; "
+          f"target <= ceil(300/{arxiv.AUTHOR_BATCH}) + 20 = {bound}")
+    print(f"  -> at arXiv's pace of one request per 3 s: {result.requests * 3 / 60:.1f} min")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=200, help="issues to render")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bench_demo(Path(tmp))
+        bench_arxiv()
         bench_match()
         bench_render(Path(tmp), args.render)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
