@@ -53,6 +53,10 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("smtp_password", "", "SMTP password, if not in NEWSLETTER_SMTP_URL.", secret=True),
+    Setting("smtp_rate", 0.0, "At most this many messages per second over SMTP; 0 = no limit.",
+            type=float),
+    Setting("send_empty", False, "Send a short 'nothing new' note when a subscriber has no new "
+            "papers (default: send nothing).", type=bool),
     Setting("from_addr", "AcademicHub <newsletter@localhost>", "From: header of every issue."),
     Setting("reply_to", "", "Reply-To: header (defaults to the From address)."),
     Setting("brand", "AcademicHub · Curated Daily", "Brand line in the email header."),
@@ -67,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("arxiv_delay", 3.0, "Seconds between arXiv API requests (at least 3).", type=float),
     Setting("first_issue_days", 3, "How many days back a new subscriber's first issue reaches.",
             type=int),
+    Setting("imap_url", "", "Mailbox read by 'unsubscribes sync', e.g. "
+            "imaps://newsletter@mail.example.org:993/INBOX.", secret=True),
+    Setting("imap_password", "", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True),
     Setting("secret", "", "Key that signs unsubscribe links (HMAC).", secret=True),
     Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
 )
@@ -83,6 +90,8 @@ class Settings:
     sources: str = ""
     smtp_url: str = ""
     smtp_password: str = ""
+    smtp_rate: float = 0.0
+    send_empty: bool = False
     from_addr: str = "AcademicHub <newsletter@localhost>"
     reply_to: str = ""
     brand: str = "AcademicHub · Curated Daily"
@@ -96,6 +105,8 @@ class Settings:
     arxiv_rss_url: str = "https://rss.arxiv.org/rss"
     arxiv_delay: float = 3.0
     first_issue_days: int = 3
+    imap_url: str = ""
+    imap_password: str = ""
     secret: str = ""
     unsubscribe_url: str = ""
 
@@ -143,5 +154,5 @@ def redact_url(url: str) -> str:
 
 def display_value(setting: Setting, value: Any) -> str:
     if setting.secret and value:
-        return redact_url(str(value)) if setting.name == "smtp_url" else "***"
+        return redact_url(str(value)) if setting.name.endswith("_url") else "***"
     return str(value)

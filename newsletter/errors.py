@@ -26,7 +26,11 @@ class SourceUnavailable(NewsletterError):
 
 
 class SendFailed(NewsletterError):
-    pass
+    """A message did not go out; ``temporary`` failures are retried on the next run."""
+
+    def __init__(self, message: str, temporary: bool = False):
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class ConfigError(NewsletterError):

@@ -170,3 +170,54 @@ def m007_paper_identity_and_source_notes(db: Database) -> None:
     db.table("sources").add_column("last_requests", int)
     db.table("sources").add_column("last_note", str)
     db.table("sources").add_column("retry_from", str)  # start of a window not yet fetched
+
+
+@migrations()
+def m008_subscriber_lifecycle(db: Database) -> None:
+    """Weekly issues on a chosen day; consent (pending until confirmed, the confirmation
+    token kept only as a hash); the history of every change to a subscriber; and the
+    anonymous delivery counts left behind when a subscriber is forgotten."""
+    subscribers = db.table("subscribers")
+    subscribers.add_column("weekday", str)  # mon..sun, for frequency = weekly
+    subscribers.add_column("confirmed_at", str)
+    subscribers.add_column("confirm_hash", str)  # sha256 of the token sent, until confirmed
+    subscribers.add_column("status_changed", str)
+    # every lookup is by address whatever its case: index that, not only the exact address
+    db.execute("CREATE INDEX idx_subscribers_email_lower ON subscribers (lower(email))")
+    db.table("subscriber_events").create(
+        {
+            "id": int,
+            "subscriber_id": int,  # NULL once the subscriber is forgotten or removed
+            "event": str,  # added, edited, paused, resumed, confirmed, forgotten, ...
+            "origin": str,  # cli, import, unsubscribe, bounce, reply, web
+            "detail": str,
+            "created": str,
+        },
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"event", "origin", "created"},
+        defaults={"detail": ""},
+    )
+    db.table("subscriber_events").create_index(["subscriber_id"])
+    db.table("forgotten_deliveries").create(
+        {"issue_date": str, "status": str, "count": int},
+        pk=("issue_date", "status"),
+        not_null={"count"},
+        defaults={"count": 0},
+    )
+
+
+@migrations()
+def m009_llm_usage(db: Database) -> None:
+    """What `briefs stats` reports: the model that actually answered each call, and one row
+    per brief served from the cache instead of a call; indexes for the daily budget."""
+    db.table("llm_calls").add_column("resolved_model", str)
+    db.table("llm_calls").add_column("language", str)
+    db.table("llm_calls").create_index(["created"])
+    db.table("brief_hits").create(
+        {"id": int, "brief_key": str, "model": str, "language": str, "created": str},
+        pk="id",
+    )
+    db.table("brief_hits").create_index(["created"])
+    db.table("briefs").create_index(["created"])
+

@@ -51,6 +51,8 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    weekday: str | None = None  # mon..sun when frequency is "weekly"
+    confirmed_at: datetime | None = None  # when they confirmed (double opt-in), if they did
 
 
 @dataclass(frozen=True)

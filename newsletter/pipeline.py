@@ -11,15 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
 from newsletter import brief as brief_mod
-from newsletter import match, render, send, sources, store
-from newsletter.config import Settings
+from newsletter import match, render, schedule, send, sources, store
+from newsletter.config import Settings, redact_url
 from newsletter.errors import NewsletterError, SendFailed
-from newsletter.models import Brief, Issue, Paper, Subscriber
+from newsletter.models import Brief, Issue, Match, Paper, Subscriber
 
 MORE_MATCHES = 20  # listed by title under "More matches", after the full cards
 
@@ -56,9 +55,12 @@ class RunReport:
     llm_cost_usd: float = 0.0
     brief_notes: list[str] = field(default_factory=list)
 
+    due: int = 0
+
     @property
     def failed(self) -> list[RunLine]:
-        return [line for line in self.lines if line.status == "failed"]
+        """Deliveries that did not go out in this run (failed for good, or deferred)."""
+        return [line for line in self.lines if line.status in ("failed", "deferred")]
 
 
 def source_names(db: Database, settings: Settings) -> list[str]:
@@ -118,14 +120,12 @@ def fetch(db: Database, settings: Settings, now: datetime,
 
 
 def issue_date_for(sub: Subscriber, now: datetime) -> date:
-    return now.astimezone(ZoneInfo(sub.timezone)).date()
-
-
-def is_due(sub: Subscriber, now: datetime) -> bool:
-    return now.astimezone(ZoneInfo(sub.timezone)).hour >= sub.send_hour
+    return schedule.issue_date(sub, now)
 
 
 def window_start(db: Database, sub: Subscriber, settings: Settings, now: datetime) -> datetime:
+    """Everything first seen since the last delivered issue was planned is new; a new
+    subscriber's first issue reaches back ``first_issue_days``."""
     last = store.last_sent_at(db, sub.email)
     return last if last else now - timedelta(days=settings.first_issue_days)
 
@@ -148,13 +148,16 @@ def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: d
 
 
 def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str, ...],
-            result: brief_mod.BriefResult, report: RunReport) -> None:
-    """Log every model request, and cache a brief the model wrote."""
+            result: brief_mod.BriefResult, report: RunReport, now: datetime | None = None
+            ) -> None:
+    """Log every model request, and cache a brief the model wrote (tokens and cost summed
+    over its requests; cost None when the cost map does not know the model)."""
     for call in result.calls:
-        store.log_llm_call(db, {"brief_key": key, **call})
+        store.log_llm_call(db, {"brief_key": key, "language": lang, **call}, now)
         report.llm_calls += 1
         report.llm_cost_usd += call.get("cost_usd") or 0.0
     if result.brief.kind == "llm":
+        costs = [c["cost_usd"] for c in result.calls if c.get("cost_usd") is not None]
         store.put_brief(db, {
             "key": key, "kind": "llm", "language": lang, "model": model,
             "prompt_version": brief_mod.PROMPT_VERSION,
@@ -162,58 +165,61 @@ def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str,
             "data": brief_mod.brief_to_json(result.brief),
             "input_tokens": sum(c.get("input_tokens") or 0 for c in result.calls),
             "output_tokens": sum(c.get("output_tokens") or 0 for c in result.calls),
-            "cost_usd": sum(c.get("cost_usd") or 0.0 for c in result.calls),
-        })
-    elif result.brief.note:
-        report.brief_notes.append(result.brief.note)
+            "cost_usd": sum(costs) if costs else None,
+        }, now)
 
 
 def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                  settings: Settings, now: datetime, report: RunReport
                  ) -> dict[tuple[tuple[str, ...], str], Brief]:
-    """One brief per distinct (papers, language); model calls run in parallel threads,
-    database writes stay on this thread."""
+    """One brief per distinct (papers, language): from the cache, else from the model in up
+    to llm_concurrency threads (database writes stay on this thread) while the day's spend
+    is under llm_budget_usd; every fallback is counted in report.brief_notes."""
     distinct = {(tuple(p.id for p in papers), lang): (papers, lang) for papers, lang in wanted}
-    out: dict[tuple[tuple[str, ...], str], Brief] = {}
-    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-    def budget_left() -> bool:
-        cap = settings.llm_budget_usd
-        return not cap or store.llm_spend_since(db, start_of_day) < cap
-
-    if not settings.llm_model:
+    model = settings.llm_model
+    if not model:
         return {k: brief_mod.extractive(list(papers)) for k, (papers, _) in distinct.items()}
+    out: dict[tuple[tuple[str, ...], str], Brief] = {}
     todo = []
     for k, (papers, lang) in distinct.items():
-        key = brief_mod.cache_key(k[0], lang, settings.llm_model)
-        cached = store.get_brief(db, key)
+        cached = store.get_brief(db, brief_mod.cache_key(k[0], lang, model))
         if cached:
             out[k] = brief_mod.brief_from_json(cached["data"])
+            store.log_brief_hit(db, cached["key"], model, lang, now)
         else:
             todo.append((k, papers, lang))
-    if not todo:
-        return out
-    missing = brief_mod.missing_key(settings.llm_model, settings.llm_api_base)
+    missing = brief_mod.missing_key(model, settings.llm_api_base) if todo else None
     if missing:
-        note = f"no API key for model {settings.llm_model!r}: set {missing}"
-        report.brief_notes.append(note)
+        note = f"no API key for model {model!r}: set {missing}"
         out.update({k: brief_mod.extractive(list(p), note=note) for k, p, _ in todo})
-        return out
-    with ThreadPoolExecutor(max_workers=max(1, settings.llm_concurrency)) as pool:
-        futures = []
-        for k, papers, lang in todo:
-            if not budget_left():
-                out[k] = brief_mod.extractive(list(papers), note="daily LLM budget reached")
-                report.brief_notes.append("daily LLM budget reached")
+        todo = []
+    cap = settings.llm_budget_usd
+    spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
+                                                  microsecond=0)) if cap else 0.0
+    def budget_left() -> bool:
+        return not cap or spent < cap
+
+    workers = max(1, settings.llm_concurrency)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for (k, job_papers, lang), result in brief_mod.write_many(
+                todo, pool, workers, model, settings.llm_api_base, settings.llm_timeout,
+                may_start=budget_left):
+            if result is None:  # the daily budget ran out before this one could start
+                out[k] = brief_mod.extractive(job_papers, note="daily LLM budget reached")
                 continue
-            futures.append((k, papers, lang, pool.submit(
-                brief_mod.write_brief, list(papers), lang, settings.llm_model,
-                settings.llm_api_base, settings.llm_timeout)))
-        for k, _papers, lang, fut in futures:
-            result = fut.result()
-            key = brief_mod.cache_key(k[0], lang, settings.llm_model)
-            _record(db, key, lang, settings.llm_model, k[0], result, report)
+            _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
+                    report, now)
+            spent += sum(c.get("cost_usd") or 0.0 for c in result.calls)
             out[k] = result.brief
+    notes: dict[str, int] = {}
+    for b in out.values():
+        if b.note:
+            notes[b.note] = notes.get(b.note, 0) + 1
+    for note, n in notes.items():
+        if note == "daily LLM budget reached":
+            note = f"daily LLM budget of ${cap:g} reached (${spent:.4f} spent today)"
+        report.brief_notes.append(f"{note} - {n} of {len(distinct)} briefs fell back to the "
+                                  "extractive digest")
     return out
 
 
@@ -261,58 +267,119 @@ def preview(db: Database, email: str, settings: Settings, now: datetime) -> tupl
     return issue, render.render(issue, settings)
 
 
+def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
+    """Rebuild the issue a previous run planned but did not finish: same papers, same order."""
+    ids = json.loads(row["paper_ids"] or "[]")
+    papers = [store.get_paper(db, pid) for pid in ids]
+    by_id = {m.paper.id: m for m in match.match_subscriber(sub, match.Index(papers))}
+    matches = [by_id.get(p.id) or Match(p, 0.0, ("planned earlier",)) for p in papers]
+    return Issue(subscriber=sub, issue_date=date.fromisoformat(row["issue_date"]),
+                 matches=tuple(matches[: sub.max_papers]),
+                 more=tuple(matches[sub.max_papers:]))
+
+
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
         dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
-        progress: Callable[[str], None] | None = None) -> RunReport:
+        progress: Callable[[str], None] | None = None,
+        sent: Callable[[RunLine], None] | None = None) -> RunReport:
+    """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
+    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
     report = RunReport()
     if do_fetch:
         report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
-    due: list[Subscriber] = []
+    issues: list[Issue] = []
+    fresh: list[Subscriber] = []
     for sub in subs:
-        if not send_all and not only and not is_due(sub, now):
-            report.lines.append(RunLine(sub.email, "skipped", 0, "not due yet"))
+        unfinished = store.unfinished_delivery(db, sub.email)
+        if unfinished and not dry_run:
+            issues.append(resume_issue(db, sub, unfinished))
             continue
-        existing = store.get_delivery(db, sub.email, issue_date_for(sub, now))
-        if existing and existing["status"] == "sent" and not dry_run:
-            report.lines.append(RunLine(sub.email, "skipped", 0, "already sent today"))
+        last = store.last_issue_date(db, sub.email)
+        ok, why = schedule.due(sub, now, last)
+        if not ok and (send_all or only) and why != "already sent today":
+            ok = True
+        if not ok:
+            report.lines.append(RunLine(sub.email, "skipped", 0, why))
             continue
-        due.append(sub)
-    if not due:
+        fresh.append(sub)
+    report.due = len(issues) + len(fresh)
+    if fresh:
+        earliest = min(window_start(db, s, settings, now) for s in fresh)
+        index = build_index(db, earliest)
+        issues += [plan_issue(db, s, settings, now, index) for s in fresh]
+    if not issues:
         return report
-    earliest = min(window_start(db, s, settings, now) for s in due)
-    index = build_index(db, earliest)
-    issues = [plan_issue(db, s, settings, now, index) for s in due]
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report)
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox) as transport:
+    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
+                     settings.smtp_rate) as transport:
         for issue in issues:
-            report.lines.append(_deliver(db, with_brief(issue, briefs), settings, now,
-                                         transport, dry_run))
+            line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
+            report.lines.append(line)
+            if sent:
+                sent(line)
     return report
+
+
+def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> list[str]:
+    """What happened, for a person reading the job's log (secrets redacted)."""
+    lines = [f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"
+             for line in report.lines if line.status == "skipped"]
+    by_status: dict[str, list[RunLine]] = {}
+    for line in report.lines:
+        by_status.setdefault(line.status, []).append(line)
+    parts = [f"{report.due} due"]
+    for status in ("sent", "would-send", "deferred", "failed", "skipped"):
+        group = by_status.get(status, [])
+        if not group:
+            continue
+        reasons: dict[str, int] = {}
+        for line in group:
+            if status in ("skipped", "failed", "deferred"):
+                reasons[line.detail] = reasons.get(line.detail, 0) + 1
+        why = "; ".join(f"{n} {r}" for r, n in reasons.items())
+        parts.append(f"{len(group)} {status}" + (f" ({why})" if why else ""))
+    lines.append("Summary: " + ", ".join(parts))
+    via = redact_url(settings.smtp_url) if settings.smtp_url else f"outbox {settings.outbox}"
+    lines.append(f"Transport: {via}" + (" (dry run: nothing sent)" if dry_run else ""))
+    for f in report.fetched:
+        state = ("FAILED" if f.failed else "partial" if f.partial else
+                 "not modified" if f.not_modified else "ok")
+        lines.append(f"Source {f.source}: {state}, {f.new} new, {f.requests} requests"
+                     + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
+    if report.llm_calls:
+        lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+    for note in dict.fromkeys(report.brief_notes):
+        lines.append(f"Brief fallback: {note}")
+    return lines
 
 
 def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
              transport: send.Outbox | send.SMTPSender, dry_run: bool) -> RunLine:
     sub = issue.subscriber
     count = len(issue.matches) + len(issue.more)
-    if not issue.matches:
+    if not issue.matches and not settings.send_empty:
         return RunLine(sub.email, "skipped", 0, "no new papers")
     rendered = render.render(issue, settings)
     msg = render.build_message(issue, rendered, settings, now)
     if dry_run:
         return RunLine(sub.email, "would-send", count, rendered.subject)
     delivery = store.begin_delivery(db, sub.email, issue.issue_date, msg["Message-ID"],
-                                    issue.paper_ids)
+                                    issue.paper_ids, now)
+    if delivery["status"] == "sent":
+        return RunLine(sub.email, "skipped", 0, "already sent today")
     if delivery["message_id"] != msg["Message-ID"]:
         msg.replace_header("Message-ID", delivery["message_id"])
+    store.mark_sending(db, delivery["id"])
     try:
         where = transport.send(msg, sub.email, issue.issue_date.isoformat(), rendered.html)
-    except (SendFailed, NewsletterError) as e:
-        store.finish_delivery(db, delivery["id"], "failed", error=str(e))
-        return RunLine(sub.email, "failed", count, str(e))
-    store.finish_delivery(db, delivery["id"], "sent", path=where)
+    except SendFailed as e:
+        status = "deferred" if e.temporary else "failed"
+        store.finish_delivery(db, delivery["id"], status, error=str(e), now=now)
+        return RunLine(sub.email, status, count, str(e))
+    store.finish_delivery(db, delivery["id"], "sent", path=where, now=now)
     return RunLine(sub.email, "sent", count, where)
 
 

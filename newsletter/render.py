@@ -1,14 +1,36 @@
 """Issue -> email: Jinja2 -> MJML -> mjml-python -> premailer, plus a plain-text twin,
-and the MIME message around them. No network access at render time."""
+and the MIME message around them. No network access at render time.
+
+Rendering is fast because MJML and premailer see each *layout* once, not each reader:
+
+1. Jinja2 renders the whole personal MJML document (``Rendered.mjml``).
+2. The content of every ending tag (``mj-text``, ``mj-title``, ``mj-preview``, ...) is cut
+   out and replaced by a numbered slot; what is left, the *skeleton*, depends only on the
+   language, the templates and how many cards there are.
+3. The skeleton goes through MJML and premailer once and is cached (:func:`_compile`);
+   premailer inlines the ``<mj-style inline="inline">`` rules into it (MJML's meaning of
+   that attribute) and leaves every other style block alone.
+4. The same inline rules are applied to the cut-out content by :class:`Inliner`, a small
+   inliner for ``tag``, ``.class`` and ``tag.class`` selectors, and the content goes back
+   into its slots. ``to_html(source, cached=False)`` runs the whole document through
+   premailer instead; a test checks both give the same document.
+
+An issue whose HTML would pass :data:`HTML_BUDGET` bytes (Gmail clips an HTML part over
+102 KB) gets shorter abstracts, then moves its last papers into "More matches".
+"""
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 import hmac
+import math
 import re
-import textwrap
+import threading
 import tomllib
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -20,47 +42,110 @@ import jinja2
 
 from newsletter.config import REPO_ROOT, Settings
 from newsletter.match import fold
-from newsletter.models import Issue, Match, Rendered
+from newsletter.models import Brief, Issue, Match, Rendered
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
 MAX_AUTHORS = 12
+HTML_BUDGET = 100_000  # bytes of HTML; Gmail clips an HTML part larger than 102 KB
+ABSTRACT_STEPS = (400, 250, 150)  # abstract lengths tried, in order, when over budget
+DIGEST_SENTENCES = 5  # quoted sentences in the extractive digest, shared among its fields
+DIGEST_CHARS = 160  # and the longest a quoted sentence gets
+_LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 
 
-@functools.lru_cache(maxsize=8)
-def strings(language: str, templates: Path = TEMPLATES) -> dict[str, Any]:
-    """The template's own words in one language (falls back to English)."""
-    path = templates / "i18n" / f"{language}.toml"
-    if not path.exists():
-        path = templates / "i18n" / "en.toml"
+# --- the template's own words ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _load_toml(path: str, mtime_ns: int) -> dict[str, Any]:
     with open(path, "rb") as f:
         return tomllib.load(f)
 
 
+def _toml(path: Path) -> dict[str, Any]:
+    """A strings file, re-read when it changes on disk."""
+    return _load_toml(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _merged(base: str, base_mtime: int, own: str, own_mtime: int) -> dict[str, Any]:
+    english, theirs = _load_toml(base, base_mtime), _load_toml(own, own_mtime)
+    out = {**english, **theirs}
+    for key, value in english.items():  # nested tables ([fields]) merge key by key
+        if isinstance(value, dict) and isinstance(theirs.get(key), dict):
+            out[key] = {**value, **theirs[key]}
+    return out
+
+
+def strings(language: str, templates: Path = TEMPLATES) -> dict[str, Any]:
+    """The template's own words in one language: ``templates/i18n/<language>.toml`` over
+    English, so a strings file that lacks a key still renders. Adding a language is adding
+    one such file. The result is shared: do not change it."""
+    folder = Path(templates) / "i18n"
+    english = folder / "en.toml"
+    path = folder / f"{language}.toml"
+    if language == "en" or not _LANGUAGE_CODE.fullmatch(language) or not path.exists():
+        return _toml(english)
+    return _merged(str(english), english.stat().st_mtime_ns, str(path),
+                   path.stat().st_mtime_ns)
+
+
 def languages(templates: Path = TEMPLATES) -> list[str]:
-    return sorted(p.stem for p in (templates / "i18n").glob("*.toml"))
-
-
-def _wrap(text: str, width: int = 78, indent: str = "") -> str:
-    return textwrap.fill(" ".join(str(text).split()), width=width, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
-
-
-@functools.lru_cache(maxsize=4)
-def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja2.Environment]:
-    loader = jinja2.FileSystemLoader(str(templates))
-    html = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True,
-                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    text = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True,
-                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    text.filters["wrap"] = _wrap
-    text.filters["cite"] = lambda n: f"[{n:02d}]"
-    return html, text
+    """The language codes that have a strings file."""
+    return sorted(p.stem for p in (Path(templates) / "i18n").glob("*.toml"))
 
 
 def format_date(d: date, t: dict[str, Any]) -> str:
     return str(t["date_format"]).format(year=d.year, month=d.month, day=d.day,
                                         month_name=t["months"][d.month - 1])
+
+
+# --- Jinja2 ------------------------------------------------------------------------------
+
+
+def wrap(text: str, width: int = 78, indent: str = "") -> str:
+    """Fill ``text`` to ``width`` columns, continuation lines indented by ``indent``: what
+    ``textwrap.fill(..., subsequent_indent=indent, break_long_words=False,
+    break_on_hyphens=False)`` does, in a fraction of the time."""
+    words = str(text).split()
+    if not words:
+        return ""
+    lines: list[str] = []
+    line, limit = words[0], width
+    for word in words[1:]:
+        if len(line) + 1 + len(word) <= limit:
+            line += " " + word
+        else:
+            lines.append(line)
+            line, limit = word, width - len(indent)
+    lines.append(line)
+    return ("\n" + indent).join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """(HTML environment, text environment) for a templates folder. Compiled templates are
+    cached and reloaded when their file changes (Jinja's auto_reload)."""
+    loader = jinja2.FileSystemLoader(str(templates))
+    html = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True,
+                              lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                              auto_reload=True)
+    text = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True,
+                              lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                              auto_reload=True)
+    text.filters["wrap"] = wrap
+    text.filters["cite"] = lambda n: f"[{n:02d}]"
+    return html, text
+
+
+def clear_caches() -> None:
+    """Forget every cached template, strings file and compiled layout."""
+    for cache in (environments, _load_toml, _merged, _compile, _inliner):
+        cache.cache_clear()
+
+
+# --- what the templates see --------------------------------------------------------------
 
 
 def shorten(text: str, limit: int) -> tuple[str, bool]:
@@ -86,6 +171,12 @@ def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
         web = (f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?"
                f"email={quote(email)}&token={token}")
     return mailto, web
+
+
+def _reply_link(settings: Settings, subject: str) -> str:
+    """A mailto: link that opens a reply to the sender with this subject."""
+    to = parseaddr(settings.reply_to or settings.from_addr)[1]
+    return f"mailto:{to}?subject={quote(subject)}"
 
 
 def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
@@ -123,19 +214,62 @@ def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
     }
 
 
-def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHARS
-            ) -> dict[str, Any]:
-    t = strings(issue.subscriber.language)
+def _cite_runs(cites: Sequence[int]) -> list[str]:
+    """[2, 3, 4, 5, 7, 9, 10] -> ["[02]–[05]", "[07]", "[09]", "[10]"]."""
+    runs: list[list[int]] = []
+    for c in sorted(cites):
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    out: list[str] = []
+    for run in runs:
+        if len(run) >= 3:
+            out.append(f"[{run[0]:02d}]–[{run[-1]:02d}]")
+        else:
+            out.extend(f"[{c:02d}]" for c in run)
+    return out
+
+
+def digest(brief: Brief, shown: int, fields: dict[str, str],
+           sentences: int = DIGEST_SENTENCES) -> list[dict[str, Any]]:
+    """The extractive digest, short enough to leave the first paper above the fold: per
+    field its name, up to a fair share of ``sentences`` quoted opening sentences
+    ``(cite, sentence)`` cut to :data:`DIGEST_CHARS`, and the field's other papers as
+    citations (runs of three or more as ``[02]–[05]``). Papers past ``shown`` (moved to
+    "More matches") are cited but not quoted."""
+    if not brief.themes:
+        return []
+    share = max(1, sentences // len(brief.themes))
+    left = sentences
+    out = []
+    for theme in brief.themes:
+        quotable = [c for c in theme.cites if c <= min(shown, len(brief.per_paper))]
+        take = quotable[:max(0, min(share, left))]
+        left -= len(take)
+        out.append({"name": fields.get(theme.title, theme.title),
+                    "lines": [(f"{c:02d}", shorten(brief.per_paper[c - 1], DIGEST_CHARS)[0])
+                              for c in take],
+                    "rest": _cite_runs([c for c in theme.cites if c not in take])})
+    return out
+
+
+def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHARS,
+            templates: Path = TEMPLATES) -> dict[str, Any]:
+    t = strings(issue.subscriber.language, templates)
     sub = issue.subscriber
     count = len(issue.matches) + len(issue.more)
     date_str = format_date(issue.issue_date, t)
     subject_tpl = t["subject_one"] if count == 1 else t["subject"]
     lead = (t["preheader_lead"].format(title=issue.matches[0].paper.title)
             if issue.matches else "")
-    chips = ([(t["chip_author"], a) for a in sub.authors]
-             + [(t["chip_topic"], x) for x in sub.topics]
-             + [(t["chip_category"], c) for c in sub.categories]
-             + [(t["chip_exclude"], e) for e in sub.exclude])
+    chips = []
+    for label, values in ((t["chip_author"], sub.authors), (t["chip_topic"], sub.topics),
+                          (t["chip_category"], sub.categories),
+                          (t["chip_exclude"], sub.exclude)):
+        for value in values:
+            chips.append({"label": label, "value": value, "remove": _reply_link(
+                settings, t["chip_remove_subject"].format(filter=f"{label}: {value}"))})
     mailto, web = unsubscribe_links(settings, sub.email)
     fields = t.get("fields", {})
     papers = [_paper_context(n, m, abstract_chars) for n, m in enumerate(issue.matches, 1)]
@@ -143,6 +277,8 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []
+    # the papers the brief covers (some may have moved to "More matches" to fit the budget)
+    briefed = len(issue.brief.per_paper) if issue.brief else len(issue.matches)
     return {
         "t": t,
         "brand": settings.brand,
@@ -153,55 +289,246 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "preheader": t["preheader"].format(count=count, lead=lead),
         "chips": chips,
         "brief": issue.brief,
-        "extractive_headline": t["extractive_headline"].format(
-            count=len(issue.matches), fields=t.get("list_sep", ", ").join(field_names)),
+        "digest": digest(issue.brief, len(papers), fields)
+        if issue.brief and issue.brief.kind != "llm" else [],
+        "extractive_headline": t["extractive_headline_one" if briefed == 1
+                                 else "extractive_headline"].format(
+            count=briefed, fields=t.get("list_sep", ", ").join(field_names)),
         "field_name": lambda key: fields.get(key, key),
         "papers": papers,
         "more": more,
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
+        "change_url": _reply_link(settings, t["change_subject"]),
         "contact": settings.contact,
     }
 
 
-def to_html(mjml_source: str) -> str:
-    """MJML -> HTML with no remote fonts, CSS inlined with no network access."""
+# --- MJML -> HTML, one layout at a time --------------------------------------------------
+
+_ENDING_TAG = re.compile(
+    r'<(mj-text|mj-button|mj-table|mj-raw|mj-title|mj-preview)((?:[^>"]|"[^"]*")*)(?<!/)>'
+    r"(.*?)</\1\s*>", re.S)
+_INLINE_STYLE = re.compile(r'<mj-style\s+inline="inline"\s*>(.*?)</mj-style>\s*', re.S)
+_SLOT = re.compile(r"@@nl-slot-(\d+)@@")
+_HEAD_END = "</mj-head>"
+_NEWLINES = re.compile(r"\s*\n\s*")  # a line break and its indentation render as one space
+_compile_lock = threading.Lock()
+
+
+def _tidy_head(source: str) -> str:
+    # MRML rejects white space between </mj-style> and </mj-head>: tidy the head first
+    head_end = source.find(_HEAD_END)
+    if head_end > 0:
+        head = re.sub(r">\s+<", "><", source[:head_end].rstrip())
+        source = head + source[head_end:]
+    return source
+
+
+def hollow(source: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """Split MJML into (skeleton, inline CSS, slots): the skeleton has every ending tag's
+    content replaced by a numbered slot; slots are (tag, content) with line breaks folded."""
+    inline_css = "\n".join(_INLINE_STYLE.findall(source))
+    source = _INLINE_STYLE.sub("", source)
+    slots: list[tuple[str, str]] = []
+
+    def cut(m: re.Match[str]) -> str:
+        slots.append((m.group(1), _NEWLINES.sub(" ", m.group(3).strip())))
+        return f"<{m.group(1)}{m.group(2)}>@@nl-slot-{len(slots) - 1}@@</{m.group(1)}>"
+
+    return _tidy_head(_ENDING_TAG.sub(cut, source)), inline_css, slots
+
+
+def _finish(html: str) -> str:
+    if "<!doctype" not in html[:200].lower():
+        html = "<!doctype html>\n" + html
+    return html.replace(
+        "<head>", '<head>\n<meta name="color-scheme" content="light dark">\n'
+        '<meta name="supported-color-schemes" content="light dark">', 1)
+
+
+def _mjml_and_premailer(source: str, inline_css: str) -> str:
+    """MJML -> HTML with no remote fonts; premailer inlines ``inline_css`` and nothing
+    else (every style block MJML wrote stays in the head as it is; the inlined rules do
+    not, as with MJML's own inlining), with no network access."""
     import logging
 
     import mjml
     import premailer
 
-    # MRML rejects white space between </mj-style> and </mj-head>: tidy the head first
-    head_end = mjml_source.find("</mj-head>")
-    if head_end > 0:
-        head = re.sub(r">\s+<", "><", mjml_source[:head_end].rstrip())
-        mjml_source = head + mjml_source[head_end:]
-    html = mjml.mjml2html(mjml_source, fonts={}, disable_comments=True)
-    inlined = premailer.Premailer(
-        html, allow_network=False, keep_style_tags=True, remove_classes=False,
-        strip_important=False, cssutils_logging_level=logging.CRITICAL,
-        disable_validation=True,
-    ).transform()
-    if "<!doctype" not in inlined[:200].lower():
-        inlined = "<!doctype html>\n" + inlined
-    return inlined.replace(
-        "<head>", '<head>\n<meta name="color-scheme" content="light dark">\n'
-        '<meta name="supported-color-schemes" content="light dark">', 1)
+    html = mjml.mjml2html(source, fonts={}, disable_comments=True)
+    html = html.replace("<style", '<style data-premailer="ignore"')
+    html = premailer.Premailer(
+        html, css_text=[inline_css] if inline_css.strip() else None, allow_network=False,
+        keep_style_tags=False, remove_classes=False, strip_important=False,
+        cssutils_logging_level=logging.CRITICAL, disable_validation=True,
+    ).transform(pretty_print=False)
+    return _finish(html.replace(' data-premailer="ignore"', ""))
 
 
-def render(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHARS) -> Rendered:
-    html_env, text_env = environments()
-    ctx = context(issue, settings, abstract_chars)
+@functools.lru_cache(maxsize=64)
+def _compile(skeleton: str, inline_css: str) -> str:
+    with _compile_lock:  # cssutils keeps global state
+        return _mjml_and_premailer(skeleton, inline_css)
+
+
+class Inliner:
+    """Apply CSS rules whose selectors are ``tag``, ``.class`` or ``tag.class`` to the
+    start tags of an HTML fragment, as premailer would: rules in order of specificity,
+    then source order; the element's own style attribute wins."""
+
+    _RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
+    _SELECTOR = re.compile(r"([a-z][a-z0-9]*)?((?:\.[A-Za-z_][\w-]*)*)")
+    _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]*)(\s[^<>]*?)?(/?)>")
+    _CLASS = re.compile(r'(?:^|\s)class="([^"]*)"')
+    _STYLE = re.compile(r'\sstyle="([^"]*)"')
+
+    def __init__(self, css: str) -> None:
+        css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+        if "@" in css:
+            raise ValueError("inline CSS cannot hold @-rules; put them in a plain mj-style")
+        rules: list[tuple[tuple[int, int, int], str | None, frozenset[str],
+                          list[tuple[str, str]]]] = []
+        for selectors, body in self._RULE.findall(css):
+            decls = self.declarations(body.replace('"', "'"))
+            for selector in selectors.split(","):
+                m = self._SELECTOR.fullmatch(selector.strip())
+                if not selector.strip() or not m:
+                    raise ValueError(f"inline CSS selector {selector.strip()!r} is not "
+                                     "supported: use tag, .class or tag.class")
+                classes = frozenset(c for c in m.group(2).split(".") if c)
+                order = (len(classes), 1 if m.group(1) else 0, len(rules))
+                rules.append((order, m.group(1), classes, decls))
+        self.rules = sorted(rules, key=lambda rule: rule[0])
+        self.tags = {tag for _, tag, classes, _ in self.rules if tag and not classes}
+        self._cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    @staticmethod
+    def declarations(style: str) -> list[tuple[str, str]]:
+        out = []
+        for decl in style.split(";"):
+            name, sep, value = decl.partition(":")
+            if sep and name.strip():
+                out.append((name.strip().lower(), value.strip()))
+        return out
+
+    def _matching(self, tag: str, classes: str) -> list[tuple[str, str]]:
+        key = (tag, classes)
+        if key not in self._cache:
+            have = set(classes.split())
+            found: dict[str, str] = {}
+            for _, rule_tag, rule_classes, decls in self.rules:
+                if (rule_tag is None or rule_tag == tag) and rule_classes <= have:
+                    found.update(decls)
+            self._cache[key] = list(found.items())
+        return self._cache[key]
+
+    def _tag(self, m: re.Match[str]) -> str:
+        tag, attrs, close = m.group(1).lower(), m.group(2) or "", m.group(3)
+        cls = self._CLASS.search(attrs)
+        if cls is None and tag not in self.tags:
+            return m.group(0)
+        found = self._matching(tag, cls.group(1) if cls else "")
+        if not found:
+            return m.group(0)
+        style = dict(found)
+        own = self._STYLE.search(attrs)
+        if own:
+            style.update(self.declarations(own.group(1)))
+            attrs = attrs[:own.start()] + attrs[own.end():]
+        css = ";".join(f"{k}:{v}" for k, v in style.items())
+        return f'<{m.group(1)}{attrs} style="{css}"{close}>'
+
+    def __call__(self, fragment: str) -> str:
+        return self._TAG.sub(self._tag, fragment) if self.rules else fragment
+
+
+@functools.lru_cache(maxsize=8)
+def _inliner(css: str) -> Inliner:
+    return Inliner(css)
+
+
+def to_html(mjml_source: str, cached: bool = True) -> str:
+    """MJML -> email HTML. With ``cached``, the layout goes through MJML and premailer
+    once and only the content is filled in (see the module's docstring); without, the
+    whole document goes through them."""
+    skeleton, inline_css, slots = hollow(mjml_source)
+    inline = _inliner(inline_css)
+    if not cached:
+        whole = _SLOT.sub(lambda m: slots[int(m.group(1))][1], skeleton)
+        return _mjml_and_premailer(whole, inline_css)
+    filled = [content if tag in ("mj-title", "mj-preview") else inline(content)
+              for tag, content in slots]
+    return _SLOT.sub(lambda m: filled[int(m.group(1))], _compile(skeleton, inline_css))
+
+
+# --- a whole issue -----------------------------------------------------------------------
+
+
+def _render_once(issue: Issue, settings: Settings, abstract_chars: int,
+                 templates: Path) -> Rendered:
+    html_env, text_env = environments(templates)
+    ctx = context(issue, settings, abstract_chars, templates)
     mjml_source = html_env.get_template("issue.mjml.j2").render(ctx)
     text = text_env.get_template("issue.txt.j2").render(ctx)
     return Rendered(subject=ctx["subject"], html=to_html(mjml_source), text=text,
                     mjml=mjml_source, preheader=ctx["preheader"])
 
 
+def html_size(rendered: Rendered) -> int:
+    """Bytes of the HTML part, as a mail client counts them before clipping."""
+    return len(rendered.html.encode())
+
+
+def render(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHARS, *,
+           templates: Path = TEMPLATES, budget: int | None = HTML_BUDGET) -> Rendered:
+    """The email for one issue. When its HTML would be larger than ``budget`` bytes, the
+    abstracts get shorter (:data:`ABSTRACT_STEPS`), then papers move from the end of the
+    issue into "More matches" until it fits: a client never clips it, nothing is lost."""
+    rendered = _render_once(issue, settings, abstract_chars, templates)
+    if budget is None or html_size(rendered) <= budget:
+        return rendered
+    for chars in ABSTRACT_STEPS:
+        if chars < abstract_chars:
+            abstract_chars = chars
+            rendered = _render_once(issue, settings, chars, templates)
+            if html_size(rendered) <= budget:
+                return rendered
+    matches, more = list(issue.matches), list(issue.more)
+    while html_size(rendered) > budget and matches:
+        # a card costs about a paper's share of the issue; move that many, then check
+        share = html_size(rendered) / (len(matches) + 2)
+        k = min(len(matches), max(1, math.floor((html_size(rendered) - budget) / share)))
+        matches, more = matches[:-k], matches[-k:] + more
+        rendered = _render_once(replace(issue, matches=tuple(matches), more=tuple(more)),
+                                settings, abstract_chars, templates)
+    return rendered
+
+
+# --- the message -------------------------------------------------------------------------
+
+
 def message_id(email: str, issue_date: date, from_addr: str) -> str:
-    digest = hashlib.sha256(f"{fold(email)}|{issue_date.isoformat()}".encode()).hexdigest()[:20]
+    digest_ = hashlib.sha256(f"{fold(email)}|{issue_date.isoformat()}".encode()).hexdigest()
     domain = parseaddr(from_addr)[1].partition("@")[2] or "localhost"
-    return f"<{issue_date.strftime('%Y%m%d')}.{digest}@{domain}>"
+    return f"<{issue_date.strftime('%Y%m%d')}.{digest_[:20]}@{domain}>"
+
+
+def _text_part(content: str, subtype: str) -> EmailMessage:
+    """A text/* part, encoded once: 7bit when it is short-lined ASCII, else
+    quoted-printable by binascii (the email package's own encoder is ten times slower)."""
+    part = EmailMessage()
+    # set_raw: these fixed ASCII headers need no parsing or folding
+    part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    if not content.endswith("\n"):
+        content += "\n"
+    if content.isascii() and max(map(len, content.splitlines()), default=0) <= 78:
+        part.set_raw("Content-Transfer-Encoding", "7bit")
+        part.set_payload(content)
+    else:
+        part.set_raw("Content-Transfer-Encoding", "quoted-printable")
+        part.set_payload(binascii.b2a_qp(content.encode(), istext=True).decode("ascii"))
+    return part
 
 
 def build_message(issue: Issue, rendered: Rendered, settings: Settings,
@@ -212,14 +539,16 @@ def build_message(issue: Issue, rendered: Rendered, settings: Settings,
     msg["To"] = formataddr((sub.name, sub.email)) if sub.name else sub.email
     msg["Reply-To"] = settings.reply_to or settings.from_addr
     msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id(sub.email, issue.issue_date, settings.from_addr)
+    msg.set_raw("Date", format_datetime(now))  # set_raw: short ASCII, nothing to parse
+    msg.set_raw("Message-ID", message_id(sub.email, issue.issue_date, settings.from_addr))
+    msg.set_raw("MIME-Version", "1.0")
     sender_domain = parseaddr(settings.from_addr)[1].partition("@")[2] or "localhost"
     msg["List-Id"] = f"{settings.brand.split(' · ')[0]} <daily.{sender_domain}>"
     mailto, web = unsubscribe_links(settings, sub.email)
     msg["List-Unsubscribe"] = f"<{mailto}>" + (f", <{web}>" if web else "")
     if web:
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(rendered.text)
-    msg.add_alternative(rendered.html, subtype="html")
+        msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    msg.set_raw("Content-Type", "multipart/alternative")
+    msg.attach(_text_part(rendered.text, "plain"))
+    msg.attach(_text_part(rendered.html, "html"))
     return msg

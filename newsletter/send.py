@@ -54,7 +54,7 @@ def _is_loopback(host: str) -> bool:
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 30.0):
+    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0):
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
@@ -74,6 +74,8 @@ class SMTPSender:
                 "smtps:// or smtp+starttls:// in NEWSLETTER_SMTP_URL"
             )
         self.timeout = timeout
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._last_send = 0.0
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -90,8 +92,9 @@ class SMTPSender:
                 conn.login(self.user, self.password)
             return conn
         except (OSError, smtplib.SMTPException) as e:
+            permanent = isinstance(e, smtplib.SMTPAuthenticationError)
             raise SendFailed(f"cannot reach SMTP server {self.host}:{self.port} ({e}) - "
-                             "check NEWSLETTER_SMTP_URL", ) from e
+                             "check NEWSLETTER_SMTP_URL", temporary=not permanent) from e
 
     def __enter__(self) -> SMTPSender:
         return self
@@ -105,34 +108,59 @@ class SMTPSender:
                 pass
             self.conn = None
 
+    def _pace(self) -> None:
+        if self.interval:
+            wait = self._last_send + self.interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_send = time.monotonic()
+
+    def _reset(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self.conn = None
+
     def send(self, msg: EmailMessage, email: str, issue_date: str, html: str,
-             retries: int = 2) -> str:
+             retries: int = 2, backoff: float = 0.5) -> str:
+        """Send one message. A dropped connection is reopened; a 4xx answer is retried with
+        backoff and then reported as temporary; a 5xx answer is a permanent failure."""
         for attempt in range(retries + 1):
             if self.conn is None:
                 self.conn = self._connect()
+            self._pace()
             try:
                 self.conn.send_message(msg, to_addrs=[email])
                 return f"smtp://{self.host}:{self.port}"
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
                 if attempt == retries:
-                    raise SendFailed(f"SMTP server hung up ({e})") from e
+                    raise SendFailed(f"SMTP server hung up ({e or 'connection closed'})",
+                                     temporary=True) from e
             except smtplib.SMTPRecipientsRefused as e:
                 code, reason = next(iter(e.recipients.values()))
-                if 400 <= code < 500 and attempt < retries:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
                 text = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
-                raise SendFailed(f"{code} {text}") from e
-            except smtplib.SMTPResponseException as e:
-                if 400 <= e.smtp_code < 500 and attempt < retries:
-                    time.sleep(0.5 * 2 ** attempt)
+                if 400 <= code < 500 and attempt < retries:
+                    self._reset()
+                    time.sleep(backoff * 2 ** attempt)
                     continue
+                raise SendFailed(f"{code} {text}", temporary=400 <= code < 500) from e
+            except smtplib.SMTPResponseException as e:
                 err = e.smtp_error
                 text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
-                raise SendFailed(f"{e.smtp_code} {text}") from e
+                if e.smtp_code == 421:  # the server is closing the connection
+                    self.conn = None
+                elif 400 <= e.smtp_code < 500:
+                    self._reset()
+                if 400 <= e.smtp_code < 500 and attempt < retries:
+                    time.sleep(backoff * 2 ** attempt)
+                    continue
+                raise SendFailed(f"{e.smtp_code} {text}",
+                                 temporary=400 <= e.smtp_code < 500) from e
         raise SendFailed("unreachable")  # pragma: no cover
 
 
-def sender(smtp_url: str, smtp_password: str, outbox: str) -> Outbox | SMTPSender:
-    return SMTPSender(smtp_url, smtp_password) if smtp_url else Outbox(outbox)
+def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0
+           ) -> Outbox | SMTPSender:
+    return SMTPSender(smtp_url, smtp_password, rate=rate) if smtp_url else Outbox(outbox)

@@ -230,3 +230,124 @@ def parts(msg: EmailMessage) -> tuple[str, str]:
     html = msg.get_body(("html",))
     assert text is not None and html is not None
     return text.get_content(), html.get_content()
+
+
+# --- IMAP (Debian's dovecot, started for the test) -------------------------------------
+
+
+@dataclass
+class IMAPServer:
+    host: str
+    port: int
+    user: str
+    password: str
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return f"imap://{self.user}:{self.password}@{self.host}:{self.port}/INBOX"
+
+    def deliver(self, raw: bytes) -> None:
+        import imaplib
+
+        conn = imaplib.IMAP4(self.host, self.port)
+        conn.login(self.user, self.password)
+        conn.append("INBOX", None, None, raw)
+        conn.logout()
+
+    def unseen(self) -> int:
+        import imaplib
+
+        conn = imaplib.IMAP4(self.host, self.port)
+        conn.login(self.user, self.password)
+        conn.select("INBOX")
+        _, data = conn.search(None, "UNSEEN")
+        conn.logout()
+        return len((data[0] or b"").split())
+
+
+@pytest.fixture
+def imap_server() -> Iterator[IMAPServer]:
+    import grp
+    import pwd
+    import subprocess
+    import tempfile
+    import time
+
+    dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot"
+                                          if Path("/usr/sbin/dovecot").exists() else None)
+    require(dovecot is not None, "needs Debian package dovecot-imapd (a real IMAP server)")
+    assert dovecot is not None
+    # not under pytest's tmp (mode 0700): dovecot's own user must be able to enter it
+    root = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+    (root / "run").mkdir()
+    (root / "mail").mkdir()
+    os.chmod(root, 0o755)
+    os.chmod(root / "run", 0o755)
+    os.chmod(root / "mail", 0o777)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    if os.getuid() == 0:  # dovecot will not run its login process as root
+        internal, login, mail_user, mail_group = "dovecot", "dovenull", "dovecot", "dovecot"
+    else:
+        internal = login = mail_user = me
+        mail_group = group
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = root / "dovecot.conf"
+    config.write_text(f"""protocols = imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/run
+log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal}
+default_internal_group = {mail_group}
+default_login_user = {login}
+mail_location = maildir:{root}/mail/%u
+first_valid_uid = 0
+passdb {{
+  driver = static
+  args = password=test-password
+}}
+userdb {{
+  driver = static
+  args = uid={mail_user} gid={mail_group} home={root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+""")
+    # dovecot forks into the background: give it no pipes to hold open
+    with open(root / "start.log", "wb") as log:
+        subprocess.run([dovecot, "-c", str(config)], check=True, stdin=subprocess.DEVNULL,
+                       stdout=log, stderr=log, timeout=30)
+    server = IMAPServer("127.0.0.1", port, "newsletter", "test-password", root)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield server
+    finally:
+        subprocess.run([dovecot, "-c", str(config), "stop"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        shutil.rmtree(root, ignore_errors=True)

@@ -55,8 +55,8 @@ def test_run_writes_outbox_when_no_smtp_and_is_idempotent(isolated):
     assert msgs["ada@example.org"]["Message-ID"].endswith("@localhost>")
 
     second = invoke("run", "--all").output
-    assert second.count("already sent today") == 2
-    assert "0 sent" not in second and "sent " not in second.split("\n", 1)[0]
+    assert "Summary: 0 due, 2 skipped (2 already sent today)" in second
+    assert not [line for line in second.splitlines() if line.startswith("sent")]
 
 
 def test_dry_run_records_and_sends_nothing(isolated, smtp_server, monkeypatch):
@@ -65,7 +65,9 @@ def test_dry_run_records_and_sends_nothing(isolated, smtp_server, monkeypatch):
     out = invoke("run", "--all", "--dry-run").output
     assert "2 would-send" in out
     assert smtp_server.messages == []
-    assert "sent" not in invoke("run", "--all", "--dry-run").output.replace("would-send", "")
+    again = invoke("run", "--all", "--dry-run").output
+    assert "Summary: 2 due, 2 would-send" in again
+    assert "Transport: smtp://127.0.0.1:" in again and "(dry run: nothing sent)" in again
 
 
 def test_send_hour_respected_without_all(isolated, monkeypatch):
@@ -84,7 +86,8 @@ def test_smtp_refusal_marks_failure_and_exits_non_zero(isolated, smtp_server, mo
     assert result.exit_code == 1
     assert "failed     grace@example.edu" in result.output
     assert "550 5.1.1 mailbox unavailable" in result.output
-    assert result.output.rstrip().endswith("Error: 1 deliveries failed - see above")
+    assert "Summary: 2 due, 1 sent, 1 failed (1 550 5.1.1 mailbox unavailable)" in result.output
+    assert result.output.rstrip().endswith("Error: 1 deliveries did not go out - see above")
     assert [str(m["To"].addresses[0].addr_spec) for m in smtp_server.messages] == \
         ["ada@example.org"]
 

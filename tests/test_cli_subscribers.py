@@ -21,10 +21,10 @@ def test_add_list_show_remove(isolated):
 
     table = invoke("subscribers").output  # no subcommand lists
     assert "Ada@example.org" in table and "author: Taiming Lu" in table
-    assert table.rstrip().endswith("1 subscribers")
+    assert table.rstrip().endswith("\n1 subscriber: 1 active")
 
     shown = invoke("subscribers", "show", "ada@example.org").output
-    assert "topics:     diffusion models" in shown
+    assert "topics:       diffusion models" in shown
 
     assert invoke("subscribers", "remove", "ADA@example.org").output == \
         "Removed ADA@example.org\n"
@@ -55,7 +55,7 @@ def test_duplicate_address_is_refused_whatever_the_case(isolated):
     result = invoke("subscribers", "add", "ADA@EXAMPLE.org", "--topic", "x", ok=False)
     assert result.exit_code == 1
     assert result.output == ('Error: subscriber ADA@example.org already exists - use '
-                             '"newsletter subscribers remove" first to replace it\n')
+                             '"newsletter subscribers edit" to change it\n')
     subs = store.list_subscribers(store.open_db(isolated / "newsletter.db"))
     assert [(s.email, s.topics) for s in subs] == [("ada@example.org", ())]
 

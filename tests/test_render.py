@@ -1,32 +1,65 @@
-"""What the reader sees: valid MJML, escaped content, both languages, a real browser."""
+"""What the reader sees: valid MJML, escaped content, both languages, small and fast HTML,
+a complete message, and a real browser."""
 
 import json
 import re
+import shutil
 import subprocess
+import textwrap
+import time
+from dataclasses import replace
 from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
+from html import unescape
 from pathlib import Path
 
+import lxml.html
+import markupsafe
 import pytest
 from conftest import ROOT, require_chromium, require_node_tool
 
 from newsletter import render
 from newsletter.brief import extractive
 from newsletter.config import Settings
-from newsletter.models import Issue, Match, Paper, Subscriber
+from newsletter.models import Brief, Issue, Match, Paper, Subscriber, Theme
 from newsletter.sources.sample import load_papers
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+GMAIL_CLIP = 102 * 1024
 
 
-def make_issue(language="en", n=10, more=0, papers=None):
+def make_issue(language="en", n=10, more=0, papers=None, brief=None, sub=None):
     papers = papers or load_papers()
-    sub = Subscriber("ada@example.org", name="Ada", language=language,
-                     authors=("Taiming Lu",), topics=("diffusion models",))
+    sub = sub or Subscriber("ada@example.org", name="Ada", language=language,
+                            authors=("Taiming Lu",), topics=("diffusion models",))
     matches = tuple(Match(p, 1.0, ("topic: diffusion models",),
                           ("Taiming Lu",) if "Taiming Lu" in p.authors else ())
                     for p in papers[: n + more])
     shown = tuple(m.paper for m in matches[:n])
-    return Issue(sub, date(2026, 11, 22), matches[:n], matches[n:], extractive(shown))
+    return Issue(sub, date(2026, 11, 22), matches[:n], matches[n:], brief or extractive(shown))
+
+
+LLM_BRIEF = Brief(
+    kind="llm", model="openai/gpt-4o-mini",
+    headline="Smaller models and world models: what transfers from a parent model, and what "
+             "has to be learned again from data",
+    themes=(Theme("Compression", "Pruning and distillation both reuse a parent model; the "
+                  "advantage narrows as the training budget grows, and fine-grained pruning "
+                  "keeps more of it than structured pruning.", (1, 3)),
+            Theme("Generative models", "Open text-to-image recipes and normalization-free "
+                  "transformers make strong baselines cheaper to reproduce.", (2, 4, 5)),
+            Theme("World models", "Generative exploration lets embodied agents imagine "
+                  "unseen views before they plan.", (6,))),
+    connections="Efficiency work and embodied AI meet in cheap imagination: a small model "
+                "that imagines well is worth more than a large one that only recalls.",
+    per_paper=tuple(f"Sentence {n}." for n in range(1, 11)))
+
+
+def titles(html: str) -> list[str]:
+    return [unescape(t) for t in re.findall(r'class="nl-tlink"[^>]*>([^<]+)</a>', html)]
+
+
+# --- valid, safe, offline ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
@@ -51,9 +84,12 @@ def test_untrusted_text_is_escaped():
               authors=("Ada <i>Lovelace</i>",), abstract='We show "p < 0.05" <script>x</script>',
               url="https://arxiv.org/abs/2401.00001", published=datetime(2026, 1, 1, tzinfo=UTC),
               categories=("math.PR",))
-    r = render.render(make_issue(papers=[p], n=1), Settings())
+    sub = Subscriber("ada@example.org", topics=('"quoted" <topic> & @@nl-slot-0@@',))
+    r = render.render(make_issue(papers=[p], n=1, sub=sub), Settings())
     assert "<b>x</b>" not in r.html and "&lt;b&gt;x&lt;/b&gt; &amp; y &lt; 3" in r.html
-    assert "<script>x</script>" not in r.html
+    assert "<script>x</script>" not in r.html and "<i>Lovelace" not in r.html
+    # a filter that looks like a layout slot is content, shown as typed, never filled in
+    assert "&#34;quoted&#34; &lt;topic&gt; &amp; @@nl-slot-0@@" in r.html
     assert "Bounds for <b>x</b> & y < 3" in r.text  # plain text stays plain
 
 
@@ -63,14 +99,237 @@ def test_html_has_no_remote_resources_and_keeps_doctype():
     assert "fonts.googleapis.com" not in html and "<link" not in html
     assert re.search(r"PingFang SC|Noto Sans CJK SC", html)  # a font stack for Chinese
     assert "prefers-color-scheme: dark" in html
+    assert '<meta name="color-scheme" content="light dark">' in html
+    assert "@@nl-slot" not in html and "data-premailer" not in html
+    # Outlook's conditional tables survive the minified layout
+    assert html.count("<!--[if mso | IE]>") >= 2 and "<![endif]-->" in html
+
+
+def _normalised(html: str) -> list[tuple]:
+    """Every element's tag, attributes, style declarations and text, whatever the
+    serialisation; premailer's extra HTML attributes count only on tables."""
+    out = []
+    for el in lxml.html.fromstring(html).iter():
+        if not isinstance(el.tag, str):
+            out.append(("comment", el.text))
+            continue
+        attrs = dict(el.attrib)
+        style = dict(render.Inliner.declarations(attrs.pop("style", "")))
+        if el.tag not in ("table", "td", "body"):
+            for extra in ("align", "valign", "bgcolor", "width", "height"):
+                attrs.pop(extra, None)
+        out.append((el.tag, sorted(attrs.items()), sorted(style.items()),
+                    " ".join((el.text or "").split()), " ".join((el.tail or "").split())))
+    return out
+
+
+@pytest.mark.parametrize("issue", [make_issue("en", 10, 3), make_issue("zh", 4),
+                                   make_issue("en", 6, brief=LLM_BRIEF)],
+                         ids=["en", "zh", "llm"])
+def test_cached_layout_is_the_same_document_as_premailer_over_everything(issue):
+    fast = render.render(issue, Settings(contact="1 Example Road"))
+    slow = render.to_html(fast.mjml, cached=False)
+    assert _normalised(fast.html) == _normalised(slow)
+    # and the content got its styles: a card title, a followed author, a chip
+    assert re.search(r'class="nl-tlink" href="[^"]+" style="color:#111827;', fast.html)
+    assert re.search(r'class="nl-followed" style="color:#4f46e5;font-weight:700"', fast.html)
+
+
+def test_inliner_follows_specificity_and_keeps_the_elements_own_style():
+    inline = render.Inliner("a { color: red; } .x { color: blue; margin: 0 } "
+                            "a.x { color: green } .y { margin: 4px }")
+    assert inline('<a href="#">a</a>') == '<a href="#" style="color:red">a</a>'
+    assert inline('<a class="x y" style="color: black">') == \
+        '<a class="x y" style="color:black;margin:4px">'
+    assert inline('<p class="x">') == '<p class="x" style="color:blue;margin:0">'
+    assert inline("<p>plain</p><br>") == "<p>plain</p><br>"
+    with pytest.raises(ValueError, match="'.card a' is not supported"):
+        render.Inliner(".card a { color: red }")
+
+
+# --- size: never clipped -----------------------------------------------------------------
+
+
+def test_html_is_small():
+    ten = render.render(make_issue(n=10), Settings())
+    thirty = render.render(make_issue(n=30, more=13), Settings())
+    assert render.html_size(ten) < 45_000
+    assert render.html_size(thirty) < render.HTML_BUDGET < GMAIL_CLIP
+    # the 30-paper issue fits whole: every paper in a card with its abstract
+    assert len(titles(thirty.html)) == 30 and thirty.html.count('class="nl-abs"') == 30
+    assert "13 more papers matched your filters" in thirty.html
+
+
+def test_an_issue_over_budget_is_shortened_never_clipped():
+    papers = load_papers()
+    heavy = [replace(p, abstract=(p.abstract + " ") * 4, doi=f"10.1000/{p.id}" * 4,
+                     code_url=f"https://github.com/example/{p.id}" * 4)
+             for p in papers[:30]] + papers[30:]
+    issue = make_issue(n=30, more=13, papers=heavy)
+    unlimited = render.render(issue, Settings(), abstract_chars=3000, budget=None)
+    assert render.html_size(unlimited) > GMAIL_CLIP  # what Gmail would have clipped
+    r = render.render(issue, Settings(), abstract_chars=3000)
+    assert render.html_size(r) <= render.HTML_BUDGET
+    assert titles(r.html) == [m.paper.title for m in issue.matches]
+    assert r.html.count(">Read more</a>") == 30
+
+
+def test_papers_move_to_more_matches_when_short_abstracts_are_not_enough():
+    issue = make_issue(n=30, more=13)
+    r = render.render(issue, Settings(), budget=50_000)
+    assert render.html_size(r) <= 50_000
+    shown = titles(r.html)
+    assert 10 <= len(shown) < 30
+    assert shown == [m.paper.title for m in issue.matches[:len(shown)]]  # the best stay
+    assert f"{43 - len(shown)} more papers matched your filters" in r.html
+    for m in issue.matches + issue.more:  # nothing is lost
+        assert unescape(m.paper.title) in unescape(r.html) and m.paper.title in r.text
+    assert r.subject.endswith("43 new papers")
+
+
+def test_budget_shortens_abstracts_before_moving_papers():
+    issue = make_issue(n=30, more=13)
+    full = render.render(issue, Settings(), budget=None)
+    r = render.render(issue, Settings(), budget=render.html_size(full) - 4_000)
+    assert len(titles(r.html)) == 30  # everyone still in a card ...
+    assert r.html.count(">Read more</a>") > full.html.count(">Read more</a>")  # ... shorter
+
+
+# --- speed -------------------------------------------------------------------------------
+
+
+def test_render_and_message_are_fast():
+    settings = Settings()
+    issues = [make_issue(n=10, sub=Subscriber(f"r{k}@example.org", name=f"R {k}",
+                                                 language="zh" if k % 4 == 0 else "en",
+                                                 topics=(f"topic {k}",)))
+              for k in range(40)]
+    render.render(issues[0], settings)
+    render.render(issues[1], settings)  # both layouts compiled once
+    started = time.perf_counter()
+    for issue in issues:
+        bytes(render.build_message(issue, render.render(issue, settings), settings,
+                                   datetime(2026, 11, 22, 7, tzinfo=UTC)))
+    per_second = len(issues) / (time.perf_counter() - started)
+    assert per_second > 40, f"{per_second:.0f} emails/s (make bench: target 100)"
+
+
+# --- words: languages, dates, digest -----------------------------------------------------
 
 
 def test_chinese_issue_says_everything_in_chinese():
     r = render.render(make_issue("zh"), Settings())
     assert r.subject == "AcademicHub · 2026年11月22日 · 10 篇新论文"
-    for phrase in ("交叉领域文献分析简报", "今日论文", "退订"):
+    for phrase in ("交叉领域文献分析简报", "今日论文", "退订", "2026年11月22日",
+                   "作者: Taiming Lu"):
         assert phrase in r.html
-    assert "Today's papers" not in r.html
+    assert "Today's papers" not in r.html and "Read more" not in r.html
+    assert '<html lang="zh-Hans"' in r.html
+
+
+def test_a_new_language_is_one_strings_file(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    (templates / "i18n" / "de.toml").write_text(textwrap.dedent('''\
+        language_name = "Deutsch"
+        html_lang = "de"
+        tagline = "Ihr Forschungsradar"
+        subject = "{brand} · {date} · {count} neue Artikel"
+        date_format = "{day}. {month_name} {year}"
+        months = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
+                  "September", "Oktober", "November", "Dezember"]
+        chip_author = "Autor"
+        papers_heading = "Heutige Artikel"
+        [fields]
+        cs = "Informatik"
+        '''), encoding="utf-8")
+    assert render.languages(templates) == ["de", "en", "zh"]
+    r = render.render(make_issue("de"), Settings(), templates=templates)
+    assert r.subject == "AcademicHub · 22. November 2026 · 10 neue Artikel"
+    assert '<html lang="de"' in r.html
+    for phrase in ("Ihr Forschungsradar", "HEUTIGE ARTIKEL", "Autor: Taiming Lu", "Informatik"):
+        assert phrase in r.html
+    assert "Ihr Forschungsradar" in r.text and "22. November 2026" in r.text
+    assert "Read more" in r.html  # what the file does not say falls back to English
+    assert "Ihr Forschungsradar" not in render.render(make_issue("en"), Settings()).html
+
+
+def test_edits_to_templates_and_strings_show_on_the_next_render(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    assert "Your research radar" in render.render(make_issue(), Settings(),
+                                                  templates=templates).html
+    en = templates / "i18n" / "en.toml"
+    en.write_text(en.read_text().replace("Your research radar", "Your paper radar"))
+    header = templates / "partials" / "header.mjml.j2"
+    header.write_text(header.read_text().replace("nl-h1", "nl-h1 nl-edited"))
+    again = render.render(make_issue(), Settings(), templates=templates).html
+    assert "Your paper radar" in again and 'class="nl-h1 nl-edited"' in again
+
+
+def test_extractive_digest_is_compact_and_cites_every_paper():
+    issue = make_issue(n=30)
+    r = render.render(issue, Settings())
+    brief = r.html.split("CROSS-FIELD BRIEF")[1].split("TODAY&#39;S PAPERS")[0]
+    quoted = re.findall(r'<span class="nl-cite"[^>]*>\[(\d\d)\]</span> (?!<)', brief)
+    assert 1 <= len(quoted) <= render.DIGEST_SENTENCES
+    cited = set()
+    for first, last in re.findall(r"\[(\d\d)\](?:</span>|)(?:–\[(\d\d)\])?", brief):
+        cited.update(range(int(first), int(last or first) + 1))
+    assert cited == set(range(1, 31))
+    assert "[02]–[11]" in brief  # runs of papers are cited as ranges
+    assert "30 papers today across Computer science" in r.html
+    assert "Also: [" in r.text and "[02]–[11]" in r.text
+
+
+def test_wrap_is_textwrap_fill():
+    for p in load_papers():
+        for width, indent in ((78, ""), (78, "    "), (30, "  ")):
+            assert render.wrap(p.abstract, width, indent) == textwrap.fill(
+                " ".join(p.abstract.split()), width=width, subsequent_indent=indent,
+                break_long_words=False, break_on_hyphens=False)
+
+
+# --- header, cards, footer ---------------------------------------------------------------
+
+
+def test_chips_cards_and_footer():
+    settings = Settings(from_addr="AcademicHub <daily@academichub.example>",
+                        reply_to="editors@academichub.example", secret="k",
+                        unsubscribe_url="https://academichub.example",
+                        contact="AcademicHub, 1 Example Road, Princeton NJ")
+    r = render.render(make_issue(n=3), settings)
+    chips = re.findall(r'<span class="nl-chip"[^>]*>([^<]*)&nbsp;<a class="nl-x" '
+                       r'href="([^"]+)"[^>]*>×</a>', r.html)
+    assert [c for c, _ in chips] == ["Author: Taiming Lu", "Topic: diffusion models"]
+    assert chips[0][1] == ("mailto:editors@academichub.example?subject=Remove%20filter%20-"
+                           "%20Author%3A%20Taiming%20Lu")
+    card = r.html.split('class="nl-num"')[1]
+    assert "01.</span>" in card and "arXiv (cs." in card and "2026-06-12" in card
+    assert re.search(r'class="nl-followed"[^>]*>Taiming Lu</span>', card)
+    assert ">Read more</a>" in card and ">PDF</a>" in card
+    footer = r.html.split('class="nl-foot')[1]
+    assert "because ada@example.org subscribed" in footer
+    assert ('href="mailto:editors@academichub.example?subject=Change%20my%20filters"'
+            in footer)
+    token = render.unsubscribe_token("k", "ada@example.org")
+    assert (f'href="https://academichub.example/unsubscribe?email=ada%40example.org&amp;'
+            f'token={token}"') in footer
+    assert "AcademicHub, 1 Example Road, Princeton NJ" in footer
+    assert "AcademicHub, 1 Example Road, Princeton NJ" in r.text
+    assert f"Unsubscribe: https://academichub.example/unsubscribe?email=ada%40example.org" \
+        f"&token={token}" in r.text
+
+
+def test_empty_issue_says_so():
+    sub = Subscriber("ada@example.org", authors=("Nobody Atall",))
+    r = render.render(Issue(sub, date(2026, 11, 22), ()), Settings())
+    assert "No new papers matched your filters today." in r.html
+    assert "No new papers matched your filters today." in r.text
+    assert r.subject == "AcademicHub · November 22, 2026 · 0 new papers"
+
+
+# --- the message -------------------------------------------------------------------------
 
 
 def test_message_headers():
@@ -81,7 +340,11 @@ def test_message_headers():
     msg = render.build_message(issue, r, settings, datetime(2026, 11, 22, 7, tzinfo=UTC))
     assert msg["From"] == "AcademicHub <daily@academichub.example>"
     assert msg["To"] == "Ada <ada@example.org>"
+    assert msg["Reply-To"] == "AcademicHub <daily@academichub.example>"
     assert msg["Subject"] == "AcademicHub · November 22, 2026 · 10 new papers"
+    assert msg["Date"] == "Sun, 22 Nov 2026 07:00:00 +0000"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Id"] == "AcademicHub <daily.academichub.example>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     token = render.unsubscribe_token("k", "ada@example.org")
     assert msg["List-Unsubscribe"] == (
@@ -89,22 +352,62 @@ def test_message_headers():
         f"<https://academichub.example/unsubscribe?email=ada%40example.org&token={token}>")
     assert render.unsubscribe_token("k", "bob@example.org") != token
     again = render.build_message(issue, r, settings, datetime(2026, 11, 22, 8, tzinfo=UTC))
-    assert again["Message-ID"] == msg["Message-ID"].replace("", "")
+    assert again["Message-ID"] == msg["Message-ID"]
     assert msg["Message-ID"].endswith("@academichub.example>")
 
 
-def _inspect(html_path: Path, width: int, scheme: str = "light") -> dict:
+def test_message_without_web_unsubscribe_and_with_reply_to():
+    issue = make_issue("zh")
+    settings = Settings(reply_to="Editors <editors@example.org>")
+    r = render.render(issue, settings)
+    msg = render.build_message(issue, r, settings, datetime(2026, 11, 22, 7, tzinfo=UTC))
+    assert msg["Reply-To"] == "Editors <editors@example.org>"
+    assert msg["List-Unsubscribe"] == "<mailto:newsletter@localhost?subject=unsubscribe>"
+    assert msg["List-Unsubscribe-Post"] is None
+    assert msg["Subject"] == "AcademicHub · 2026年11月22日 · 10 篇新论文"
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_message_parts_decode_to_exactly_what_was_rendered(language):
+    issue = make_issue(language, n=10, more=3)
+    r = render.render(issue, Settings())
+    raw = bytes(render.build_message(issue, r, Settings(),
+                                     datetime(2026, 11, 22, 7, tzinfo=UTC)))
+    assert max(len(line) for line in raw.split(b"\n")) <= 78  # safe for any SMTP hop
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text is not None and html is not None
+    for part, rendered in ((text, r.text), (html, r.html)):
+        assert part.get_content() == rendered + ("" if rendered.endswith("\n") else "\n")
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html.get_content_charset() == "utf-8"
+    # the preheader: what the inbox shows after the subject, hidden in the body
+    assert r.preheader.startswith("13 new papers matched" if language == "en" else "今日有 13")
+    hidden = re.search(r'<div style="display:none;[^"]*">([^<]*)</div>', r.html)
+    assert hidden and hidden.group(1) == str(markupsafe.escape(r.preheader))
+
+
+# --- in a real browser -------------------------------------------------------------------
+
+
+def inspect(target: str | Path, width: int, scheme: str = "light", height: int = 900,
+            name: str = "") -> dict:
+    """Open a file or URL in headless chromium; the screenshot stays in tests/artifacts."""
     chromium = require_chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / f"{html_path.stem}-{width}-{scheme}.png"
+    stem = name or Path(str(target)).stem
+    shot = ARTIFACTS / f"{stem}-{width}-{scheme}.png"
     done = subprocess.run(
-        ["node", str(ROOT / "tests" / "browser" / "inspect.mjs"), str(html_path), str(width),
+        ["node", str(ROOT / "tests" / "browser" / "inspect.mjs"), str(target), str(width),
          str(shot), scheme], capture_output=True, text=True, timeout=120,
         env={"CHROMIUM": chromium, "PATH": "/usr/bin:/bin", "NODE_PATH":
              str(ROOT / "node_modules")}, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert shot.stat().st_size > 10_000
-    return json.loads(done.stdout)
+    seen = json.loads(done.stdout)
+    assert seen["innerHeight"] == height
+    return seen
 
 
 def _luminance(rgb: str) -> float:
@@ -113,30 +416,36 @@ def _luminance(rgb: str) -> float:
     return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
 
 
-def _contrast(a: str, b: str) -> float:
+def contrast(a: str, b: str) -> float:
     la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
     return (la + 0.05) / (lb + 0.05)
 
 
 @pytest.mark.parametrize("width", [375, 640])
-def test_what_a_person_sees_in_chromium(tmp_path, width):
-    path = tmp_path / "issue-en.html"
-    path.write_text(render.render(make_issue(), Settings()).html, encoding="utf-8")
-    seen = _inspect(path, width)
+@pytest.mark.parametrize("kind", ["extractive", "llm", "thirty"])
+def test_what_a_person_sees_in_chromium(tmp_path, width, kind):
+    issue = {"extractive": make_issue(), "llm": make_issue(brief=LLM_BRIEF),
+             "thirty": make_issue(n=30, more=13)}[kind]
+    path = tmp_path / f"issue-{kind}.html"
+    path.write_text(render.render(issue, Settings()).html, encoding="utf-8")
+    seen = inspect(path, width)
     assert seen["external"] == []  # nothing fetched from the network
     assert seen["scrollWidth"] <= seen["innerWidth"], "horizontal scrolling"
     assert seen["briefTop"] is not None and seen["firstPaperTop"] is not None
-    if width == 640:  # desktop: the brief starts above the fold
-        assert seen["briefTop"] < seen["innerHeight"]
+    assert seen["briefTop"] < seen["firstPaperTop"]
+    if width == 640:  # desktop: the brief and the first paper's number above the fold
+        assert seen["firstPaperBottom"] < seen["innerHeight"], seen
 
 
-def test_dark_mode_stays_readable(tmp_path):
+@pytest.mark.parametrize("width", [375, 640])
+def test_dark_mode_stays_readable(tmp_path, width):
     path = tmp_path / "issue-dark.html"
     path.write_text(render.render(make_issue(), Settings()).html, encoding="utf-8")
-    light, dark = _inspect(path, 640, "light"), _inspect(path, 640, "dark")
+    light, dark = inspect(path, width, "light"), inspect(path, width, "dark")
     assert light["colors"]["01."]["bg"] != dark["colors"]["01."]["bg"]
+    assert _luminance(dark["colors"]["01."]["bg"]) < 0.05  # a dark card, not a light one
     for seen in (light, dark):
         for marker, colors in seen["colors"].items():
             # WCAG AA: 4.5:1 for body text, 3:1 for the small muted notes
             need = 3.0 if marker == "Extractive digest" else 4.5
-            assert _contrast(colors["color"], colors["bg"]) >= need, (marker, colors)
+            assert contrast(colors["color"], colors["bg"]) >= need, (marker, colors)

@@ -182,37 +182,41 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
 
 
 @cli.command()
-@click.option("--all", "send_all", is_flag=True, help="Ignore send hours: everyone is due.")
-@click.option("--dry-run", is_flag=True, help="Render and report, send and record nothing.")
+@click.option("--all", "send_all", is_flag=True,
+              help="Ignore send hours and frequencies (still one issue per person per day).")
 @click.option("--only", metavar="EMAIL", help="Run for this one subscriber.")
+@click.option("--dry-run", is_flag=True, help="Render and report; send and record nothing.")
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
+              help="Run as on this day (UTC noon), e.g. to rebuild a past issue.")
 @click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another run to finish before giving up.")
 @click.pass_context
-def run(ctx: click.Context, send_all: bool, dry_run: bool, only: str | None,
-        no_fetch: bool) -> None:
-    """The morning job: fetch, match, brief, render and send to everyone due.
+def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
+        on: datetime | None, no_fetch: bool, wait: float) -> None:
+    """The morning job: fetch, match, brief, render and send to everyone due now.
+
+    Exits non-zero when any delivery did not go out, so a scheduled job turns red.
 
     \b
     Example:
         newsletter run --all --dry-run
     """
     from newsletter import pipeline
+    from newsletter.lock import run_lock
 
-    report = pipeline.run(
-        _db(ctx), _settings(ctx), _now(), send_all=send_all, dry_run=dry_run, only=only,
-        do_fetch=not no_fetch,
-        progress=lambda name: click.echo(f"Fetching {name}...", err=True))
-    _print_fetch(report.fetched)
-    for line in report.lines:
-        click.echo(f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}")
-    counts = {s: sum(1 for x in report.lines if x.status == s)
-              for s in ("sent", "would-send", "skipped", "failed")}
-    click.echo(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nobody to send to")
-    if report.llm_calls:
-        click.echo(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
-    for note in dict.fromkeys(report.brief_notes):
-        click.echo(f"Brief fallback: {note}", err=True)
+    settings = _settings(ctx)
+    now = on.replace(hour=12, tzinfo=UTC) if on else _now()
+    with run_lock(settings.db, wait):
+        report = pipeline.run(
+            _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
+            do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
+            sent=lambda line: click.echo(
+                f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"))
+    for line in pipeline.summary(report, settings, dry_run):
+        click.echo(line)
     if report.failed:
-        raise click.ClickException(f"{len(report.failed)} deliveries failed - see above")
+        raise click.ClickException(f"{len(report.failed)} deliveries did not go out - see above")
 
 
 @cli.command()
@@ -252,7 +256,11 @@ def config_cmd(ctx: click.Context) -> None:
         click.echo(f"{s.name:<18} {value!s:<44} ({origin})")
 
 
-from newsletter.cli import papers as _papers  # noqa: E402,F401  (registers the groups)
+from newsletter.cli import briefs as _briefs  # noqa: E402,F401
+from newsletter.cli import deliveries as _deliveries  # noqa: E402,F401  (registers groups)
+from newsletter.cli import papers as _papers  # noqa: E402,F401
 from newsletter.cli import preview as _preview  # noqa: E402,F401
 from newsletter.cli import sources as _sources  # noqa: E402,F401
+from newsletter.cli import state as _state  # noqa: E402,F401
 from newsletter.cli import subscribers as _subscribers  # noqa: E402,F401
+from newsletter.cli import unsubscribes as _unsubscribes  # noqa: E402,F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -11,33 +12,56 @@ from newsletter.cli import _db, _now, _settings, cli
 
 
 @cli.command()
-@click.argument("email")
+@click.argument("email", required=False)
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
+              help="The issue of this day, made at the subscriber's send hour in their time "
+                   "zone; default now.")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "mjml", "eml"]),
               default="html", show_default=True, help="What to write.")
+@click.option("--text", "as_text", is_flag=True, help="The plain-text part (--format text).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of standard output.")
-@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the result in a browser.")
+@click.option("--serve", is_flag=True,
+              help="Serve every subscriber's issue on 127.0.0.1, rendered on each request "
+                   "(a template edit shows on reload); EMAIL is then optional.")
+@click.option("--port", type=int, default=8025, show_default=True,
+              help="Port for --serve (0 picks a free one).")
 @click.pass_context
-def preview(ctx: click.Context, email: str, fmt: str, out: str | None,
-            open_browser: bool) -> None:
-    """Render the issue EMAIL would get now, without sending or recording anything.
+def preview(ctx: click.Context, email: str | None, on: datetime | None, fmt: str,
+            as_text: bool, out: str | None, open_browser: bool, serve: bool,
+            port: int) -> None:
+    """Render the issue EMAIL would get, without sending or recording anything.
 
     \b
     Example:
         newsletter preview ada@example.org --out ada.html --open
+        newsletter preview ada@example.org --date 2026-11-20 --text
+        newsletter preview --serve --open
     """
-    from newsletter import pipeline, render
+    if serve:
+        _serve(ctx, on, port, open_browser)
+    elif not email:
+        raise click.ClickException("give the EMAIL of a subscriber, or --serve to preview "
+                                   "everyone's issue in a browser")
+    else:
+        _write(ctx, email, on, "text" if as_text else fmt, out, open_browser)
+
+
+def _write(ctx: click.Context, email: str, on: datetime | None, fmt: str, out: str | None,
+           open_browser: bool) -> None:
+    from newsletter import preview_server, render
 
     settings = _settings(ctx)
-    now = _now()
-    issue, rendered = pipeline.preview(_db(ctx), email, settings, now)
+    issue, rendered, when = preview_server.preview(_db(ctx), email, settings, _now(),
+                                                   on.date() if on else None)
     if fmt == "eml":
-        data = bytes(render.build_message(issue, rendered, settings, now))
+        data = bytes(render.build_message(issue, rendered, settings, when))
     else:
-        data = {"html": rendered.html, "text": rendered.text, "mjml": rendered.mjml}[fmt
-                                                                                    ].encode()
+        data = {"html": rendered.html, "text": rendered.text, "mjml": rendered.mjml}[fmt].encode()
     if open_browser and not out:
-        out = str(Path(settings.outbox) / f"preview_{email}.html")
+        suffix = {"html": "html", "text": "txt", "mjml": "mjml", "eml": "eml"}[fmt]
+        out = str(Path(settings.outbox) / f"preview_{email}.{suffix}")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     if out:
         Path(out).write_bytes(data)
@@ -48,3 +72,22 @@ def preview(ctx: click.Context, email: str, fmt: str, out: str | None,
             webbrowser.open(Path(out).resolve().as_uri())
     else:
         sys.stdout.buffer.write(data)
+
+
+def _serve(ctx: click.Context, on: datetime | None, port: int, open_browser: bool) -> None:
+    from newsletter import preview_server
+
+    server = preview_server.make_server(_settings(ctx), _now, port=port,
+                                        day=on.date() if on else None,
+                                        log=lambda line: click.echo(line, err=True))
+    click.echo(f"Serving issue previews on {server.url} - press Ctrl+C to stop", err=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

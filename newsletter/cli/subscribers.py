@@ -1,20 +1,26 @@
-"""`newsletter subscribers ...`: the list of people and their filters."""
+"""`newsletter subscribers ...`: the list of people, their filters, consent and history."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from typing import Any
 
 import click
 
-from newsletter.cli import F, SubGroup, _db, cli
+from newsletter.cli import F, SubGroup, _db, _now, _settings, cli
+
+STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
+WEEKDAY_CHOICE = click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                              case_sensitive=False)
+FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
 
 # --- subscribers -------------------------------------------------------------------------
 
 
 @cli.group(cls=SubGroup, default="list", default_if_no_args=True)
 def subscribers() -> None:
-    """Add, list, show and remove subscribers (lists them when given no subcommand)."""
+    """Add, edit, pause, import, export, confirm and forget subscribers (lists them when
+    given no subcommand)."""
 
 
 def filter_options(fn: F) -> F:
@@ -35,6 +41,30 @@ def filter_options(fn: F) -> F:
     return fn
 
 
+def edit_options(fn: F) -> F:
+    """--add-X / --remove-X for each kind of filter, then the settings."""
+    for flag, what in (("exclude", 'an exclusion (a query or "author:Name")'),
+                       ("category", "a category (cs.CL, q-bio.*)"),
+                       ("topic", "a topic or query"),
+                       ("author", 'an author ("Taiming Lu", "T. Lu; initials")')):
+        fn = click.option(f"--remove-{flag}", f"remove_{flag}", multiple=True, metavar="TEXT",
+                          help=f"Stop following {what} (repeatable).")(fn)
+        fn = click.option(f"--add-{flag}", f"add_{flag}", multiple=True, metavar="TEXT",
+                          help=f"Follow {what} (repeatable).")(fn)
+    fn = click.option("--max-papers", type=click.IntRange(1, 100),
+                      help="Papers shown in full; the rest go under 'More matches'.")(fn)
+    fn = click.option("--weekday", type=WEEKDAY_CHOICE,
+                      help="The day of a weekly issue (with --frequency weekly).")(fn)
+    fn = click.option("--frequency", type=FREQUENCY_CHOICE,
+                      help="daily, weekdays (Monday to Friday) or weekly.")(fn)
+    fn = click.option("--send-hour", type=click.IntRange(0, 23),
+                      help="Local hour after which the issue is sent.")(fn)
+    fn = click.option("--timezone", help="IANA time zone, e.g. Asia/Shanghai.")(fn)
+    fn = click.option("--lang", "language", help="Language of the email (en, zh).")(fn)
+    fn = click.option("--name", help="The subscriber's name, used in the greeting.")(fn)
+    return fn
+
+
 @subscribers.command(name="add")
 @click.argument("email")
 @click.option("--name", default="", help="The subscriber's name, used in the greeting.")
@@ -44,14 +74,20 @@ def filter_options(fn: F) -> F:
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
 @click.option("--send-hour", type=click.IntRange(0, 23), default=7, show_default=True,
               help="Local hour after which the issue is sent.")
+@click.option("--frequency", type=FREQUENCY_CHOICE, default="daily", show_default=True,
+              help="daily, weekdays (Monday to Friday) or weekly.")
+@click.option("--weekday", type=WEEKDAY_CHOICE, help="The day of a weekly issue (default mon).")
 @click.option("--max-papers", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Papers shown in full; the rest go under 'More matches'.")
+@click.option("--confirm", is_flag=True, help="Double opt-in: keep them pending and email a "
+              "confirmation request (needs NEWSLETTER_SECRET).")
 @click.pass_context
-def subscribers_add(ctx: click.Context, email: str, name: str, authors: tuple[str, ...],
-                    topics: tuple[str, ...], categories: tuple[str, ...],
-                    exclude: tuple[str, ...], filters_file: str | None, language: str,
-                    timezone: str, send_hour: int, max_papers: int) -> None:
+def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
+                    confirm: bool, **fields: Any) -> None:
     """Add a subscriber with their filters.
+
+    With --confirm they stay "pending" (no issues) until they reply to the confirmation
+    email or open its signed link.
 
     \b
     Example:
@@ -60,65 +96,268 @@ def subscribers_add(ctx: click.Context, email: str, name: str, authors: tuple[st
     """
     from newsletter import subscribers as subs
 
+    settings, db = _settings(ctx), _db(ctx)
+    if confirm:
+        subs.require_secret(settings)
     extra = subs.load_filter_file(filters_file) if filters_file else {}
-    sub = subs.add(_db(ctx), email, name=name, authors=authors + tuple(extra.get("authors", [])),
-                   topics=topics + tuple(extra.get("topics", [])),
-                   categories=categories + tuple(extra.get("categories", [])),
-                   exclude=exclude + tuple(extra.get("exclude", [])), language=language,
-                   timezone=timezone, send_hour=send_hour, max_papers=max_papers)
+    for key, values in extra.items():
+        fields[key] = tuple(fields[key]) + tuple(values)
+    sub = subs.add(db, email, status="pending" if confirm else "active", now=_now(), **fields)
     click.echo(f"Added {sub.email} ({subs.describe(sub)})")
+    if confirm:
+        where = subs.request_confirmation(db, settings, sub.email, now=_now())
+        click.echo(f"Pending until they confirm: confirmation email sent ({where})")
 
 
-@subscribers.command(name="list")
-@click.option("--status", type=click.Choice(["active", "paused", "unsubscribed"]),
-              help="Only subscribers with this status.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@subscribers.command(name="edit")
+@click.argument("email")
+@edit_options
 @click.pass_context
-def subscribers_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
-    """List subscribers.
+def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
+    """Change a subscriber's filters and settings; prints each change.
+
+    New filters are checked like "add": a broken query is refused with its position and
+    nothing is written. Removing a filter they do not have is an error.
 
     \b
     Example:
-        newsletter subscribers list --json
+        newsletter subscribers edit ada@example.org --add-author "Yann LeCun" \\
+            --remove-topic "diffusion models" --frequency weekly --weekday fri
     """
-    from newsletter import store
     from newsletter import subscribers as subs
 
-    rows = store.list_subscribers(_db(ctx), status=status)
+    given = {k: v for k, v in options.items() if v not in (None, ())}
+    done = subs.edit(_db(ctx), email, now=_now(), **given)  # type: ignore[arg-type]
+    for line in done or [f"Nothing changed for {email.strip()}"]:
+        click.echo(line)
+
+
+@subscribers.command(name="list")
+@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option("--author", help="Only those following this author (matched like papers are; "
+              "one word matches the family name).")
+@click.option("--topic", help="Only those with a topic containing this text "
+              "(case-insensitive).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
+                     topic: str | None, as_json: bool) -> None:
+    """List subscribers, with a count per status at the end.
+
+    \b
+    Example:
+        newsletter subscribers list --status paused --author "Taiming Lu"
+    """
+    from newsletter import listio
+    from newsletter import subscribers as subs
+
+    rows = subs.find(_db(ctx), status=status, author=author, topic=topic)
     if as_json:
-        click.echo(json.dumps([asdict(s) for s in rows], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([listio.record(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    for line in subs.table(rows):
+    for line in subs.table(rows, filtered=bool(status or author or topic)):
         click.echo(line)
 
 
 @subscribers.command(name="show")
 @click.argument("email")
+@click.option("--history", is_flag=True, help="Also show every change, when and from where.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def subscribers_show(ctx: click.Context, email: str, as_json: bool) -> None:
-    """Show one subscriber and their filters.
+def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: bool) -> None:
+    """Show one subscriber, their filters and (with --history) every change to them.
 
     \b
     Example:
-        newsletter subscribers show ada@example.org
+        newsletter subscribers show ada@example.org --history
     """
-    from newsletter import store
+    from newsletter import listio, store
+    from newsletter import subscribers as subs
 
-    sub = store.get_subscriber(_db(ctx), email)
+    db = _db(ctx)
+    sub = store.get_subscriber(db, email)
+    events = store.subscriber_history(db, sub.email) if history else None
     if as_json:
-        click.echo(json.dumps(asdict(sub), indent=2, ensure_ascii=False))
+        out = {**listio.record(sub), **({"history": events} if history else {})}
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    for key, value in asdict(sub).items():
-        shown = ", ".join(value) if isinstance(value, list | tuple) else value
-        click.echo(f"{key + ':':<12}{shown}")
+    for line in subs.show_lines(sub, events):
+        click.echo(line)
+
+
+@subscribers.command(name="pause")
+@click.argument("email")
+@click.pass_context
+def subscribers_pause(ctx: click.Context, email: str) -> None:
+    """Stop sending to a subscriber; their filters and history stay.
+
+    \b
+    Example:
+        newsletter subscribers pause ada@example.org
+    """
+    from newsletter import subscribers as subs
+
+    sub, changed = subs.pause(_db(ctx), email, now=_now())
+    click.echo(f"Paused {sub.email}" if changed else f"{sub.email} is already paused")
+
+
+@subscribers.command(name="resume")
+@click.argument("email")
+@click.pass_context
+def subscribers_resume(ctx: click.Context, email: str) -> None:
+    """Send again to a paused (or bounced) subscriber.
+
+    \b
+    Example:
+        newsletter subscribers resume ada@example.org
+    """
+    from newsletter import subscribers as subs
+
+    sub, changed = subs.resume(_db(ctx), email, now=_now())
+    click.echo(f"Resumed {sub.email}" if changed else f"{sub.email} is already active")
+
+
+@subscribers.command(name="import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Report what would happen; write nothing.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Import the valid rows even if some are rejected.")
+@click.option("--encoding", help="The file's encoding if not UTF-8, e.g. gb18030 or latin-1.")
+@click.option("--confirm", is_flag=True, help="New subscribers stay pending and get a "
+              "confirmation email (needs NEWSLETTER_SECRET).")
+@click.pass_context
+def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invalid: bool,
+                       encoding: str | None, confirm: bool) -> None:
+    """Add or update subscribers from a CSV or JSON file, in one transaction.
+
+    CSV: a header row, then one row per subscriber. Columns: email (required), name,
+    language, timezone, send_hour, frequency, weekday, max_papers, status, confirmed_at,
+    authors, topics, categories, exclude. Comma, semicolon or tab separated (detected).
+    List cells hold several values separated by "|", e.g. "Taiming Lu|Yann LeCun". An empty
+    cell or a missing column keeps the current value; status and confirmed_at apply to new
+    subscribers only. JSON: a list of objects with the same keys, lists as JSON lists.
+    Each row is reported as added, updated, unchanged or rejected with the reason (rows
+    counted as a spreadsheet shows them, the header being row 1); if any row is rejected
+    nothing is imported, unless --skip-invalid.
+
+    \b
+    Example:
+        newsletter subscribers import subscribers/example.csv --dry-run
+    """
+    from newsletter import subscribers as subs
+
+    settings = _settings(ctx)
+    report = subs.import_file(_db(ctx), file, encoding=encoding, dry_run=dry_run,
+                              skip_invalid=skip_invalid, now=_now(),
+                              confirm_with=settings if confirm else None)
+    for line in report.lines:
+        click.echo(str(line))
+    if report.error:
+        raise subs.ImportRejected(report.error)
+    click.echo(report.summary() + (" (dry run: nothing written)" if dry_run else ""))
+
+
+@subscribers.command(name="export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
+              help="Default: from the --out file name, else csv.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file (UTF-8; CSV with a byte-order mark for Excel) "
+              "instead of standard output.")
+@click.pass_context
+def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None) -> None:
+    """Write every subscriber with all settings and filters, ready for "import".
+
+    \b
+    Example:
+        newsletter subscribers export --out subscribers.csv
+    """
+    from pathlib import Path
+
+    from newsletter import subscribers as subs
+
+    fmt = fmt or ("json" if out and out.lower().endswith(".json") else "csv")
+    text, count = subs.export(_db(ctx), fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    Path(out).write_text(text, encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="")
+    click.echo(f"Exported {count} subscribers to {out}")
+
+
+@subscribers.command(name="confirm")
+@click.argument("email")
+@click.option("--token", help="The code from their confirmation email (checked).")
+@click.option("--resend", is_flag=True, help="Email the confirmation request again instead.")
+@click.pass_context
+def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
+                        resend: bool) -> None:
+    """Confirm a pending subscriber (they confirmed by reply, link, or told you), or
+    --resend them the confirmation email.
+
+    \b
+    Example:
+        newsletter subscribers confirm ada@example.org --token 3f2a...
+    """
+    from newsletter import subscribers as subs
+
+    db = _db(ctx)
+    if resend:
+        where = subs.request_confirmation(db, _settings(ctx), email, now=_now())
+        click.echo(f"Confirmation email sent to {email.strip()} ({where})")
+        return
+    sub = subs.confirm(db, email, token, origin="cli", now=_now())
+    click.echo(f"Confirmed {sub.email}: they now receive issues")
+
+
+@subscribers.command(name="expire")
+@click.option("--days", type=click.IntRange(1), default=7, show_default=True,
+              help="Forget those still unconfirmed this many days after being added.")
+@click.pass_context
+def subscribers_expire(ctx: click.Context, days: int) -> None:
+    """Forget pending subscribers who never confirmed.
+
+    \b
+    Example:
+        newsletter subscribers expire --days 7
+    """
+    from newsletter import subscribers as subs
+
+    gone = subs.expire_pending(_db(ctx), _now(), days, outbox=_settings(ctx).outbox)
+    for email in gone:
+        click.echo(f"Expired {email}")
+    click.echo(f"{len(gone)} unconfirmed subscribers forgotten")
+
+
+@subscribers.command(name="forget")
+@click.argument("email")
+@click.pass_context
+def subscribers_forget(ctx: click.Context, email: str) -> None:
+    """Erase a person: address, name, filters, history, delivery records and their emails
+    in the outbox. Only anonymous counts of past deliveries remain.
+
+    \b
+    Example:
+        newsletter subscribers forget ada@example.org
+    """
+    from newsletter import subscribers as subs
+
+    done = subs.forget(_db(ctx), email, now=_now(), outbox=_settings(ctx).outbox)
+    click.echo(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
+               f"{done.deliveries} deliveries (kept as anonymous counts), "
+               f"{len(done.files)} outbox files")
+    for where in done.residue:
+        click.echo(f"Warning: the address still appears in {where}", err=True)
+    if done.compact_error:
+        click.echo(f"Warning: could not compact the database ({done.compact_error}); "
+                   "run it again when nothing else uses it", err=True)
 
 
 @subscribers.command(name="remove")
 @click.argument("email")
 @click.pass_context
 def subscribers_remove(ctx: click.Context, email: str) -> None:
-    """Remove a subscriber, their filters and their delivery records.
+    """Remove a subscriber, their filters and their delivery records (use "forget" to keep
+    anonymous delivery counts).
 
     \b
     Example:
@@ -126,7 +365,5 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """
     from newsletter import store
 
-    store.remove_subscriber(_db(ctx), email)
+    store.remove_subscriber(_db(ctx), email, now=_now())
     click.echo(f"Removed {email.strip()}")
-
-

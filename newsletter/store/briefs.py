@@ -1,8 +1,12 @@
-"""The brief cache and the log of every model call."""
+"""The brief cache, the log of every model call, and the usage read back from them.
+
+Every row carries ``created`` (UTC, ISO 8601): the time of the run that wrote it, so a day's
+spend and a day's report agree with the day the job believed it was.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlite_utils import Database
@@ -18,17 +22,73 @@ def get_brief(db: Database, key: str) -> dict[str, Any] | None:
         return None
 
 
-def put_brief(db: Database, row: dict[str, Any]) -> None:
+def put_brief(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("briefs").insert({**row, "created": _iso(utcnow())}, replace=True)
+        db.table("briefs").insert({**row, "created": _iso(at or utcnow())}, replace=True)
 
 
-def log_llm_call(db: Database, row: dict[str, Any]) -> None:
+def log_llm_call(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("llm_calls").insert({**row, "created": _iso(utcnow())})
+        db.table("llm_calls").insert({**row, "created": _iso(at or utcnow())})
+
+
+def log_brief_hit(db: Database, key: str, model: str, language: str,
+                  at: datetime | None = None) -> None:
+    """One brief served from the cache: a model call saved."""
+    with transaction(db):
+        db.table("brief_hits").insert({"brief_key": key, "model": model, "language": language,
+                                       "created": _iso(at or utcnow())})
 
 
 def llm_spend_since(db: Database, since: datetime) -> float:
     got = db.execute("select coalesce(sum(cost_usd), 0) from llm_calls where created >= ?",
                      [_iso(since)]).fetchone()[0]
     return float(got)
+
+
+_USAGE = """
+select day, model, sum(calls) as calls, sum(ok) as ok, sum(failed) as failed,
+       sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
+       sum(cost_usd) as cost_usd, sum(hits) as cache_hits
+from (
+  select substr(created, 1, 10) as day, model, 1 as calls, error is null as ok,
+         error is not null as failed, coalesce(input_tokens, 0) as input_tokens,
+         coalesce(output_tokens, 0) as output_tokens, cost_usd, 0 as hits
+  from llm_calls where created >= :since
+  union all
+  select substr(created, 1, 10), model, 0, 0, 0, 0, 0, null, 1
+  from brief_hits where created >= :since
+)
+group by day, model
+order by day, model
+"""
+
+
+def llm_usage(db: Database, since: date | None = None) -> list[dict[str, Any]]:
+    """Per day (UTC) and model: calls, ok, failed, input/output tokens, cost_usd (None when
+    no call had a known price) and cache_hits (briefs served without a call)."""
+    start = since.isoformat() if since else ""
+    cursor = db.execute(_USAGE, {"since": start})
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+_LIST = """
+select b.key, b.created, b.kind, b.language, b.model, b.prompt_version, b.paper_ids,
+       b.input_tokens, b.output_tokens, b.cost_usd,
+       (select count(*) from brief_hits h where h.brief_key = b.key) as cache_hits
+from briefs b
+order by b.created desc, b.key
+"""
+
+
+def list_briefs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """The cached briefs, newest first, without their text."""
+    sql = _LIST + (" limit ?" if limit is not None else "")
+    cursor = db.execute(sql, [limit] if limit is not None else [])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+__all__ = ["get_brief", "list_briefs", "llm_spend_since", "llm_usage", "log_brief_hit",
+           "log_llm_call", "put_brief"]

@@ -38,4 +38,13 @@ def transaction(db: Database) -> Iterator[None]:
     with db.conn:
         yield
 
-__all__ = ["open_db", "transaction", "utcnow"]
+def checkpoint(path: str | Path) -> None:
+    """Fold the write-ahead log into the database file, so the file alone is the state."""
+    db = Database(path)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+__all__ = ["checkpoint", "open_db", "transaction", "utcnow"]

@@ -24,12 +24,22 @@ def delivered_paper_ids(db: Database, email: str) -> set[str]:
 
 
 def last_sent_at(db: Database, email: str) -> datetime | None:
+    """When the last delivered issue was planned: papers first seen after it are new."""
     row = _subscriber_row(db, email)
     got = db.execute(
-        "select max(sent_at) from deliveries where subscriber_id = ? and status = 'sent'",
+        "select max(created) from deliveries where subscriber_id = ? and status = 'sent'",
         [row["id"]],
     ).fetchone()[0]
     return datetime.fromisoformat(got) if got else None
+
+
+def last_issue_date(db: Database, email: str) -> date | None:
+    row = _subscriber_row(db, email)
+    got = db.execute(
+        "select max(issue_date) from deliveries where subscriber_id = ? and status = 'sent'",
+        [row["id"]],
+    ).fetchone()[0]
+    return date.fromisoformat(got) if got else None
 
 
 def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] | None:
@@ -39,45 +49,68 @@ def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] |
     return rows[0] if rows else None
 
 
+# A delivery moves: pending (planned, papers fixed) -> sending (handed to the transport)
+# -> sent | deferred (temporary failure: retried next run) | failed (permanent).
+# A row left in "pending" or "sending" by a killed run is sent again by the next run, with
+# the same papers and the same Message-ID.
+UNFINISHED = ("pending", "sending", "deferred")
+
+
 def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
-                   paper_ids: Iterable[str]) -> dict[str, Any]:
-    """Create (or reuse) the one delivery row for (subscriber, issue date), marked pending."""
+                   paper_ids: Iterable[str], now: datetime | None = None) -> dict[str, Any]:
+    """Create (or reuse) the one delivery row for (subscriber, issue date)."""
     sub = _subscriber_row(db, email)
     existing = get_delivery(db, email, issue_date)
     if existing is not None:
         return existing
     with transaction(db):
-        db.table("deliveries").insert({
-            "subscriber_id": sub["id"],
-            "issue_date": issue_date.isoformat(),
-            "status": "pending",
-            "message_id": message_id,
-            "paper_ids": json.dumps(list(paper_ids)),
-            "attempts": 0,
-            "created": _iso(utcnow()),
-        })
+        db.conn.execute(
+            "insert or ignore into deliveries (subscriber_id, issue_date, status, message_id,"
+            " paper_ids, attempts, created) values (?, ?, 'pending', ?, ?, 0, ?)",
+            (sub["id"], issue_date.isoformat(), message_id, json.dumps(list(paper_ids)),
+             _iso(now or utcnow())),
+        )
     delivery = get_delivery(db, email, issue_date)
     assert delivery is not None
     return delivery
 
 
+def mark_sending(db: Database, delivery_id: int) -> None:
+    with transaction(db):
+        db.conn.execute("update deliveries set status = 'sending', attempts = attempts + 1"
+                        " where id = ?", (delivery_id,))
+
+
 def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str | None = None,
-                    path: str | None = None) -> None:
+                    path: str | None = None, now: datetime | None = None) -> None:
     with transaction(db):
         db.conn.execute(
             "update deliveries set status = ?, error = ?, path = coalesce(?, path),"
-            " attempts = attempts + 1, sent_at = case when ? = 'sent' then ? else sent_at end"
-            " where id = ?",
-            (status, error, path, status, _iso(utcnow()), delivery_id),
+            " sent_at = case when ? = 'sent' then ? else sent_at end where id = ?",
+            (status, error, path, status, _iso(now or utcnow()), delivery_id),
         )
 
 
-def list_deliveries(db: Database, issue_date: date | None = None) -> list[dict[str, Any]]:
+def list_deliveries(db: Database, issue_date: date | None = None,
+                    status: str | None = None) -> list[dict[str, Any]]:
     sql = ("select s.email, d.issue_date, d.status, d.message_id, d.paper_ids, d.attempts,"
-           " d.error, d.path, d.sent_at from deliveries d join subscribers s"
-           " on s.id = d.subscriber_id")
+           " d.error, d.path, d.created, d.sent_at from deliveries d join subscribers s"
+           " on s.id = d.subscriber_id where 1 = 1")
     args: list[Any] = []
     if issue_date:
-        sql += " where d.issue_date = ?"
+        sql += " and d.issue_date = ?"
         args.append(issue_date.isoformat())
+    if status:
+        sql += " and d.status = ?"
+        args.append(status)
     return [dict(r) for r in db.query(sql + " order by d.issue_date, s.email", args)]
+
+
+def unfinished_delivery(db: Database, email: str) -> dict[str, Any] | None:
+    """The oldest delivery of this subscriber a previous run did not finish, if any."""
+    row = _subscriber_row(db, email)
+    marks = ",".join("?" * len(UNFINISHED))
+    rows = list(db.table("deliveries").rows_where(
+        f"subscriber_id = ? and status in ({marks})", [row["id"], *UNFINISHED],
+        order_by="issue_date", limit=1))
+    return rows[0] if rows else None

@@ -1,8 +1,10 @@
 // Open an HTML file in Debian's chromium (driven by playwright-core, which downloads
 // nothing), at a given width and colour scheme; screenshot it and report what a person
 // would see as JSON on stdout.
-// usage: node inspect.mjs FILE WIDTH OUT.png [light|dark] [HEIGHT]
-// With HEIGHT, the screenshot is that tall (the top of the email); without, the full page.
+// usage: node inspect.mjs FILE|URL WIDTH OUT.png [light|dark] [HEIGHT]
+// FILE is an absolute path; a URL (http://127.0.0.1:PORT/...) is loaded as it is, e.g. from
+// `newsletter preview --serve`. The viewport is WIDTH x HEIGHT (default 900); with HEIGHT,
+// the screenshot is that tall (the top of the email), without, the full page.
 import { chromium } from "playwright-core";
 
 const [file, width, out, scheme = "light", height] = process.argv.slice(2);
@@ -16,9 +18,11 @@ try {
     viewport: { width: Number(width), height: Number(height || 900) },
     colorScheme: scheme,
   });
-  const external = [];
-  page.on("request", (r) => { if (!r.url().startsWith("file:")) external.push(r.url()); });
-  await page.goto("file://" + file);
+  const target = /^https?:/.test(file) ? file : "file://" + file;
+  const origin = target.startsWith("file:") ? "file:" : new URL(target).origin;
+  const external = [];  // anything fetched from elsewhere than the page's own origin
+  page.on("request", (r) => { if (!r.url().startsWith(origin)) external.push(r.url()); });
+  await page.goto(target);
   await page.screenshot({ path: out, fullPage: !height });
   const facts = await page.evaluate(() => {
     const find = (text) => {
@@ -51,7 +55,11 @@ try {
       innerWidth: window.innerWidth,
       innerHeight: window.innerHeight,
       briefTop: find(window.__briefMarker || "CROSS-FIELD BRIEF"),
-      firstPaperTop: find("01."),
+      // the first paper card's number ("01."); the first .nl-num is that card's
+      firstPaperTop: document.querySelector(".nl-num")
+        ? document.querySelector(".nl-num").getBoundingClientRect().top : find("01."),
+      firstPaperBottom: document.querySelector(".nl-num")
+        ? document.querySelector(".nl-num").getBoundingClientRect().bottom : null,
       colors: Object.fromEntries(
         (window.__markers || ["01.", "Your research radar", "Extractive digest"]).map(
           (m) => [m, colorOf(m)])),

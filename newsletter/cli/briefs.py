@@ -1,0 +1,75 @@
+"""`newsletter briefs ...`: the cached briefs and what the model calls cost.
+
+Reads the database only: tokens and cost were stored when each call was made, so neither
+command imports litellm.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+
+from newsletter.cli import SubGroup, _db, cli
+
+
+@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+def briefs() -> None:
+    """The cross-field briefs: the cache, and the LLM calls with their tokens and cost."""
+
+
+@briefs.command(name="stats")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="Only days on or after this date (YYYY-MM-DD, UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> None:
+    """LLM usage per day and model: calls (ok/failed), tokens, cost in USD, and briefs
+    served from the cache instead of a call. Cost "-" means the model is not in litellm's
+    cost map.
+
+    \b
+    Example:
+        newsletter briefs stats --since 2026-11-01
+    """
+    from newsletter import brief, store
+
+    rows = store.llm_usage(_db(ctx), since.date() if since else None)
+    total = brief.usage_totals(rows)
+    if as_json:
+        click.echo(json.dumps({"rows": rows, "total": total}, indent=2))
+        return
+    click.echo(f"{'day':<10}  {'model':<28} {'calls':>5} {'ok':>4} {'failed':>6} "
+               f"{'in tokens':>10} {'out tokens':>10} {'cost':>10} {'cache hits':>10}")
+    for r in [*rows, {**total, "day": "total", "model": ""}]:
+        click.echo(f"{r['day']:<10}  {r['model'] or '':<28} {r['calls']:>5} {r['ok']:>4} "
+                   f"{r['failed']:>6} {r['input_tokens']:>10} {r['output_tokens']:>10} "
+                   f"{brief.format_cost(r['cost_usd']):>10} {r['cache_hits']:>10}")
+
+
+@briefs.command(name="list")
+@click.option("--limit", type=int, default=None, help="At most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
+    """List the cached briefs, newest first: key, date, language, model, papers, tokens,
+    cost and how often the cache served each one.
+
+    \b
+    Example:
+        newsletter briefs list --json
+    """
+    from newsletter import brief, store
+
+    rows = [{**r, "papers": len(json.loads(r.pop("paper_ids") or "[]"))}
+            for r in store.list_briefs(_db(ctx), limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['key']}  {(r['created'] or '')[:10]}  {r['language']:<3} "
+                   f"{r['model']:<28} {r['papers']:>3} papers  {r['input_tokens'] or 0:>6} in "
+                   f"{r['output_tokens'] or 0:>5} out  {brief.format_cost(r['cost_usd']):>9}  "
+                   f"{r['cache_hits']} hits")
+    click.echo(f"{len(rows)} cached briefs")

@@ -1,0 +1,44 @@
+"""`newsletter deliveries ...`: the record of what was sent to whom."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+
+from newsletter.cli import SubGroup, _db, cli
+
+STATUSES = ["pending", "sending", "sent", "deferred", "failed"]
+
+
+@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+def deliveries() -> None:
+    """The delivery record: one row per subscriber and issue date."""
+
+
+@deliveries.command(name="list")
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), help="Only this issue date.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only deliveries in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
+                    as_json: bool) -> None:
+    """List deliveries: address, issue date, state, attempts, papers, error.
+
+    \b
+    Example:
+        newsletter deliveries list --date 2026-11-22 --status failed
+    """
+    from newsletter import store
+
+    rows = store.list_deliveries(_db(ctx), on.date() if on else None, status)
+    for row in rows:
+        row["paper_ids"] = json.loads(row["paper_ids"] or "[]")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['issue_date']}  {r['status']:<9} {r['email']:<32} "
+                   f"{len(r['paper_ids']):>3} papers  {r['attempts']} tries  {r['error'] or ''}")
+    click.echo(f"{len(rows)} deliveries")

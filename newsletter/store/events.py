@@ -1,0 +1,62 @@
+"""The history of every change to a subscriber: what happened, when, and where from.
+
+Events name what happened (added, imported, edited, paused, resumed, pending, confirmation
+sent, confirmed, unsubscribed, bounced, forgotten, expired, removed); the origin says who
+or what did it (cli, import, unsubscribe, bounce, reply, web). The detail may hold personal
+data (an old name, a filter); it is erased with the subscriber.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from newsletter.store.db import _iso, transaction, utcnow
+
+ORIGINS = ("cli", "import", "unsubscribe", "bounce", "reply", "web")
+
+
+def _insert_event(conn: sqlite3.Connection, subscriber_id: int | None, event: str,
+                  origin: str, detail: str = "", now: datetime | None = None) -> None:
+    """Append one event inside the caller's transaction."""
+    conn.execute(
+        "insert into subscriber_events (subscriber_id, event, origin, detail, created)"
+        " values (?, ?, ?, ?, ?)",
+        (subscriber_id, event, origin, detail, _iso(now or utcnow())),
+    )
+
+
+def record_event(db: Database, email: str, event: str, origin: str, detail: str = "",
+                 now: datetime | None = None) -> None:
+    """Record something that happened to EMAIL's subscription, e.g.
+    ``record_event(db, "ada@example.org", "bounced", "bounce", "550 mailbox full")``.
+
+    Raises SubscriberNotFound for an unknown address."""
+    from newsletter.store.subscribers import _subscriber_row
+
+    row = _subscriber_row(db, email)
+    with transaction(db):
+        _insert_event(db.conn, row["id"], event, origin, detail, now)
+
+
+def subscriber_history(db: Database, email: str) -> list[dict[str, Any]]:
+    """EMAIL's events, oldest first: dicts with created, event, origin and detail."""
+    from newsletter.store.subscribers import _subscriber_row
+
+    row = _subscriber_row(db, email)
+    return [dict(r) for r in db.query(
+        "select created, event, origin, detail from subscriber_events"
+        " where subscriber_id = ? order by id", [row["id"]])]
+
+
+def anonymous_events(db: Database) -> list[dict[str, Any]]:
+    """Events left by subscribers who were forgotten, expired or removed (no subscriber)."""
+    return [dict(r) for r in db.query(
+        "select created, event, origin, detail from subscriber_events"
+        " where subscriber_id is null order by id")]
+
+
+__all__ = ["ORIGINS", "anonymous_events", "record_event", "subscriber_history"]

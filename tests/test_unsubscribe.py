@@ -1,0 +1,123 @@
+"""Leaving the list: signed tokens, the mailbox sync over a real IMAP server (dovecot),
+hard bounces, and the RFC 8058 one-click endpoint."""
+
+import threading
+import urllib.error
+import urllib.request
+from email.message import EmailMessage
+
+import pytest
+from conftest import invoke
+
+from newsletter import store
+from newsletter.config import Settings
+from newsletter.render import unsubscribe_token
+
+SECRET = "test-signing-key"
+
+
+@pytest.fixture
+def people(isolated, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    for address in ("ada@example.org", "bob@example.org", "cy@example.org"):
+        invoke("subscribers", "add", address, "--author", "Taiming Lu")
+    return isolated
+
+
+def mail(sender, subject, body="", to="newsletter@localhost"):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content(body or "unsubscribe")
+    return bytes(msg)
+
+
+def bounce(recipient, status="5.1.1", action="failed"):
+    """A delivery status notification in RFC 3464's shape."""
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: newsletter@localhost\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThis message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--B--\r\n").encode()
+
+
+def statuses(path):
+    db = store.open_db(path / "newsletter.db")
+    return {s.email: s.status for s in store.list_subscribers(db)}
+
+
+def test_mailbox_sync_applies_unsubscribes_and_bounces(people, imap_server, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_IMAP_URL", imap_server.url)
+    token = unsubscribe_token(SECRET, "ada@example.org")
+    imap_server.deliver(mail("ada@example.org", f"unsubscribe {token}"))
+    # bob's token used from someone else's address still unsubscribes bob, and only bob
+    imap_server.deliver(mail("forwarder@example.net",
+                             f"unsubscribe {unsubscribe_token(SECRET, 'bob@example.org')}"))
+    # a request without a valid token changes nothing
+    imap_server.deliver(mail("cy@example.org", "unsubscribe 0123456789abcdef0123456789abcdef"))
+    imap_server.deliver(bounce("cy@example.org"))
+    imap_server.deliver(bounce("bob@example.org", status="4.2.2", action="delayed"))
+    imap_server.deliver(mail("colleague@example.org", "Great issue today!", "thanks"))
+    out = invoke("unsubscribes", "sync").output
+    assert "unsubscribed ada@example.org" in out and "unsubscribed bob@example.org" in out
+    assert "bounced      cy@example.org (5.1.1 550 5.1.1 user unknown)" in out
+    assert "rejected     unsubscribe request from cy@example.org: no valid token" in out
+    assert out.rstrip().endswith("2 unsubscribed, 1 bounced, 0 confirmed, 1 rejected, "
+                                 "1 other messages left unread")
+    assert statuses(people) == {"ada@example.org": "unsubscribed",
+                                "bob@example.org": "unsubscribed", "cy@example.org": "bounced"}
+    assert imap_server.unseen() == 1  # only the unrelated message stays unread
+    assert "0 unsubscribed, 0 bounced" in invoke("unsubscribes", "sync").output
+    out = invoke("run", "--all").output
+    assert "Summary: 0 due" in out  # nobody left to send to
+
+
+def test_sync_needs_a_mailbox_setting(people):
+    result = invoke("unsubscribes", "sync", ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: set NEWSLETTER_IMAP_URL")
+
+
+def test_wrong_imap_password_is_a_clear_error(people, imap_server, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_IMAP_URL", imap_server.url.replace("test-password", "nope"))
+    result = invoke("unsubscribes", "sync", ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot read the mailbox at 127.0.0.1")
+    assert "nope" not in result.output
+
+
+def test_one_click_endpoint(people):
+    from newsletter import serve
+
+    server = serve.make_server(str(people / "newsletter.db"),
+                               Settings(db=str(people / "newsletter.db"), secret=SECRET),
+                               port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    token = unsubscribe_token(SECRET, "ada@example.org")
+    try:
+        page = urllib.request.urlopen(f"{base}/unsubscribe?email=ada@example.org&token={token}")
+        assert b"Unsubscribe" in page.read()
+        assert statuses(people)["ada@example.org"] == "active"  # a GET changes nothing
+        bad = unsubscribe_token(SECRET, "bob@example.org")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{base}/unsubscribe?email=ada@example.org&token={bad}",
+                data=b"List-Unsubscribe=One-Click", method="POST"))
+        assert e.value.code == 403
+        done = urllib.request.urlopen(urllib.request.Request(
+            f"{base}/unsubscribe?email=ada@example.org&token={token}",
+            data=b"List-Unsubscribe=One-Click", method="POST"))
+        assert done.status == 200 and b"You are unsubscribed" in done.read()
+        assert statuses(people) == {"ada@example.org": "unsubscribed",
+                                    "bob@example.org": "active", "cy@example.org": "active"}
+        cy = unsubscribe_token(SECRET, "cy@example.org")
+        urllib.request.urlopen(urllib.request.Request(
+            f"{base}/manage?email=cy@example.org&token={cy}", data=b"action=pause",
+            method="POST"))
+        assert statuses(people)["cy@example.org"] == "paused"
+    finally:
+        server.shutdown()
