@@ -413,6 +413,52 @@ def bench_list(tmp: Path, count: int = 10_000) -> None:
           f"{again.summary()}")
 
 
+def bench_smtp(count: int = 10_000) -> None:
+    """10,000 messages to an SMTP server on loopback over one reused connection (issue 7's
+    target: at least 50 per second, memory flat)."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    from newsletter.brief import extractive
+    from newsletter.models import Issue, Match, Subscriber
+
+    class Counter:
+        received = 0
+
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            Counter.received += 1
+            return "250 OK"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(Counter(), hostname="127.0.0.1", port=port)
+    controller.start()
+    papers = sample.load_papers()[:10]
+    settings = Settings()
+    sub = Subscriber("reader@example.org", authors=("Taiming Lu",))
+    issue = Issue(sub, NOW.date(), tuple(Match(p, 1.0, ("topic: x",)) for p in papers), (),
+                  extractive(papers))
+    rendered = render.render(issue, settings)
+    print(f"Sending {count} messages (10 papers each) to an SMTP server on loopback:")
+    marks = []
+    with measure(f"{count} messages, one connection") as m:
+        with send.SMTPSender(f"smtp://127.0.0.1:{port}") as transport:
+            for n in range(count):
+                address = f"reader{n}@example.org"
+                msg = render.build_message(
+                    Issue(Subscriber(address), issue.issue_date, issue.matches, (),
+                          issue.brief), rendered, settings, NOW)
+                transport.send(msg, address, "2026-11-22", rendered.html)
+                if (n + 1) % (count // 4) == 0:
+                    marks.append((n + 1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                  / 1024))
+    controller.stop()
+    print(f"  -> {count / m['seconds']:.0f} messages/s, {Counter.received} received; "
+          "peak RSS after " + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=200, help="issues to render")
@@ -420,6 +466,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_demo(Path(tmp))
         bench_arxiv()
+        bench_smtp()
         bench_match()
         bench_briefs(Path(tmp))
         bench_render(Path(tmp), args.render)
