@@ -69,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("arxiv_api_url", "https://export.arxiv.org/api/query", "arXiv API endpoint."),
     Setting("arxiv_rss_url", "https://rss.arxiv.org/rss", "Base of arXiv's listing feeds."),
     Setting("arxiv_delay", 3.0, "Seconds between arXiv API requests (at least 3).", type=float),
+    Setting("arxiv_holidays", "", "Comma-separated dates (YYYY-MM-DD) with no arXiv "
+            "announcement, e.g. its winter break."),
     Setting("first_issue_days", 3, "How many days back a new subscriber's first issue reaches.",
             type=int),
     Setting("imap_url", "", "Mailbox read by 'unsubscribes sync', e.g. "
@@ -104,6 +106,7 @@ class Settings:
     arxiv_api_url: str = "https://export.arxiv.org/api/query"
     arxiv_rss_url: str = "https://rss.arxiv.org/rss"
     arxiv_delay: float = 3.0
+    arxiv_holidays: str = ""
     first_issue_days: int = 3
     imap_url: str = ""
     imap_password: str = ""

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from newsletter import schedule
 from newsletter.config import Settings
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
@@ -186,8 +187,13 @@ def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime
     note = None
     if not failures and not papers and total:
         eastern = until.astimezone(ZoneInfo("America/New_York"))
-        note = ("quiet: arXiv announces nothing on Friday and Saturday"
-                if eastern.weekday() in (4, 5) else "quiet: no new papers in the window")
+        holidays = schedule.parse_holidays(settings.arxiv_holidays)
+        if eastern.weekday() in (4, 5):
+            note = "quiet: arXiv announces nothing on Friday and Saturday"
+        elif not schedule.arxiv_announces(eastern.date(), holidays):
+            note = "quiet: no arXiv announcement today (holiday)"
+        else:
+            note = "quiet: no new papers in the window"
     return SourceResult(
         name="arxiv",
         papers=tuple(papers.values()),
