@@ -220,4 +220,3 @@ def m009_llm_usage(db: Database) -> None:
     )
     db.table("brief_hits").create_index(["created"])
     db.table("briefs").create_index(["created"])
-
