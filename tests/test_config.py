@@ -9,6 +9,7 @@ def config_lines(*args):
 
 
 def test_precedence(isolated, monkeypatch):
+    monkeypatch.delenv("NEWSLETTER_SOURCES")
     (isolated / "newsletter.toml").write_text('brand = "Lab Radar"\nllm_timeout = 12\n'
                                               'sources = ["arxiv", "nature"]\n')
     lines = config_lines()
