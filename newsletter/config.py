@@ -77,6 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
             "imaps://newsletter@mail.example.org:993/INBOX.", secret=True),
     Setting("imap_password", "", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True),
     Setting("secret", "", "Key that signs unsubscribe links (HMAC).", secret=True),
+    Setting("confirm_days", 7, "Days a subscriber added with --confirm has to confirm before "
+            "being forgotten.", type=int),
     Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
 )
 
@@ -111,6 +113,7 @@ class Settings:
     imap_url: str = ""
     imap_password: str = ""
     secret: str = ""
+    confirm_days: int = 7
     unsubscribe_url: str = ""
 
     @property

@@ -56,6 +56,7 @@ class RunReport:
     brief_notes: list[str] = field(default_factory=list)
 
     due: int = 0
+    expired: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunLine]:
@@ -285,10 +286,18 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
     per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
     report = RunReport()
+    if not dry_run:
+        from newsletter import subscribers
+
+        report.expired = subscribers.expire_pending(db, now, settings.confirm_days,
+                                                    outbox=settings.outbox)
     if do_fetch:
         report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
+    for sub in [s for s in subs if s.status != "active"]:
+        report.lines.append(RunLine(sub.email, "skipped", 0, f"subscriber is {sub.status}"))
+    subs = [s for s in subs if s.status == "active"]
     issues: list[Issue] = []
     fresh: list[Subscriber] = []
     for sub in subs:
@@ -351,6 +360,9 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
                      + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
     if report.llm_calls:
         lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+    if report.expired:
+        lines.append(f"Expired: {len(report.expired)} unconfirmed subscribers forgotten after "
+                     f"{settings.confirm_days} days")
     for note in dict.fromkeys(report.brief_notes):
         lines.append(f"Brief fallback: {note}")
     return lines

@@ -48,15 +48,20 @@ def make_handler(db_path: str, settings: Settings) -> type[BaseHTTPRequestHandle
             q = parse_qs(parts.query)
             return parts.path, (q.get("email") or [""])[0], (q.get("token") or [""])[0]
 
-        def _valid(self, email: str, token: str) -> bool:
-            return bool(settings.secret and email and token) and hmac.compare_digest(
-                unsubscribe_token(settings.secret, email), token)
+        def _valid(self, path: str, email: str, token: str) -> bool:
+            """Unsubscribe and manage links carry the unsubscribe token; confirmation links
+            carry the confirmation token (a different HMAC)."""
+            if not (settings.secret and email and token):
+                return False
+            expected = (subscribers.confirm_token(settings.secret, email) if path == "/confirm"
+                        else unsubscribe_token(settings.secret, email))
+            return hmac.compare_digest(expected, token)
 
         def do_GET(self) -> None:  # noqa: N802
             path, email, token = self._args()
             if path not in ("/unsubscribe", "/manage", "/confirm"):
                 return self._reply(404, "Not found", "<p>Nothing here.</p>")
-            if not self._valid(email, token):
+            if not self._valid(path, email, token):
                 return self._reply(403, "Link not valid",
                                    "<p>This link is not valid for that address.</p>")
             db = store.open_db(db_path)
@@ -84,7 +89,7 @@ def make_handler(db_path: str, settings: Settings) -> type[BaseHTTPRequestHandle
             path, email, token = self._args()
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-            if not self._valid(email, token):
+            if not self._valid(path, email, token):
                 return self._reply(403, "Link not valid",
                                    "<p>This link is not valid for that address.</p>")
             db = store.open_db(db_path)

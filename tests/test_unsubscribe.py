@@ -121,3 +121,39 @@ def test_one_click_endpoint(people):
         assert statuses(people)["cy@example.org"] == "paused"
     finally:
         server.shutdown()
+
+
+def test_confirmation_link_and_paused_subscribers_get_nothing(people, tmp_path):
+    from newsletter import serve, subscribers
+
+    invoke("subscribers", "add", "dee@example.org", "--author", "Taiming Lu", "--confirm")
+    assert statuses(people)["dee@example.org"] == "pending"
+    server = serve.make_server(str(people / "newsletter.db"),
+                               Settings(db=str(people / "newsletter.db"), secret=SECRET),
+                               port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    token = subscribers.confirm_token(SECRET, "dee@example.org")
+    try:
+        wrong = unsubscribe_token(SECRET, "dee@example.org")  # the other kind of token
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{base}/confirm?email=dee@example.org&token={wrong}", data=b"", method="POST"))
+        assert e.value.code == 403
+        done = urllib.request.urlopen(urllib.request.Request(
+            f"{base}/confirm?email=dee@example.org&token={token}", data=b"", method="POST"))
+        assert b"Subscription confirmed" in done.read()
+    finally:
+        server.shutdown()
+    assert statuses(people)["dee@example.org"] == "active"
+    invoke("subscribers", "pause", "bob@example.org")
+    out = invoke("run", "--all", "--only", "bob@example.org").output
+    assert "skipped    bob@example.org                    0 papers  subscriber is paused" in out
+
+
+def test_the_morning_run_expires_unconfirmed_subscribers(people, monkeypatch):
+    invoke("subscribers", "add", "late@example.org", "--topic", "CRISPR", "--confirm")
+    monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-30T09:00:00+00:00")
+    out = invoke("run", "--all").output
+    assert "Expired: 1 unconfirmed subscribers forgotten after 7 days" in out
+    assert "late@example.org" not in statuses(people)
