@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from newsletter.errors import InvalidAddress
@@ -34,3 +35,14 @@ def normalize_email(raw: str) -> str:
             f"{raw!r} is not an email address - the domain must look like example.org"
         )
     return f"{local}@{ascii_domain}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine (where credentials may travel in
+    clear and politeness limits do not apply: test servers)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from sqlite_utils import Database
 
 from newsletter import store
-from newsletter.addresses import normalize_email
+from newsletter.addresses import is_loopback, normalize_email
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import unsubscribe_token
@@ -50,7 +50,7 @@ def connect(url: str, password: str = "", timeout: float = 30.0
     user = unquote(parts.username or "")
     secret = unquote(parts.password) if parts.password else password
     host = parts.hostname
-    if parts.scheme == "imap" and host not in ("127.0.0.1", "localhost", "::1"):
+    if parts.scheme == "imap" and not is_loopback(host):
         raise ConfigError(f"refusing to send the IMAP password to {host} unencrypted - use "
                           "imaps:// or imap+starttls:// in NEWSLETTER_IMAP_URL")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import smtplib
 import ssl
@@ -12,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from newsletter.addresses import is_loopback
 from newsletter.errors import ConfigError, SendFailed
 
 
@@ -42,15 +42,6 @@ class Outbox:
         return str(eml)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it."""
 
@@ -68,7 +59,7 @@ class SMTPSender:
         self.port = parts.port or {"smtps": 465, "smtp+starttls": 587}.get(self.scheme, 25)
         self.user = unquote(parts.username) if parts.username else ""
         self.password = unquote(parts.password) if parts.password else password
-        if self.user and self.scheme == "smtp" and not _is_loopback(self.host):
+        if self.user and self.scheme == "smtp" and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to send the SMTP password to {self.host} unencrypted - use "
                 "smtps:// or smtp+starttls:// in NEWSLETTER_SMTP_URL"

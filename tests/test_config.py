@@ -48,3 +48,12 @@ def test_secrets_are_masked(isolated, monkeypatch):
     out = invoke("config").output
     assert "s3cr3t-value" not in out and "imap-pw" not in out
     assert "imaps://me:***@mail.example.org/INBOX" in out
+
+
+def test_settings_dataclass_agrees_with_the_declarations():
+    from dataclasses import fields
+
+    from newsletter.config import SETTINGS, Settings
+
+    declared = {s.name: s.default for s in SETTINGS}
+    assert {f.name: f.default for f in fields(Settings)} == declared

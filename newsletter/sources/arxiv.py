@@ -12,7 +12,6 @@ papers come on the next run.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from newsletter import schedule
+from newsletter.addresses import is_loopback
 from newsletter.config import Settings
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
@@ -72,18 +72,8 @@ def plan(subscribers: Iterable[Subscriber], author_batch: int = AUTHOR_BATCH,
     return queries, sorted(categories.values())
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def effective_delay(settings: Settings) -> float:
-    if _is_loopback(settings.arxiv_api_url):
+    if is_loopback(urlsplit(settings.arxiv_api_url).hostname or ""):
         return max(0.0, settings.arxiv_delay)
     return max(MIN_DELAY, settings.arxiv_delay)
 
