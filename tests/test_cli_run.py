@@ -112,8 +112,9 @@ def test_password_never_sent_in_clear_to_remote_host(isolated, monkeypatch):
 
 def test_fetch_reports_counts_and_is_idempotent(isolated):
     out = invoke("fetch").output
-    assert out.endswith("43 new papers from 1 of 1 sources\n")
-    assert invoke("fetch").output.endswith("0 new papers from 1 of 1 sources\n")
+    assert out.endswith("43 new papers (0 updated) from 1 of 1 sources, 0 requests\n")
+    assert invoke("fetch").output.endswith(
+        "0 new papers (0 updated) from 1 of 1 sources, 0 requests\n")
 
 
 def test_fetch_fails_only_when_every_source_fails(isolated, monkeypatch):

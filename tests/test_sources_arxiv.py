@@ -180,7 +180,7 @@ def test_window_moves_on_only_after_success(cli_arxiv, monkeypatch):
     assert out.exit_code == 1 and "arxiv: FAILED - 1 of 1 requests failed" in out.output
     cli_arxiv.routes["/api/query"] = atom("query-authors.atom")
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T09:00:00+00:00")
-    assert "4 new papers from 1 of 1 sources" in invoke("fetch").output
+    assert "4 new papers (0 updated) from 1 of 1 sources, 1 requests" in invoke("fetch").output
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-24T09:00:00+00:00")
     invoke("fetch")
     windows = [q["search_query"][0].split("submittedDate:")[1] for q in queries(cli_arxiv)]

@@ -132,7 +132,11 @@ def fetch(ctx: click.Context) -> None:
     _print_fetch(lines)
     total = sum(f.new for f in lines)
     failed = [f for f in lines if f.failed]
-    click.echo(f"{total} new papers from {len(lines) - len(failed)} of {len(lines)} sources")
+    updated = sum(f.updated for f in lines)
+    requests = sum(f.requests for f in lines)
+    click.echo(f"{total} new papers ({updated} updated) from {len(lines) - len(failed)} of "
+               f"{len(lines)} sources, {requests} requests"
+               + (f"; failed: {', '.join(f.source for f in failed)}" if failed else ""))
     if lines and len(failed) == len(lines):
         raise click.ClickException("every source failed - see the reasons above")
 
