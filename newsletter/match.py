@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -263,25 +262,29 @@ class _Parser:
 # --- the index ---------------------------------------------------------------------------
 
 
-class Index:
-    """An inverted index over the run's papers: word -> {paper number: positions}."""
+Search = Callable[[str], dict[str, float]]
 
-    def __init__(self, papers: Sequence[Paper], first_seen: Sequence[datetime] | None = None):
+
+def fts5_expression(term: Term) -> str:
+    """One query term as an FTS5 expression: a quoted phrase (FTS5 tokens are whole words,
+    so "RAG" never matches "paragraph"), with ``*`` for a prefix."""
+    return '"' + term.text.replace('"', " ") + '"' + (" *" if term.prefix else "")
+
+
+class Index:
+    """The run's papers, indexed by author family name and category; topic terms are looked
+    up in SQLite's FTS5 index over title and abstract (``search``: an FTS5 expression ->
+    {paper id: bm25 relevance}), once per distinct term per run."""
+
+    def __init__(self, papers: Sequence[Paper], search: Search,
+                 first_seen: Sequence[datetime] | None = None):
         self.papers = list(papers)
+        self._search = search
         self.first_seen = list(first_seen) if first_seen is not None else None
-        self.postings: dict[str, dict[int, list[int]]] = defaultdict(dict)
-        self.title_words: list[set[str]] = []
-        self.lengths: list[int] = []
         self.author_keys: list[list[tuple[str, ...]]] = []
         self.by_family: dict[str, set[int]] = defaultdict(set)
         self.by_category: dict[str, set[int]] = defaultdict(set)
         for n, p in enumerate(self.papers):
-            title = tokens(p.title)
-            body = title + ["\x00"] + tokens(p.abstract)  # a gap so phrases don't straddle
-            for pos, word in enumerate(body):
-                self.postings[word].setdefault(n, []).append(pos)
-            self.title_words.append(set(title))
-            self.lengths.append(len(body))
             for c in p.categories:
                 self.by_category[c.lower()].add(n)
             keys = [name_key(a) for a in p.authors]
@@ -289,13 +292,11 @@ class Index:
             for k in keys:
                 if k:
                     self.by_family[k[-1]].add(n)
-        self._vocab = sorted(self.postings)
-        self.avg_len = (sum(self.lengths) / len(self.lengths)) if self.lengths else 1.0
         self.all = set(range(len(self.papers)))
         self.position = {p.id: n for n, p in enumerate(self.papers)}
         self.timestamps = [p.published.timestamp() for p in self.papers]
         self._categories: dict[str, set[int]] = {}
-        self._hits: dict[Term, dict[int, int]] = {}
+        self._hits: dict[Term, dict[int, float]] = {}
         self._queries: dict[str, Node] = {}
         self._searches: dict[str, dict[int, float]] = {}
 
@@ -338,68 +339,30 @@ class Index:
     def candidates_by_family(self, family: str) -> list[int]:
         return sorted(self.by_family.get(family, ()))
 
-    def _prefix_words(self, prefix: str) -> list[str]:
-        import bisect
-
-        i = bisect.bisect_left(self._vocab, prefix)
-        out = []
-        while i < len(self._vocab) and self._vocab[i].startswith(prefix):
-            out.append(self._vocab[i])
-            i += 1
-        return out
-
-    def term_hits(self, term: Term) -> dict[int, int]:
-        """Papers containing the term, with how often it occurs (cached per run)."""
+    def term_hits(self, term: Term) -> dict[int, float]:
+        """Indexed papers containing the term, with FTS5's bm25 for it (cached per run)."""
         cached = self._hits.get(term)
         if cached is None:
-            cached = self._hits[term] = self._term_hits(term)
+            found = self._search(fts5_expression(term))
+            cached = self._hits[term] = {self.position[pid]: score
+                                         for pid, score in found.items()
+                                         if pid in self.position}
         return cached
 
-    def _term_hits(self, term: Term) -> dict[int, int]:
-        if len(term.words) == 1:
-            words = self._prefix_words(term.words[0]) if term.prefix else [term.words[0]]
-            hits: dict[int, int] = defaultdict(int)
-            for w in words:
-                for n, positions in self.postings.get(w, {}).items():
-                    hits[n] += len(positions)
-            return hits
-        first, rest = term.words[0], term.words[1:]
-        hits = {}
-        for n, positions in self.postings.get(first, {}).items():
-            count = 0
-            for start in positions:
-                if all(start + k + 1 in self.postings.get(w, {}).get(n, ()) for k, w in
-                       enumerate(rest)):
-                    count += 1
-            if count:
-                hits[n] = count
-        return hits
-
     def evaluate(self, node: Node) -> set[int]:
+        """AND / OR / NOT as set algebra over the terms' hits (FTS5 has no unary NOT)."""
         if isinstance(node, Term):
             return set(self.term_hits(node))
         if node.op == "NOT":
             return self.all - self.evaluate(node.args[0])
         sets = [self.evaluate(a) for a in node.args]
         if node.op == "AND":
-            # positive operands first so NOT x narrows rather than widens
             return set.intersection(*sets)
         return set.union(*sets)
 
     def score(self, node: Node, n: int) -> float:
-        """BM25-style relevance of paper n to the positive terms of a query."""
-        total = 0.0
-        for term in positive_terms(node):
-            hits = self.term_hits(term).get(n, 0)
-            if not hits:
-                continue
-            df = len(self.term_hits(term))
-            idf = math.log(1 + (len(self.papers) - df + 0.5) / (df + 0.5))
-            k1, b = 1.2, 0.75
-            tf = hits * (k1 + 1) / (hits + k1 * (1 - b + b * self.lengths[n] / self.avg_len))
-            in_title = all(w in self.title_words[n] for w in term.words) and not term.prefix
-            total += idf * tf * (2.0 if in_title else 1.0)
-        return total
+        """Relevance of paper n: the sum of bm25 over the query's positive terms."""
+        return sum(self.term_hits(t).get(n, 0.0) for t in positive_terms(node))
 
 
 def positive_terms(node: Node) -> Iterable[Term]:

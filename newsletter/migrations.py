@@ -220,3 +220,14 @@ def m009_llm_usage(db: Database) -> None:
     )
     db.table("brief_hits").create_index(["created"])
     db.table("briefs").create_index(["created"])
+
+
+@migrations()
+def m010_papers_fts_stemmed(db: Database) -> None:
+    """Topic filters run on the full-text index: rebuild it with the Porter stemmer (so
+    "diffusion models" also finds "diffusion model") and with diacritics removed."""
+    db.table("papers").disable_fts()
+    db.table("papers").enable_fts(["title", "abstract"], fts_version="FTS5",
+                                  create_triggers=True,
+                                  tokenize="porter unicode61 remove_diacritics 2")
+    db.table("papers").rebuild_fts()

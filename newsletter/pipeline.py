@@ -132,8 +132,18 @@ def window_start(db: Database, sub: Subscriber, settings: Settings, now: datetim
 
 
 def build_index(db: Database, since: datetime) -> match.Index:
+    """The papers first seen since ``since``; topic terms go to the FTS5 index."""
     papers, first_seen = store.papers_first_seen_since(db, since)
-    return match.Index(papers, first_seen)
+    return match.Index(papers, lambda expr: store.fts_search(db, expr, since), first_seen)
+
+
+def index_papers(papers: Iterable[Paper]) -> match.Index:
+    """An index over papers that are not (or not only) in the database: they are put into
+    an in-memory database so topic queries run on the same FTS5 index as in a run."""
+    mem = store.open_db(":memory:")
+    papers = list(papers)
+    store.upsert_papers(mem, papers)
+    return match.Index(papers, lambda expr: store.fts_search(mem, expr))
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
@@ -272,7 +282,8 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
     """Rebuild the issue a previous run planned but did not finish: same papers, same order."""
     ids = json.loads(row["paper_ids"] or "[]")
     papers = [store.get_paper(db, pid) for pid in ids]
-    by_id = {m.paper.id: m for m in match.match_subscriber(sub, match.Index(papers))}
+    index = match.Index(papers, lambda expr: store.fts_search(db, expr, ids=ids))
+    by_id = {m.paper.id: m for m in match.match_subscriber(sub, index)}
     matches = [by_id.get(p.id) or Match(p, 0.0, ("planned earlier",)) for p in papers]
     return Issue(subscriber=sub, issue_date=date.fromisoformat(row["issue_date"]),
                  matches=tuple(matches[: sub.max_papers]),

@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from newsletter.match import Index, match_subscriber  # noqa: E402
+from newsletter.match import match_subscriber  # noqa: E402
 from newsletter.models import Paper, Subscriber  # noqa: E402
+from newsletter.pipeline import index_papers  # noqa: E402
 
 EVAL = Path(__file__).resolve().parent.parent / "tests" / "eval"
 
@@ -36,7 +37,7 @@ def load() -> tuple[list[Paper], list[dict], dict]:
 
 def evaluate(verbose: bool = False, pinned: bool = False) -> dict[str, float]:
     papers, profiles, labels = load()
-    index = Index(papers)
+    index = index_papers(papers)
     a_tp = a_fp = a_fn = 0
     t_hits = t_den = t_tp = t_rel = 0
     rows = []

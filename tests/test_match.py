@@ -7,8 +7,9 @@ import pytest
 from conftest import ROOT, invoke
 
 from newsletter.errors import InvalidFilter
-from newsletter.match import Index, compile_query, match_subscriber, name_key, same_author
+from newsletter.match import compile_query, match_subscriber, name_key, same_author
 from newsletter.models import Paper, Subscriber
+from newsletter.pipeline import index_papers
 
 T = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -20,7 +21,7 @@ def paper(pid, title, authors=("Someone Else",), abstract="", categories=("cs.LG
 
 
 def ids(sub, papers):
-    return [m.paper.id for m in match_subscriber(sub, Index(papers))]
+    return [m.paper.id for m in match_subscriber(sub, index_papers(papers))]
 
 
 @pytest.mark.parametrize("written", [
@@ -56,7 +57,7 @@ def test_initials_only_when_asked_and_listed_as_near_misses():
               paper("3", "Z", ("Tong Lu",))]
     assert ids(Subscriber("a@x.org", authors=("Taiming Lu; initials",)), papers) == ["1", "2"]
     rejected = []
-    match_subscriber(Subscriber("a@x.org", authors=("Taiming Lu",)), Index(papers), set(),
+    match_subscriber(Subscriber("a@x.org", authors=("Taiming Lu",)), index_papers(papers), set(),
                      rejected)
     assert sorted(p.id for p, _ in rejected) == ["1", "2", "3"]
     why = dict((p.id, w) for p, w in rejected)
@@ -117,10 +118,16 @@ def test_categories_and_exclusions():
 
 
 def test_ranking_authors_then_relevance_then_recency():
-    papers = [paper("old-topic", "protein folding", abstract="protein", days=3),
-              paper("new-topic", "protein folding", abstract="protein", days=0),
-              paper("strong-topic", "protein protein folding", abstract="protein protein"),
+    papers = [paper("old-topic", "Folding kinetics", ("Ann Old",),
+                    abstract="we measure how a protein folds in cells", days=3),
+              paper("new-topic", "Folding kinetics", ("Bo New",),
+                    abstract="we measure how a protein folds in cells", days=0),
+              paper("strong-topic", "Protein design",
+                    abstract="protein stability and protein function across protein families"),
               paper("author", "unrelated", ("Taiming Lu",), days=5)]
+    # bm25's idf needs a corpus in which the word is not common
+    papers += [paper(f"filler-{i}", f"Filler {i}", (f"Someone {i}",), abstract="graphs")
+               for i in range(12)]
     sub = Subscriber("x@x.org", authors=("Taiming Lu",), topics=("protein",))
     assert ids(sub, papers) == ["author", "strong-topic", "new-topic", "old-topic"]
 

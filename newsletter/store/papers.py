@@ -146,3 +146,21 @@ def get_paper(db: Database, paper_id: str) -> Paper:
         return _to_paper(db.table("papers").get(paper_id))
     except NotFoundError:
         raise PaperNotFound(f"no paper {paper_id} - see \"newsletter papers list\"") from None
+
+
+def fts_search(db: Database, expression: str, since: datetime | None = None,
+               ids: Iterable[str] | None = None) -> dict[str, float]:
+    """Papers matching an FTS5 expression over title and abstract, with their relevance
+    (bm25, title weighted twice; higher is better), optionally only those first seen since
+    ``since`` or among ``ids``."""
+    sql = ("select p.id, -bm25(papers_fts, 2.0, 1.0) as score from papers_fts"
+           " join papers p on p.rowid = papers_fts.rowid where papers_fts match ?")
+    args: list[Any] = [expression]
+    if since is not None:
+        sql += " and p.first_seen >= ?"
+        args.append(_iso(since))
+    if ids is not None:
+        wanted = list(ids)
+        sql += f" and p.id in ({','.join('?' * len(wanted))})"
+        args.extend(wanted)
+    return {row[0]: float(row[1]) for row in db.execute(sql, args).fetchall()}
