@@ -122,8 +122,8 @@ def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
     import random
 
     from newsletter.match import rank
-    from newsletter.pipeline import index_papers
     from newsletter.models import Paper, Subscriber
+    from newsletter.pipeline import index_papers
 
     print(f"Matching {subs_n} subscribers against {papers_n} new papers:")
     rng = random.Random(7)
