@@ -32,6 +32,15 @@ MAX_ABSTRACT_CHARS = 1200
 LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
 
 
+def language_name(language: str) -> str:
+    """The language to ask the model for; a new language's strings file names itself."""
+    if language in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[language]
+    from newsletter.render import strings
+
+    return str(strings(language).get("language_name") or language)
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -125,7 +134,7 @@ def papers_data(papers: Sequence[Paper]) -> str:
 
 def build_messages(papers: Sequence[Paper], language: str) -> list[dict[str, str]]:
     """The system instructions, and the papers as data between <papers> tags."""
-    system = SYSTEM_PROMPT.replace("{language}", LANGUAGE_NAMES.get(language, language))
+    system = SYSTEM_PROMPT.replace("{language}", language_name(language))
     user = "<papers>\n" + papers_data(papers) + "\n</papers>\n" + USER_TAIL
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

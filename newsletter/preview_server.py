@@ -71,6 +71,7 @@ th, td {{ text-align: left; padding: 8px 10px; border-bottom: 1px solid #d1d5db;
 .chip {{ display: inline-block; margin: 0 4px 4px 0; padding: 1px 8px; border-radius: 999px;
         background: #e0e7ff; color: #3730a3; font-size: 13px; }}
 .none, .note {{ color: #6b7280; }}
+.nowrap {{ white-space: nowrap; }}
 </style></head><body>
 <h1>{title}</h1>
 <p class="note">{note}</p>
@@ -92,7 +93,8 @@ def index_page(db: Any, settings: Settings, now: datetime, day: date | None = No
             f"<tr><td>{html.escape(sub.email)}<br><span class=note>"
             f"{html.escape(sub.name)}</span></td><td>{html.escape(t['language_name'])}</td>"
             f"<td>{html.escape(sub.status)}</td><td>{_filters(sub, t)}</td>"
-            f"<td>{pipeline.issue_date_for(sub, when).isoformat()}</td><td>{links}</td></tr>")
+            f"<td class=nowrap>{pipeline.issue_date_for(sub, when).isoformat()}</td>"
+            f"<td class=nowrap>{links}</td></tr>")
     body = ("<table><tr><th>subscriber</th><th>language</th><th>status</th><th>filters</th>"
             "<th>issue of</th><th>preview</th></tr>\n" + "\n".join(rows) + "</table>"
             if rows else '<p>No subscribers yet: add one with '

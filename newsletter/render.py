@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import markupsafe
 
 from newsletter.config import REPO_ROOT, Settings
 from newsletter.match import fold
@@ -51,6 +52,9 @@ HTML_BUDGET = 100_000  # bytes of HTML; Gmail clips an HTML part larger than 102
 ABSTRACT_STEPS = (400, 250, 150)  # abstract lengths tried, in order, when over budget
 DIGEST_SENTENCES = 5  # quoted sentences in the extractive digest, shared among its fields
 DIGEST_CHARS = 160  # and the longest a quoted sentence gets
+# After the preheader, invisible characters keep inbox previews from running on into the
+# body text ("ACADEMICHUB · CURATED DAILY Your research radar ...").
+PREHEADER_FILLER = markupsafe.Markup("&#847;&zwnj;&nbsp;" * 40)
 _LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 
 
@@ -287,6 +291,7 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "subject": subject_tpl.format(brand=settings.brand.split(" · ")[0], date=date_str,
                                       count=count),
         "preheader": t["preheader"].format(count=count, lead=lead),
+        "preheader_filler": PREHEADER_FILLER,
         "chips": chips,
         "brief": issue.brief,
         "digest": digest(issue.brief, len(papers), fields)

@@ -28,7 +28,12 @@ from newsletter.config import Settings
 from newsletter.errors import InvalidFilter, NewsletterError, SendFailed
 from newsletter.models import Subscriber
 
-LANGUAGES = ("en", "zh")
+
+def languages() -> list[str]:
+    """The languages an issue can be written in: one strings file each in templates/i18n."""
+    from newsletter.render import languages as available
+
+    return available()
 FREQUENCIES = ("daily", "weekdays", "weekly")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STATUSES = store.STATUSES  # active, paused, pending, unsubscribed, bounced
@@ -75,9 +80,10 @@ def build(email: str, *, name: str = "", authors: Iterable[str] = (),
           send_hour: int = 7, max_papers: int = 10, frequency: str = "daily",
           weekday: str | None = None, status: str = "active") -> Subscriber:
     """A validated Subscriber; raises InvalidAddress or InvalidFilter with the fix."""
-    if language not in LANGUAGES:
+    available = languages()
+    if language not in available:
         raise InvalidFilter(f"language {language!r} is not available - use one of: "
-                            + ", ".join(LANGUAGES))
+                            + ", ".join(available))
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as e:

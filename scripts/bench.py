@@ -463,7 +463,7 @@ def bench_smtp(count: int = 10_000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--render", type=int, default=200, help="issues to render")
+    parser.add_argument("--render", type=int, default=1000, help="issues to render")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bench_demo(Path(tmp))

@@ -182,8 +182,9 @@ def test_papers_move_to_more_matches_when_short_abstracts_are_not_enough():
     assert 10 <= len(shown) < 30
     assert shown == [m.paper.title for m in issue.matches[:len(shown)]]  # the best stay
     assert f"{43 - len(shown)} more papers matched your filters" in r.html
+    text = " ".join(r.text.split())  # long titles wrap in the text part
     for m in issue.matches + issue.more:  # nothing is lost
-        assert unescape(m.paper.title) in unescape(r.html) and m.paper.title in r.text
+        assert m.paper.title in unescape(r.html) and m.paper.title in text
     assert r.subject.endswith("43 new papers")
 
 
@@ -205,13 +206,17 @@ def test_render_and_message_are_fast():
                                                  topics=(f"topic {k}",)))
               for k in range(40)]
     render.render(issues[0], settings)
-    render.render(issues[1], settings)  # both layouts compiled once
+    render.render(issues[1], settings)  # both layouts (en, zh) compiled once
+    compiled = render._compile.cache_info().misses
     started = time.perf_counter()
     for issue in issues:
         bytes(render.build_message(issue, render.render(issue, settings), settings,
                                    datetime(2026, 11, 22, 7, tzinfo=UTC)))
     per_second = len(issues) / (time.perf_counter() - started)
-    assert per_second > 40, f"{per_second:.0f} emails/s (make bench: target 100)"
+    # 40 readers, no layout through MJML and premailer again: only their content changed
+    assert render._compile.cache_info().misses == compiled
+    # generous for a busy CI machine; `make bench` measures it properly (target 100/s)
+    assert per_second > 25, f"{per_second:.0f} emails/s"
 
 
 # --- words: languages, dates, digest -----------------------------------------------------
@@ -385,7 +390,8 @@ def test_message_parts_decode_to_exactly_what_was_rendered(language):
     # the preheader: what the inbox shows after the subject, hidden in the body
     assert r.preheader.startswith("13 new papers matched" if language == "en" else "今日有 13")
     hidden = re.search(r'<div style="display:none;[^"]*">([^<]*)</div>', r.html)
-    assert hidden and hidden.group(1) == str(markupsafe.escape(r.preheader))
+    assert hidden and hidden.group(1).startswith(str(markupsafe.escape(r.preheader)) +
+                                                 "&#847;&zwnj;&nbsp;")
 
 
 # --- in a real browser -------------------------------------------------------------------
