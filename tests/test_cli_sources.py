@@ -70,3 +70,16 @@ def test_papers_list_and_show(isolated):
                           "published", "categories"}
     result = invoke("papers", "show", "9999.99999", ok=False)
     assert result.output == 'Error: no paper 9999.99999 - see "newsletter papers list"\n'
+
+
+def test_an_rss_091_feed(isolated, http_server):
+    """The oldest format still served: no dates, no authors, ids from arXiv links."""
+    http_server.serve("/rss091", (DATA / "feeds" / "rss091.xml").read_bytes(),
+                      content_type="application/rss+xml")
+    invoke("sources", "add", "reading", http_server.base + "/rss091", "--label", "Reading list")
+    out = invoke("sources", "check", "reading", "--json").output
+    papers = json.loads(out[: out.rindex("]") + 1])
+    assert [(p["id"], p["title"]) for p in papers] == [
+        ("1706.03762", "Attention Is All You Need"),
+        ("1512.03385", "Deep Residual Learning for Image Recognition")]
+    assert papers[0]["venue"] == "Reading list" and papers[0]["authors"] == []
