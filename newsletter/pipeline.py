@@ -57,6 +57,7 @@ class RunReport:
 
     due: int = 0
     expired: list[str] = field(default_factory=list)
+    unpriced_models: set[str] = field(default_factory=set)
 
     @property
     def failed(self) -> list[RunLine]:
@@ -167,6 +168,8 @@ def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str,
         store.log_llm_call(db, {"brief_key": key, "language": lang, **call}, now)
         report.llm_calls += 1
         report.llm_cost_usd += call.get("cost_usd") or 0.0
+        if call.get("cost_usd") is None and not call.get("error"):
+            report.unpriced_models.add(model)
     if result.brief.kind == "llm":
         costs = [c["cost_usd"] for c in result.calls if c.get("cost_usd") is not None]
         store.put_brief(db, {
@@ -371,6 +374,10 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
                      + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
     if report.llm_calls:
         lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+    for model in sorted(report.unpriced_models):
+        cap = ("; NEWSLETTER_LLM_BUDGET_USD cannot cap it" if settings.llm_budget_usd
+               else "")
+        lines.append(f"LLM cost unknown: litellm's price list has no {model!r}{cap}")
     if report.expired:
         lines.append(f"Expired: {len(report.expired)} unconfirmed subscribers forgotten after "
                      f"{settings.confirm_days} days")

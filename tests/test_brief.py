@@ -42,6 +42,7 @@ def test_llm_brief_reaches_the_email(isolated, llm_server):
     llm_server.routes["/v1/chat/completions"] = ok(chat_completion(json.dumps(GOOD)))
     out = invoke("run", "--all").output
     assert "LLM: 1 calls" in out
+    assert "LLM cost unknown: litellm's price list has no 'openai/test-model'" in out
     text, html = brief_html(isolated)
     assert GOOD["headline"] in html and GOOD["headline"] in text
     assert "Written by openai/test-model" in text
