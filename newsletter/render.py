@@ -29,6 +29,7 @@ import math
 import re
 import threading
 import tomllib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
@@ -108,21 +109,53 @@ def format_date(d: date, t: dict[str, Any]) -> str:
 # --- Jinja2 ------------------------------------------------------------------------------
 
 
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _cols(text: str) -> int:
+    """Display columns: Chinese, Japanese and Korean characters take two."""
+    return len(text) if text.isascii() else sum(2 if _wide(c) else 1 for c in text)
+
+
+def _atoms(word: str) -> list[tuple[str, bool]]:
+    """A word as pieces that may end a line, each with "glued to the previous piece":
+    ASCII words stay whole; text without spaces (Chinese) may break between characters."""
+    if word.isascii():
+        return [(word, False)]
+    atoms: list[tuple[str, bool]] = []
+    run = ""
+    for ch in word:
+        if _wide(ch):
+            if run:
+                atoms.append((run, bool(atoms)))
+                run = ""
+            atoms.append((ch, bool(atoms)))
+        else:
+            run += ch
+    if run:
+        atoms.append((run, bool(atoms)))
+    return atoms
+
+
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
-    """Fill ``text`` to ``width`` columns, continuation lines indented by ``indent``: what
-    ``textwrap.fill(..., subsequent_indent=indent, break_long_words=False,
-    break_on_hyphens=False)`` does, in a fraction of the time."""
-    words = str(text).split()
-    if not words:
+    """Fill ``text`` to ``width`` columns, continuation lines indented by ``indent``, never
+    breaking a word or a URL; Chinese text, which has no spaces, breaks between characters."""
+    atoms = [a for word in str(text).split() for a in _atoms(word)]
+    if not atoms:
         return ""
     lines: list[str] = []
-    line, limit = words[0], width
-    for word in words[1:]:
-        if len(line) + 1 + len(word) <= limit:
-            line += " " + word
+    line, limit = atoms[0][0], width
+    used = _cols(line)
+    for piece, glued in atoms[1:]:
+        sep = "" if glued else " "
+        cols = _cols(piece)
+        if used + len(sep) + cols <= limit:
+            line += sep + piece
+            used += len(sep) + cols
         else:
             lines.append(line)
-            line, limit = word, width - len(indent)
+            line, used, limit = piece, cols, width - len(indent)
     lines.append(line)
     return ("\n" + indent).join(lines)
 

@@ -455,3 +455,15 @@ def test_dark_mode_stays_readable(tmp_path, width):
             # WCAG AA: 4.5:1 for body text, 3:1 for the small muted notes
             need = 3.0 if marker == "Extractive digest" else 4.5
             assert contrast(colors["color"], colors["bg"]) >= need, (marker, colors)
+
+
+def test_plain_text_wraps_chinese_and_never_breaks_words_or_urls():
+    zh = "本研究提出一种新的扩散模型训练方法，在多个基准上取得了显著提升，" * 4
+    lines = render.wrap(zh, 40).splitlines()
+    assert len(lines) > 3 and "".join(lines) == zh
+    assert all(sum(2 if "\u4e00" <= c <= "\u9fff" or c in "，" else 1 for c in line) <= 40
+               for line in lines)
+    mixed = render.wrap("We study LLM 剪枝 with https://arxiv.org/abs/2606.14150 and more "
+                        "words " * 3, 30, indent="  ")
+    assert "https://arxiv.org/abs/2606.14150" in mixed  # a URL stays on one line
+    assert "LLM" in mixed.replace("\n  ", " ")
