@@ -35,8 +35,11 @@ def open_db(path: str | Path) -> Database:
 
 @contextmanager
 def transaction(db: Database) -> Iterator[None]:
-    with db.conn:
+    """One real transaction for the block (a savepoint when nested): sqlite-utils' own
+    insert/update calls inside it do not commit on their own."""
+    with db.atomic():
         yield
+
 
 def checkpoint(path: str | Path) -> None:
     """Fold the write-ahead log into the database file, so the file alone is the state."""
