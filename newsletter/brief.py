@@ -57,9 +57,6 @@ class BriefResult:
     calls: tuple[dict[str, Any], ...] = ()  # one row per model request, for llm_calls
 
 
-class LLMError(Exception):
-    pass
-
 
 def cache_key(paper_ids: Sequence[str], language: str, model: str) -> str:
     canonical = json.dumps(

@@ -21,9 +21,6 @@ class InvalidFilter(NewsletterError):
     pass
 
 
-class SourceUnavailable(NewsletterError):
-    pass
-
 
 class SendFailed(NewsletterError):
     """A message did not go out; ``temporary`` failures are retried on the next run."""

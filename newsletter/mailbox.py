@@ -107,11 +107,14 @@ def hard_bounces(msg: Message) -> list[tuple[str, str]]:
 
 
 def _owner(db: Database, secret: str, token: str, sender: str) -> str | None:
-    """The subscriber a token belongs to: the sender first, then anyone else."""
-    for sub in ([store.get_subscriber(db, sender)] if _known(db, sender) else []) + \
-            store.list_subscribers(db):
-        if hmac.compare_digest(unsubscribe_token(secret, sub.email), token):
-            return sub.email
+    """The subscriber a token belongs to: the sender (one HMAC), else whoever it was
+    forwarded from (one HMAC per address, no filters loaded)."""
+    if sender and _known(db, sender) and \
+            hmac.compare_digest(unsubscribe_token(secret, sender), token):
+        return sender
+    for address in store.subscriber_emails(db):
+        if hmac.compare_digest(unsubscribe_token(secret, address), token):
+            return address
     return None
 
 
@@ -131,7 +134,8 @@ def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
     if is_report(msg):  # a delivery status notification: act on hard bounces only
         for address, status in hard_bounces(msg):
             if _known(db, address):
-                subscribers.set_status(db, address, "bounced", origin="bounce", detail=status)
+                subscribers.set_status(db, address, "bounced", origin="bounce", detail=status,
+                                       now=now)
                 report.bounced.append((address, status))
         return True
     subject = str(msg.get("Subject") or "")
@@ -151,12 +155,12 @@ def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
             report.rejected.append(f"unsubscribe request from {sender or 'unknown'}: "
                                    "no valid token")
             return True
-        subscribers.set_status(db, owner, "unsubscribed", origin="unsubscribe")
+        subscribers.set_status(db, owner, "unsubscribed", origin="unsubscribe", now=now)
         report.unsubscribed.append(owner)
         return True
     if "confirm" in words and token and sender and _known(db, sender):
         try:
-            subscribers.confirm(db, sender, token, origin="reply")
+            subscribers.confirm(db, sender, token, origin="reply", now=now)
             report.confirmed.append(sender)
         except NewsletterError as e:
             report.rejected.append(f"confirmation from {sender}: {e}")

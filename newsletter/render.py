@@ -176,12 +176,6 @@ def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja
     return html, text
 
 
-def clear_caches() -> None:
-    """Forget every cached template, strings file and compiled layout."""
-    for cache in (environments, _load_toml, _merged, _compile, _inliner):
-        cache.cache_clear()
-
-
 # --- what the templates see --------------------------------------------------------------
 
 

@@ -577,10 +577,6 @@ def _names_from_pieces(pieces: list[str]) -> list[str]:
     return pieces
 
 
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"[^\s.]+\.?", text)
-
-
 def _is_initials(piece: str) -> bool:
     """"M.", "C. L.", "J.-P.", "J P A", "Ch." - given names reduced to initials."""
     if not piece or re.search(r"[^\w\s.\-]|\d|_", piece):

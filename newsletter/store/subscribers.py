@@ -279,7 +279,12 @@ def find_text(db: Database, needle: str) -> list[str]:
     return found
 
 
+def subscriber_emails(db: Database) -> list[str]:
+    """Every address on the list, whatever its status (no filters loaded)."""
+    return [row[0] for row in db.execute("select email from subscribers order by email")]
+
+
 __all__ = ["FILTER_KINDS", "STATUSES", "add_subscriber", "compact", "find_text",
            "forget_subscriber", "get_confirm_hash", "get_subscriber", "import_subscribers",
            "list_subscribers", "pending_before", "remove_subscriber", "set_confirm_hash",
-           "set_subscriber_status", "update_subscriber"]
+           "set_subscriber_status", "subscriber_emails", "update_subscriber"]
