@@ -149,8 +149,7 @@ class PromptTokens:
 def prompt_tokens(papers: Sequence[Paper], language: str, model: str) -> PromptTokens:
     """How the prompt of one brief splits between instructions and the papers' data, by the
     model's tokenizer as litellm knows it (a generic one for unknown models)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    litellm = _litellm()
 
     total = litellm.token_counter(model=model, messages=build_messages(papers, language))
     data = litellm.token_counter(model=model, text=papers_data(papers))
@@ -209,11 +208,19 @@ def parse_answer(text: str, n_papers: int, fallback: Brief) -> Brief:
                  connections=clean_text(data.get("connections")), per_paper=tuple(per_paper))
 
 
+def _litellm() -> Any:
+    """Import litellm (seconds) only when a brief needs it, with its bundled price list
+    rather than one fetched from the internet."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
+
+
 def _complete(messages: list[dict[str, str]], model: str, api_base: str | None,
               timeout: float) -> Completion:
     """The only litellm call site."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    litellm = _litellm()
 
     litellm.suppress_debug_info = True  # no "Give Feedback" banner in the job's log
     started = time.monotonic()
@@ -255,8 +262,7 @@ def missing_key(model: str, api_base: str | None) -> str | None:
     """The provider key variable a model needs and the environment lacks, if any."""
     if api_base:
         return None
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    litellm = _litellm()
 
     check = litellm.validate_environment(model=model)
     missing = check.get("missing_keys") or []

@@ -26,7 +26,7 @@ from newsletter import store
 from newsletter.addresses import is_loopback, normalize_email
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.render import unsubscribe_token
+from newsletter.tokens import unsubscribe_token
 
 _TOKEN = re.compile(r"\b([0-9a-f]{32})\b")
 

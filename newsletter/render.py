@@ -24,7 +24,6 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-import hmac
 import math
 import re
 import threading
@@ -45,6 +44,7 @@ import markupsafe
 from newsletter.config import REPO_ROOT, Settings
 from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.tokens import unsubscribe_token
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -185,10 +185,6 @@ def shorten(text: str, limit: int) -> tuple[str, bool]:
         return text, False
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
     return cut + " …", True
-
-
-def unsubscribe_token(secret: str, email: str) -> str:
-    return hmac.new(secret.encode(), fold(email).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:

@@ -15,7 +15,8 @@ from newsletter.addresses import is_loopback
 from newsletter.errors import ConfigError, SendFailed
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """An address as it appears in outbox file names."""
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", name)
 
 
@@ -33,7 +34,7 @@ class Outbox:
         return None
 
     def send(self, msg: EmailMessage, email: str, issue_date: str, html: str) -> str:
-        stem = f"{issue_date}_{_safe(email)}"
+        stem = f"{issue_date}_{safe_name(email)}"
         eml = self.folder / f"{stem}.eml"
         tmp = self.folder / f".{stem}.eml.tmp"
         (self.folder / f"{stem}.html").write_text(html, encoding="utf-8")

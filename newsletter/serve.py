@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError
-from newsletter.render import unsubscribe_token
+from newsletter.tokens import confirm_token, unsubscribe_token
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -53,7 +53,7 @@ def make_handler(db_path: str, settings: Settings) -> type[BaseHTTPRequestHandle
             carry the confirmation token (a different HMAC)."""
             if not (settings.secret and email and token):
                 return False
-            expected = (subscribers.confirm_token(settings.secret, email) if path == "/confirm"
+            expected = (confirm_token(settings.secret, email) if path == "/confirm"
                         else unsubscribe_token(settings.secret, email))
             return hmac.compare_digest(expected, token)
 

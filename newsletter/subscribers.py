@@ -27,6 +27,7 @@ from newsletter.addresses import normalize_email
 from newsletter.config import Settings
 from newsletter.errors import InvalidFilter, NewsletterError, SendFailed
 from newsletter.models import Subscriber
+from newsletter.tokens import confirm_token
 
 
 def languages() -> list[str]:
@@ -386,13 +387,6 @@ _CONFIRM_TEXT = {
 }
 
 
-def confirm_token(secret: str, email: str) -> str:
-    """The signed token of EMAIL's confirmation: HMAC-SHA256 with NEWSLETTER_SECRET, so a
-    web endpoint can check it without the database (different from the unsubscribe one)."""
-    message = f"confirm:{email.strip().lower()}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
-
-
 def confirm_url(settings: Settings, email: str, token: str) -> str | None:
     from urllib.parse import quote
 
@@ -535,7 +529,9 @@ class Forgotten:
 def _outbox_files(email: str, outbox: str | None, recorded: Iterable[str]) -> list[Path]:
     """The .eml/.html copies of this person's emails in the outbox (issues and
     confirmations), by the names send.Outbox gives them."""
-    safe = re.escape(re.sub(r"[^A-Za-z0-9@._+-]", "_", email))
+    from newsletter.send import safe_name
+
+    safe = re.escape(safe_name(email))
     pattern = re.compile(rf"(\d{{4}}-\d{{2}}-\d{{2}}|confirm-\d{{8}})_{safe}\.(eml|html)",
                          re.IGNORECASE)
     candidates = [Path(p) for p in recorded]

@@ -1,0 +1,24 @@
+"""Signed tokens in links and mailto subjects: HMAC-SHA256 of an address with
+NEWSLETTER_SECRET, so a token for one address cannot act on another and a web endpoint can
+check it without the database."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from newsletter.match import fold
+
+
+def sign(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def unsubscribe_token(secret: str, email: str) -> str:
+    """In every issue's unsubscribe link and List-Unsubscribe mailto."""
+    return sign(secret, fold(email))
+
+
+def confirm_token(secret: str, email: str) -> str:
+    """In the confirmation email (a different token from the unsubscribe one)."""
+    return sign(secret, f"confirm:{email.strip().lower()}")
