@@ -23,22 +23,24 @@ def delivered_paper_ids(db: Database, email: str) -> set[str]:
     return ids
 
 
-def last_sent_at(db: Database, email: str) -> datetime | None:
-    """When the last delivered issue was planned: papers first seen after it are new."""
+def _latest_sent(db: Database, email: str, column: str) -> str | None:
+    """The latest value of a column over this subscriber's sent deliveries."""
     row = _subscriber_row(db, email)
-    got = db.execute(
-        "select max(created) from deliveries where subscriber_id = ? and status = 'sent'",
+    got: str | None = db.execute(
+        f"select max({column}) from deliveries where subscriber_id = ? and status = 'sent'",
         [row["id"]],
     ).fetchone()[0]
+    return got
+
+
+def last_sent_at(db: Database, email: str) -> datetime | None:
+    """When the last delivered issue was planned: papers first seen after it are new."""
+    got = _latest_sent(db, email, "created")
     return datetime.fromisoformat(got) if got else None
 
 
 def last_issue_date(db: Database, email: str) -> date | None:
-    row = _subscriber_row(db, email)
-    got = db.execute(
-        "select max(issue_date) from deliveries where subscriber_id = ? and status = 'sent'",
-        [row["id"]],
-    ).fetchone()[0]
+    got = _latest_sent(db, email, "issue_date")
     return date.fromisoformat(got) if got else None
 
 
