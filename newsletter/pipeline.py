@@ -8,61 +8,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlite_utils import Database
 
 from newsletter import brief as brief_mod
-from newsletter import match, render, schedule, send, sources, store
-from newsletter.config import Settings, redact_url
-from newsletter.errors import NewsletterError, SendFailed
+from newsletter import match, render, send, sources, store
+from newsletter.config import Settings
+from newsletter.errors import SendFailed
 from newsletter.models import Brief, Issue, Match, Paper, Subscriber
+from newsletter.ops import schedule
+from newsletter.ops.report import FetchLine, RunLine, RunReport
 
 MORE_MATCHES = 20  # listed by title under "More matches", after the full cards
-
-
-@dataclass
-class FetchLine:
-    source: str
-    new: int = 0
-    updated: int = 0
-    requests: int = 0
-    error: str | None = None
-    not_modified: bool = False
-    partial: bool = False
-    note: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error) and not self.partial
-
-
-@dataclass
-class RunLine:
-    email: str
-    status: str  # sent, would-send, skipped, failed
-    papers: int = 0
-    detail: str = ""  # file path, SMTP target, reason
-
-
-@dataclass
-class RunReport:
-    fetched: list[FetchLine] = field(default_factory=list)
-    lines: list[RunLine] = field(default_factory=list)
-    llm_calls: int = 0
-    llm_cost_usd: float = 0.0
-    brief_notes: list[str] = field(default_factory=list)
-
-    due: int = 0
-    expired: list[str] = field(default_factory=list)
-    unpriced_models: set[str] = field(default_factory=set)
-
-    @property
-    def failed(self) -> list[RunLine]:
-        """Deliveries that did not go out in this run (failed for good, or deferred)."""
-        return [line for line in self.lines if line.status in ("failed", "deferred")]
 
 
 def source_names(db: Database, settings: Settings) -> list[str]:
@@ -301,9 +260,9 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
     report = RunReport()
     if not dry_run:
-        from newsletter import subscribers
+        from newsletter.lists import roster
 
-        report.expired = subscribers.expire_pending(db, now, settings.confirm_days,
+        report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     if do_fetch:
         report.fetched = fetch(db, settings, now, progress)
@@ -346,46 +305,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     return report
 
 
-def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> list[str]:
-    """What happened, for a person reading the job's log (secrets redacted)."""
-    lines = [f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"
-             for line in report.lines if line.status == "skipped"]
-    by_status: dict[str, list[RunLine]] = {}
-    for line in report.lines:
-        by_status.setdefault(line.status, []).append(line)
-    parts = [f"{report.due} due"]
-    for status in ("sent", "would-send", "deferred", "failed", "skipped"):
-        group = by_status.get(status, [])
-        if not group:
-            continue
-        reasons: dict[str, int] = {}
-        for line in group:
-            if status in ("skipped", "failed", "deferred"):
-                reasons[line.detail] = reasons.get(line.detail, 0) + 1
-        why = "; ".join(f"{n} {r}" for r, n in reasons.items())
-        parts.append(f"{len(group)} {status}" + (f" ({why})" if why else ""))
-    lines.append("Summary: " + ", ".join(parts))
-    via = redact_url(settings.smtp_url) if settings.smtp_url else f"outbox {settings.outbox}"
-    lines.append(f"Transport: {via}" + (" (dry run: nothing sent)" if dry_run else ""))
-    for f in report.fetched:
-        state = ("FAILED" if f.failed else "partial" if f.partial else
-                 "not modified" if f.not_modified else "ok")
-        lines.append(f"Source {f.source}: {state}, {f.new} new, {f.requests} requests"
-                     + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
-    if report.llm_calls:
-        lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
-    for model in sorted(report.unpriced_models):
-        cap = ("; NEWSLETTER_LLM_BUDGET_USD cannot cap it" if settings.llm_budget_usd
-               else "")
-        lines.append(f"LLM cost unknown: litellm's price list has no {model!r}{cap}")
-    if report.expired:
-        lines.append(f"Expired: {len(report.expired)} unconfirmed subscribers forgotten after "
-                     f"{settings.confirm_days} days")
-    for note in dict.fromkeys(report.brief_notes):
-        lines.append(f"Brief fallback: {note}")
-    return lines
-
-
 def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
              transport: send.Outbox | send.SMTPSender, dry_run: bool) -> RunLine:
     sub = issue.subscriber
@@ -411,32 +330,3 @@ def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
         return RunLine(sub.email, status, count, str(e))
     store.finish_delivery(db, delivery["id"], "sent", path=where, now=now)
     return RunLine(sub.email, "sent", count, where)
-
-
-# --- source administration ---------------------------------------------------------------
-
-
-def set_source_enabled(db: Database, name: str, enabled: bool) -> dict[str, Any]:
-    """Switch a source on or off; a catalogue feed is added on first enable."""
-    state = store.source_state(db, name)
-    if not state.get("kind"):
-        if name in sources.BUILTIN:
-            state = {"kind": name}
-        elif name in sources.catalogue():
-            entry = sources.catalogue()[name]
-            state = {"kind": "feed", "url": entry["url"], "label": entry["label"]}
-        else:
-            raise NewsletterError(
-                f"no source {name} - add it with \"newsletter sources add {name} URL\" or "
-                "pick one from \"newsletter sources list --catalogue\"")
-    store.save_source_state(db, name, **{**state, "enabled": 1 if enabled else 0})
-    return store.source_state(db, name)
-
-
-def check_source(db: Database, name: str, settings: Settings, now: datetime) -> Any:
-    """Fetch one source once and return what was parsed; stores nothing."""
-    state = store.source_state(db, name)
-    feed = state if state.get("kind") == "feed" else None
-    since = now - timedelta(days=settings.first_issue_days)
-    return sources.fetch(name, settings, {}, since, store.list_subscribers(db, "active"),
-                         feed, until=now)

@@ -42,9 +42,9 @@ import jinja2
 import markupsafe
 
 from newsletter.config import REPO_ROOT, Settings
+from newsletter.lists.tokens import unsubscribe_token
 from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
-from newsletter.tokens import unsubscribe_token
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600

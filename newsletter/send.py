@@ -11,8 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
-from newsletter.addresses import is_loopback
 from newsletter.errors import ConfigError, SendFailed
+from newsletter.lists.addresses import is_loopback
 
 
 def safe_name(name: str) -> str:

@@ -23,8 +23,10 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from newsletter import pipeline, render, send, store, subscribers  # noqa: E402
+from newsletter import pipeline, render, send, store  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
+from newsletter.lists import roster  # noqa: E402
+from newsletter.ops.report import RunReport  # noqa: E402
 from newsletter.sources import sample  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
@@ -51,7 +53,7 @@ def bench_demo(tmp: Path) -> None:
     with measure("open database + add subscribers"):
         db = store.open_db(settings.db)
         for row in sample.load_subscribers():
-            subscribers.add(db, **row)
+            roster.add(db, **row)
     with measure("fetch (sample source -> store)"):
         pipeline.fetch(db, settings, NOW)
     subs = store.list_subscribers(db)
@@ -60,7 +62,7 @@ def bench_demo(tmp: Path) -> None:
                                              for s in subs))
         issues = [pipeline.plan_issue(db, s, settings, NOW, index) for s in subs]
     with measure("brief (extractive)"):
-        report = pipeline.RunReport()
+        report = RunReport()
         briefs = pipeline.write_briefs(
             db, [(tuple(m.paper for m in i.matches), i.subscriber.language) for i in issues],
             settings, NOW, report)
@@ -337,7 +339,7 @@ def bench_briefs(tmp: Path, subs_n: int = 1000, labs_n: int = 30, papers_n: int 
                             llm_api_base=api_base)
         db = store.open_db(settings.db)
         for row in people:
-            subscribers.add(db, **row)
+            roster.add(db, **row)
         store.upsert_papers(db, papers, NOW)
         subs = store.list_subscribers(db)
         with measure(f"match: plan {subs_n} issues"):
@@ -346,10 +348,10 @@ def bench_briefs(tmp: Path, subs_n: int = 1000, labs_n: int = 30, papers_n: int 
             issues = [pipeline.plan_issue(db, s, settings, NOW, index) for s in subs]
         wanted = [(tuple(m.paper for m in i.matches), i.subscriber.language)
                   for i in issues if i.matches]
-        report = pipeline.RunReport()
+        report = RunReport()
         with measure(f"write_briefs (concurrency {settings.llm_concurrency})"):
             pipeline.write_briefs(db, wanted, settings, NOW, report)
-        again = pipeline.RunReport()
+        again = RunReport()
         with measure("write_briefs again (all from the cache)"):
             pipeline.write_briefs(db, wanted, settings, NOW, again)
         distinct = {(tuple(p.id for p in ps), lang): ps for ps, lang in wanted}
@@ -404,13 +406,13 @@ def bench_list(tmp: Path, count: int = 10_000) -> None:
                              ("cs.CL", "cs.LG", "cs.CV", "q-bio.*")[n % 4]])
     db = store.open_db(tmp / "list.db")
     with measure(f"import {count:,} (validate, plan, one transaction)"):
-        report = subscribers.import_file(db, str(path))
+        report = roster.import_file(db, str(path))
     assert report.count("added") == count, report.summary()
     with measure(f"export {count:,} as CSV"):
-        text, exported = subscribers.export(db, "csv")
+        text, exported = roster.export(db, "csv")
     with measure(f"re-import the export ({count:,} unchanged)"):
         (tmp / "export.csv").write_text(text, encoding="utf-8")
-        again = subscribers.import_file(db, str(tmp / "export.csv"))
+        again = roster.import_file(db, str(tmp / "export.csv"))
     print(f"  -> {exported:,} exported, {len(text) / 1024:.0f} KiB; second import: "
           f"{again.summary()}")
 

@@ -208,6 +208,7 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
 
     from newsletter import pipeline, store
     from newsletter.config import Settings
+    from newsletter.ops.report import RunReport
     from newsletter.sources.sample import load_papers
 
     spans: list[tuple[float, float]] = []
@@ -225,7 +226,7 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
     wanted = [(tuple(papers[2 * i: 2 * i + 2]), "en") for i in range(4)]
     settings = Settings(db=str(isolated / "n.db"), llm_model="openai/test-model",
                         llm_api_base=llm_server.base + "/v1", llm_concurrency=concurrency)
-    report = pipeline.RunReport()
+    report = RunReport()
     briefs = pipeline.write_briefs(store.open_db(settings.db), wanted, settings,
                                    datetime(2026, 11, 22, 9, tzinfo=UTC), report)
     assert report.llm_calls == 4 and len(briefs) == 4

@@ -13,8 +13,9 @@ import pytest
 from conftest import invoke
 from test_render import inspect
 
-from newsletter import preview_server, render
+from newsletter import render
 from newsletter.config import Settings
+from newsletter.web import preview_server
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
 

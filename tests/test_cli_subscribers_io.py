@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, invoke
 
-from newsletter import listio, store
-from newsletter import subscribers as subs
+from newsletter import store
+from newsletter.lists import listio, roster
 
 HEADER = "email,name,language,timezone,topics"
 
@@ -220,7 +220,7 @@ def test_import_is_one_transaction(isolated, tmp_path, monkeypatch):
     monkeypatch.setattr(store_subs, "_insert_event", fail_on_third)
     path = write(tmp_path, "a.csv", "email\na@example.org\nb@example.org\nc@example.org\n")
     with pytest.raises(RuntimeError, match="disk on fire"):
-        subs.import_file(db(isolated), path)
+        roster.import_file(db(isolated), path)
     assert store.list_subscribers(db(isolated)) == []
     assert db(isolated).execute("select count(*) from subscriber_events").fetchone() == (0,)
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import invoke
 
 from newsletter import render, store
-from newsletter import subscribers as subs
+from newsletter.lists import roster
 
 SECRET = "test-secret-for-signing"
 
@@ -141,7 +141,7 @@ def test_paused_subscriber_gets_nothing_until_resumed(isolated):
 
 def test_pause_and_resume_refuse_other_statuses(isolated):
     add_two()
-    subs.set_status(db(isolated), "ada@example.org", "unsubscribed", "unsubscribe")
+    roster.set_status(db(isolated), "ada@example.org", "unsubscribed", "unsubscribe")
     result = invoke("subscribers", "pause", "ada@example.org", ok=False)
     assert result.output == ("Error: ada@example.org is unsubscribed - only active "
                              "subscribers can be paused\n")
@@ -149,7 +149,7 @@ def test_pause_and_resume_refuse_other_statuses(isolated):
     assert result.output == ('Error: ada@example.org unsubscribed - only they can opt in '
                              'again: "newsletter subscribers confirm ada@example.org --resend" '
                              'asks them\n')
-    subs.set_status(db(isolated), "li.wei@example.cn", "bounced", "bounce", "550 no mailbox")
+    roster.set_status(db(isolated), "li.wei@example.cn", "bounced", "bounce", "550 no mailbox")
     assert invoke("subscribers", "resume", "li.wei@example.cn").output == \
         "Resumed li.wei@example.cn\n"
     history = store.subscriber_history(db(isolated), "li.wei@example.cn")
@@ -215,7 +215,7 @@ def test_history_records_every_change_with_time_and_origin(isolated):
     invoke("subscribers", "pause", "ada@example.org")
     invoke("subscribers", "resume", "ada@example.org")
     store.record_event(db(isolated), "ada@example.org", "bounced", "bounce", "452 full")
-    subs.set_status(db(isolated), "ada@example.org", "unsubscribed", "unsubscribe")
+    roster.set_status(db(isolated), "ada@example.org", "unsubscribed", "unsubscribe")
     out = invoke("subscribers", "show", "ada@example.org", "--history").output
     assert out.split("history:\n")[1] == (
         "  2026-11-22T09:00:00+00:00  added (cli)\n"
@@ -237,8 +237,8 @@ def test_history_records_every_change_with_time_and_origin(isolated):
 
 def test_set_status_refuses_an_unknown_status(isolated):
     add_two()
-    with pytest.raises(subs.StatusError, match="unknown status 'gone'"):
-        subs.set_status(db(isolated), "ada@example.org", "gone", "cli")
+    with pytest.raises(roster.StatusError, match="unknown status 'gone'"):
+        roster.set_status(db(isolated), "ada@example.org", "gone", "cli")
     assert store.get_subscriber(db(isolated), "ada@example.org").status == "active"
 
 
@@ -266,7 +266,7 @@ def test_add_confirm_sends_a_signed_request_and_keeps_them_pending(isolated, mon
     eml = isolated / "outbox" / "confirm-20261122_Ada@example.org.eml"
     assert out == ("Added Ada@example.org (0 authors, 1 topics, 0 categories, en)\n"
                    f"Pending until they confirm: confirmation email sent ({eml})\n")
-    token = subs.confirm_token(SECRET, "ada@example.org")
+    token = roster.confirm_token(SECRET, "ada@example.org")
     msg = read(eml)
     assert msg["To"] == "Ada <Ada@example.org>"
     assert msg["Subject"] == f"Please confirm your AcademicHub subscription [confirm {token}]"
@@ -293,7 +293,7 @@ def test_confirm_with_a_wrong_then_the_right_token(isolated, monkeypatch):
     assert result.output == ("Error: wrong confirmation token for ada@example.org - it must "
                              "be the code from their confirmation email\n")
     assert store.get_subscriber(db(isolated), "ada@example.org").status == "pending"
-    token = subs.confirm_token(SECRET, "ada@example.org")
+    token = roster.confirm_token(SECRET, "ada@example.org")
     assert invoke("subscribers", "confirm", "ada@example.org", "--token", token.upper()
                   ).output == "Confirmed ada@example.org: they now receive issues\n"
     sub = store.get_subscriber(db(isolated), "ada@example.org")
@@ -308,15 +308,15 @@ def test_confirm_by_reply_through_the_library(isolated, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     invoke("subscribers", "add", "ada@example.org", "--topic", "x", "--confirm")
     database = db(isolated)
-    with pytest.raises(subs.ConfirmationError, match="wrong confirmation token"):
-        subs.confirm(database, "ada@example.org", "f" * 32, origin="reply")
-    with pytest.raises(subs.ConfirmationError, match="needs the token"):
-        subs.confirm(database, "ada@example.org", None, origin="reply")
-    sub = subs.confirm(database, "ada@example.org",
-                       subs.confirm_token(SECRET, "ADA@example.org"), origin="reply")
+    with pytest.raises(roster.ConfirmationError, match="wrong confirmation token"):
+        roster.confirm(database, "ada@example.org", "f" * 32, origin="reply")
+    with pytest.raises(roster.ConfirmationError, match="needs the token"):
+        roster.confirm(database, "ada@example.org", None, origin="reply")
+    sub = roster.confirm(database, "ada@example.org",
+                       roster.confirm_token(SECRET, "ADA@example.org"), origin="reply")
     assert sub.status == "active"
     assert store.subscriber_history(database, sub.email)[-1]["origin"] == "reply"
-    again = subs.confirm(database, "ada@example.org", "anything", origin="reply")
+    again = roster.confirm(database, "ada@example.org", "anything", origin="reply")
     assert again.status == "active"  # a second reply changes nothing
     assert len(store.subscriber_history(database, sub.email)) == 3
 
@@ -339,7 +339,7 @@ def test_confirmation_goes_over_smtp_when_configured(isolated, monkeypatch, smtp
                  "--topic", "CRISPR", "--confirm").output
     assert out.endswith(f"confirmation email sent ({smtp_server.url})\n")
     [msg] = smtp_server.messages
-    token = subs.confirm_token(SECRET, "li@example.cn")
+    token = roster.confirm_token(SECRET, "li@example.cn")
     assert msg["Subject"] == f"请确认订阅 AcademicHub [confirm {token}]"
     assert "请直接回复本邮件以确认订阅" in msg.get_body(("plain",)).get_content()
     assert smtp_server.envelopes[0].rcpt_tos == ["li@example.cn"]
@@ -383,7 +383,7 @@ def test_forget_leaves_no_trace_in_any_table(isolated, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     invoke("subscribers", "add", EMAIL, "--name", "Xiaoming", "--lang", "zh",
            "--topic", "CRISPR", "--author", "Jennifer A. Doudna", "--confirm")
-    invoke("subscribers", "confirm", EMAIL, "--token", subs.confirm_token(SECRET, STORED))
+    invoke("subscribers", "confirm", EMAIL, "--token", roster.confirm_token(SECRET, STORED))
     invoke("subscribers", "edit", EMAIL, "--name", NAME, "--add-topic", "single-cell")
     invoke("subscribers", "add", "other@example.org", "--topic", "CRISPR")
     assert "sent       Zhao.Xiaoming.7@example.org" in invoke("run", "--all").output
@@ -396,8 +396,8 @@ def test_forget_leaves_no_trace_in_any_table(isolated, monkeypatch):
 
     digest = hashlib.sha256(f"{STORED.lower()}|2026-11-22".encode()).hexdigest()[:20]
     needles = [STORED.lower(), "zhao.xiaoming.7", NAME, "xiaoming", digest,
-               render.unsubscribe_token(SECRET, STORED), subs.confirm_token(SECRET, STORED),
-               hashlib.sha256(subs.confirm_token(SECRET, STORED).encode()).hexdigest()]
+               render.unsubscribe_token(SECRET, STORED), roster.confirm_token(SECRET, STORED),
+               hashlib.sha256(roster.confirm_token(SECRET, STORED).encode()).hexdigest()]
     path = isolated / "newsletter.db"
     found = [(t, c) for t, c, v in every_value(path) for n in needles if n in v.lower()]
     assert found == []

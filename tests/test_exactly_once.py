@@ -14,7 +14,7 @@ import pytest
 from conftest import invoke
 
 from newsletter import store
-from newsletter.lock import run_lock
+from newsletter.ops.lock import run_lock
 
 PEOPLE = [f"reader{i}@example.org" for i in range(6)]
 

@@ -2,9 +2,9 @@ import re
 
 from sqlite_utils import Database
 
-from newsletter import migrations as migrations_module
 from newsletter import store
-from newsletter.migrations import migrations
+from newsletter.store import migrations as migrations_module
+from newsletter.store.migrations import migrations
 
 EXPECTED_SUBSCRIBERS = {
     "id": int, "email": str, "name": str, "language": str, "timezone": str, "send_hour": int,

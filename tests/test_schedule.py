@@ -3,8 +3,8 @@ from datetime import UTC, date, datetime
 import pytest
 from conftest import invoke, read_outbox
 
-from newsletter import schedule
 from newsletter.models import Subscriber
+from newsletter.ops import schedule
 
 MON_0900_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)
 

@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from newsletter import listio, store
-from newsletter import subscribers as subs
+from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import InvalidFilter, SubscriberNotFound
+from newsletter.lists import listio, roster
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
 
@@ -18,9 +18,9 @@ def db():
 
 
 def test_build_validates_schedule_fields():
-    sub = subs.build("a@example.org", frequency="weekly", weekday="Friday")
+    sub = roster.build("a@example.org", frequency="weekly", weekday="Friday")
     assert (sub.frequency, sub.weekday) == ("weekly", "fri")
-    assert subs.build("a@example.org", frequency="weekly").weekday == "mon"
+    assert roster.build("a@example.org", frequency="weekly").weekday == "mon"
     for kwargs, message in [
         ({"frequency": "monthly"}, "frequency 'monthly' is not available - use one of: daily, "
          "weekdays, weekly"),
@@ -32,12 +32,12 @@ def test_build_validates_schedule_fields():
          "unsubscribed, bounced"),
     ]:
         with pytest.raises(InvalidFilter) as e:
-            subs.build("a@example.org", **kwargs)
+            roster.build("a@example.org", **kwargs)
         assert str(e.value) == message
 
 
 def test_record_event_and_history(db):
-    subs.add(db, "ada@example.org", topics=["RAG"], now=NOW)
+    roster.add(db, "ada@example.org", topics=["RAG"], now=NOW)
     store.record_event(db, "ADA@example.org", "bounced", "bounce", "550 5.1.1", now=NOW)
     assert store.subscriber_history(db, "ada@example.org") == [
         {"created": "2026-11-22T09:00:00+00:00", "event": "added", "origin": "cli",
@@ -49,11 +49,11 @@ def test_record_event_and_history(db):
 
 
 def test_set_status_records_the_event_named_by_the_change(db):
-    subs.add(db, "ada@example.org", topics=["RAG"], now=NOW)
+    roster.add(db, "ada@example.org", topics=["RAG"], now=NOW)
     for status, origin in [("unsubscribed", "unsubscribe"), ("unsubscribed", "unsubscribe"),
                            ("pending", "cli"), ("active", "web"), ("paused", "cli"),
                            ("active", "cli"), ("bounced", "bounce")]:
-        sub = subs.set_status(db, "ada@example.org", status, origin, now=NOW)
+        sub = roster.set_status(db, "ada@example.org", status, origin, now=NOW)
         assert sub.status == status
     events = [(e["event"], e["origin"]) for e in store.subscriber_history(db, "ada@example.org")]
     assert events == [("added", "cli"), ("unsubscribed", "unsubscribe"), ("pending", "cli"),
@@ -63,48 +63,48 @@ def test_set_status_records_the_event_named_by_the_change(db):
 
 
 def test_expire_pending_after_the_given_days(db):
-    subs.add(db, "old@example.org", status="pending", now=NOW - timedelta(days=8))
-    subs.add(db, "new@example.org", status="pending", now=NOW - timedelta(days=2))
-    subs.add(db, "ok@example.org", now=NOW - timedelta(days=30))
-    assert subs.expire_pending(db, NOW) == ["old@example.org"]
-    assert subs.expire_pending(db, NOW, days=1) == ["new@example.org"]
+    roster.add(db, "old@example.org", status="pending", now=NOW - timedelta(days=8))
+    roster.add(db, "new@example.org", status="pending", now=NOW - timedelta(days=2))
+    roster.add(db, "ok@example.org", now=NOW - timedelta(days=30))
+    assert roster.expire_pending(db, NOW) == ["old@example.org"]
+    assert roster.expire_pending(db, NOW, days=1) == ["new@example.org"]
     assert [s.email for s in store.list_subscribers(db)] == ["ok@example.org"]
     assert store.find_text(db, "old@example.org") == []
 
 
 def test_confirm_refuses_what_is_not_pending(db):
-    subs.add(db, "u@example.org", status="unsubscribed", now=NOW)
-    with pytest.raises(subs.ConfirmationError) as e:
-        subs.confirm(db, "u@example.org", "x" * 32, origin="reply")
+    roster.add(db, "u@example.org", status="unsubscribed", now=NOW)
+    with pytest.raises(roster.ConfirmationError) as e:
+        roster.confirm(db, "u@example.org", "x" * 32, origin="reply")
     assert str(e.value) == "u@example.org is unsubscribed, not waiting for confirmation"
-    subs.add(db, "p@example.org", status="pending", now=NOW)
-    with pytest.raises(subs.ConfirmationError) as e:
-        subs.confirm(db, "p@example.org", "x" * 32, origin="reply")
+    roster.add(db, "p@example.org", status="pending", now=NOW)
+    with pytest.raises(roster.ConfirmationError) as e:
+        roster.confirm(db, "p@example.org", "x" * 32, origin="reply")
     assert str(e.value) == ('no confirmation email was sent to p@example.org - send one with '
                             '"newsletter subscribers confirm p@example.org --resend"')
 
 
 def test_request_confirmation_reopens_an_unsubscribed_person(db, tmp_path):
     settings = Settings(secret="k", outbox=str(tmp_path))
-    subs.add(db, "u@example.org", status="unsubscribed", now=NOW)
-    where = subs.request_confirmation(db, settings, "u@example.org", now=NOW)
+    roster.add(db, "u@example.org", status="unsubscribed", now=NOW)
+    where = roster.request_confirmation(db, settings, "u@example.org", now=NOW)
     assert where == str(tmp_path / "confirm-20261122_u@example.org.eml")
     assert store.get_subscriber(db, "u@example.org").status == "pending"
-    token = subs.confirm_token("k", "u@example.org")
-    assert subs.confirm(db, "u@example.org", token, origin="reply").status == "active"
+    token = roster.confirm_token("k", "u@example.org")
+    assert roster.confirm(db, "u@example.org", token, origin="reply").status == "active"
 
 
 def test_confirm_token_differs_from_the_unsubscribe_token():
     from newsletter.render import unsubscribe_token
 
-    token = subs.confirm_token("k", "Ada@Example.org")
-    assert token == subs.confirm_token("k", "ada@example.org") and len(token) == 32
+    token = roster.confirm_token("k", "Ada@Example.org")
+    assert token == roster.confirm_token("k", "ada@example.org") and len(token) == 32
     assert token != unsubscribe_token("k", "ada@example.org")
-    assert token != subs.confirm_token("other", "ada@example.org")
+    assert token != roster.confirm_token("other", "ada@example.org")
 
 
 def test_find_text_names_table_and_column(db):
-    subs.add(db, "ada@example.org", name="Ada", now=NOW)
+    roster.add(db, "ada@example.org", name="Ada", now=NOW)
     assert store.find_text(db, "ADA@example.org") == ["subscribers.email"]
 
 

@@ -90,9 +90,9 @@ def test_wrong_imap_password_is_a_clear_error(people, imap_server, monkeypatch):
 
 
 def test_one_click_endpoint(people):
-    from newsletter import serve
+    from newsletter.web import endpoint
 
-    server = serve.make_server(str(people / "newsletter.db"),
+    server = endpoint.make_server(str(people / "newsletter.db"),
                                Settings(db=str(people / "newsletter.db"), secret=SECRET),
                                port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -124,16 +124,17 @@ def test_one_click_endpoint(people):
 
 
 def test_confirmation_link_and_paused_subscribers_get_nothing(people, tmp_path):
-    from newsletter import serve, subscribers
+    from newsletter.lists import roster
+    from newsletter.web import endpoint
 
     invoke("subscribers", "add", "dee@example.org", "--author", "Taiming Lu", "--confirm")
     assert statuses(people)["dee@example.org"] == "pending"
-    server = serve.make_server(str(people / "newsletter.db"),
+    server = endpoint.make_server(str(people / "newsletter.db"),
                                Settings(db=str(people / "newsletter.db"), secret=SECRET),
                                port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    token = subscribers.confirm_token(SECRET, "dee@example.org")
+    token = roster.confirm_token(SECRET, "dee@example.org")
     try:
         wrong = unsubscribe_token(SECRET, "dee@example.org")  # the other kind of token
         with pytest.raises(urllib.error.HTTPError) as e:

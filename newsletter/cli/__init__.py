@@ -207,7 +207,8 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         newsletter run --all --dry-run
     """
     from newsletter import pipeline
-    from newsletter.lock import run_lock
+    from newsletter.ops.lock import run_lock
+    from newsletter.ops.report import summary
 
     settings = _settings(ctx)
     now = on.replace(hour=12, tzinfo=UTC) if on else _now()
@@ -217,7 +218,7 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
             do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
             sent=lambda line: click.echo(
                 f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"))
-    for line in pipeline.summary(report, settings, dry_run):
+    for line in summary(report, settings, dry_run):
         click.echo(line)
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} deliveries did not go out - see above")
@@ -236,7 +237,7 @@ def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
     Example:
         newsletter demo && open outbox/*.html
     """
-    from newsletter import demo as demo_mod
+    from newsletter.ops import demo as demo_mod
 
     for line in demo_mod.run(_settings(ctx), db_path, outbox, _now()):
         click.echo(line)

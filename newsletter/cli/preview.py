@@ -50,7 +50,8 @@ def preview(ctx: click.Context, email: str | None, on: datetime | None, fmt: str
 
 def _write(ctx: click.Context, email: str, on: datetime | None, fmt: str, out: str | None,
            open_browser: bool) -> None:
-    from newsletter import preview_server, render
+    from newsletter import render
+    from newsletter.web import preview_server
 
     settings = _settings(ctx)
     issue, rendered, when = preview_server.preview(_db(ctx), email, settings, _now(),
@@ -75,7 +76,7 @@ def _write(ctx: click.Context, email: str, on: datetime | None, fmt: str, out: s
 
 
 def _serve(ctx: click.Context, on: datetime | None, port: int, open_browser: bool) -> None:
-    from newsletter import preview_server
+    from newsletter.web import preview_server
 
     server = preview_server.make_server(_settings(ctx), _now, port=port,
                                         day=on.date() if on else None,

@@ -105,9 +105,9 @@ def sources_enable(ctx: click.Context, name: str) -> None:
     Example:
         newsletter sources enable biorxiv
     """
-    from newsletter import pipeline
+    from newsletter.ops import source_admin
 
-    row = pipeline.set_source_enabled(_db(ctx), name, True)
+    row = source_admin.set_source_enabled(_db(ctx), name, True)
     click.echo(f"Enabled {name}" + (f" ({row['url']})" if row.get("url") else ""))
 
 
@@ -121,9 +121,9 @@ def sources_disable(ctx: click.Context, name: str) -> None:
     Example:
         newsletter sources disable arxiv
     """
-    from newsletter import pipeline
+    from newsletter.ops import source_admin
 
-    pipeline.set_source_enabled(_db(ctx), name, False)
+    source_admin.set_source_enabled(_db(ctx), name, False)
     click.echo(f"Disabled {name}")
 
 
@@ -138,10 +138,10 @@ def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     Example:
         newsletter sources check nature
     """
-    from newsletter import pipeline
     from newsletter.cli.papers import paper_json
+    from newsletter.ops import source_admin
 
-    result = pipeline.check_source(_db(ctx), name, _settings(ctx), _now())
+    result = source_admin.check_source(_db(ctx), name, _settings(ctx), _now())
     if as_json:
         click.echo(json.dumps([paper_json(p) for p in result.papers], indent=2,
                               ensure_ascii=False))

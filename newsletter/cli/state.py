@@ -27,6 +27,6 @@ def state_push(ctx: click.Context, remote: str, branch: str | None, message: str
     Example:
         newsletter state push -m "Morning run 2026-11-22"
     """
-    from newsletter import statesync
+    from newsletter.ops import statesync
 
     click.echo(statesync.push(_settings(ctx).db, message, remote, branch))

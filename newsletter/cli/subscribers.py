@@ -94,18 +94,18 @@ def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
         newsletter subscribers add ada@example.org --name "Ada" \\
             --author "Taiming Lu" --topic "diffusion models" --category cs.CL --lang zh
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
     settings, db = _settings(ctx), _db(ctx)
     if confirm:
-        subs.require_secret(settings)
-    extra = subs.load_filter_file(filters_file) if filters_file else {}
+        roster.require_secret(settings)
+    extra = roster.load_filter_file(filters_file) if filters_file else {}
     for key, values in extra.items():
         fields[key] = tuple(fields[key]) + tuple(values)
-    sub = subs.add(db, email, status="pending" if confirm else "active", now=_now(), **fields)
-    click.echo(f"Added {sub.email} ({subs.describe(sub)})")
+    sub = roster.add(db, email, status="pending" if confirm else "active", now=_now(), **fields)
+    click.echo(f"Added {sub.email} ({roster.describe(sub)})")
     if confirm:
-        where = subs.request_confirmation(db, settings, sub.email, now=_now())
+        where = roster.request_confirmation(db, settings, sub.email, now=_now())
         click.echo(f"Pending until they confirm: confirmation email sent ({where})")
 
 
@@ -124,10 +124,10 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
         newsletter subscribers edit ada@example.org --add-author "Yann LeCun" \\
             --remove-topic "diffusion models" --frequency weekly --weekday fri
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
     given = {k: v for k, v in options.items() if v not in (None, ())}
-    done = subs.edit(_db(ctx), email, now=_now(), **given)  # type: ignore[arg-type]
+    done = roster.edit(_db(ctx), email, now=_now(), **given)  # type: ignore[arg-type]
     for line in done or [f"Nothing changed for {email.strip()}"]:
         click.echo(line)
 
@@ -148,14 +148,13 @@ def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
     Example:
         newsletter subscribers list --status paused --author "Taiming Lu"
     """
-    from newsletter import listio
-    from newsletter import subscribers as subs
+    from newsletter.lists import listio, roster
 
-    rows = subs.find(_db(ctx), status=status, author=author, topic=topic)
+    rows = roster.find(_db(ctx), status=status, author=author, topic=topic)
     if as_json:
         click.echo(json.dumps([listio.record(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    for line in subs.table(rows, filtered=bool(status or author or topic)):
+    for line in roster.table(rows, filtered=bool(status or author or topic)):
         click.echo(line)
 
 
@@ -171,8 +170,8 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
     Example:
         newsletter subscribers show ada@example.org --history
     """
-    from newsletter import listio, store
-    from newsletter import subscribers as subs
+    from newsletter import store
+    from newsletter.lists import listio, roster
 
     db = _db(ctx)
     sub = store.get_subscriber(db, email)
@@ -181,7 +180,7 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
         out = {**listio.record(sub), **({"history": events} if history else {})}
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    for line in subs.show_lines(sub, events):
+    for line in roster.show_lines(sub, events):
         click.echo(line)
 
 
@@ -195,9 +194,9 @@ def subscribers_pause(ctx: click.Context, email: str) -> None:
     Example:
         newsletter subscribers pause ada@example.org
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
-    sub, changed = subs.pause(_db(ctx), email, now=_now())
+    sub, changed = roster.pause(_db(ctx), email, now=_now())
     click.echo(f"Paused {sub.email}" if changed else f"{sub.email} is already paused")
 
 
@@ -211,9 +210,9 @@ def subscribers_resume(ctx: click.Context, email: str) -> None:
     Example:
         newsletter subscribers resume ada@example.org
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
-    sub, changed = subs.resume(_db(ctx), email, now=_now())
+    sub, changed = roster.resume(_db(ctx), email, now=_now())
     click.echo(f"Resumed {sub.email}" if changed else f"{sub.email} is already active")
 
 
@@ -244,16 +243,16 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
     Example:
         newsletter subscribers import subscribers/example.csv --dry-run
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
     settings = _settings(ctx)
-    report = subs.import_file(_db(ctx), file, encoding=encoding, dry_run=dry_run,
+    report = roster.import_file(_db(ctx), file, encoding=encoding, dry_run=dry_run,
                               skip_invalid=skip_invalid, now=_now(),
                               confirm_with=settings if confirm else None)
     for line in report.lines:
         click.echo(str(line))
     if report.error:
-        raise subs.ImportRejected(report.error)
+        raise roster.ImportRejected(report.error)
     click.echo(report.summary() + (" (dry run: nothing written)" if dry_run else ""))
 
 
@@ -273,10 +272,10 @@ def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None) -> 
     """
     from pathlib import Path
 
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
     fmt = fmt or ("json" if out and out.lower().endswith(".json") else "csv")
-    text, count = subs.export(_db(ctx), fmt)
+    text, count = roster.export(_db(ctx), fmt)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -298,14 +297,14 @@ def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
     Example:
         newsletter subscribers confirm ada@example.org --token 3f2a...
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
     db = _db(ctx)
     if resend:
-        where = subs.request_confirmation(db, _settings(ctx), email, now=_now())
+        where = roster.request_confirmation(db, _settings(ctx), email, now=_now())
         click.echo(f"Confirmation email sent to {email.strip()} ({where})")
         return
-    sub = subs.confirm(db, email, token, origin="cli", now=_now())
+    sub = roster.confirm(db, email, token, origin="cli", now=_now())
     click.echo(f"Confirmed {sub.email}: they now receive issues")
 
 
@@ -320,9 +319,9 @@ def subscribers_expire(ctx: click.Context, days: int) -> None:
     Example:
         newsletter subscribers expire --days 7
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
-    gone = subs.expire_pending(_db(ctx), _now(), days, outbox=_settings(ctx).outbox)
+    gone = roster.expire_pending(_db(ctx), _now(), days, outbox=_settings(ctx).outbox)
     for email in gone:
         click.echo(f"Expired {email}")
     click.echo(f"{len(gone)} unconfirmed subscribers forgotten")
@@ -339,9 +338,9 @@ def subscribers_forget(ctx: click.Context, email: str) -> None:
     Example:
         newsletter subscribers forget ada@example.org
     """
-    from newsletter import subscribers as subs
+    from newsletter.lists import roster
 
-    done = subs.forget(_db(ctx), email, now=_now(), outbox=_settings(ctx).outbox)
+    done = roster.forget(_db(ctx), email, now=_now(), outbox=_settings(ctx).outbox)
     click.echo(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
                f"{done.deliveries} deliveries (kept as anonymous counts), "
                f"{len(done.files)} outbox files")

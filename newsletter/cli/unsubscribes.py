@@ -23,7 +23,7 @@ def unsubscribes_sync(ctx: click.Context) -> None:
         NEWSLETTER_IMAP_URL=imaps://newsletter@mail.example.org/INBOX \\
             newsletter unsubscribes sync
     """
-    from newsletter import mailbox
+    from newsletter.lists import mailbox
 
     report = mailbox.sync(_db(ctx), _settings(ctx), _now())
     for address in report.unsubscribed:
@@ -52,11 +52,11 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     Example:
         NEWSLETTER_SECRET=... newsletter serve --port 8025
     """
-    from newsletter import serve as serve_mod
+    from newsletter.web import endpoint
 
     settings = _settings(ctx)
     _db(ctx)  # migrate before serving
-    server = serve_mod.make_server(settings.db, settings, host, port)
+    server = endpoint.make_server(settings.db, settings, host, port)
     click.echo(f"Serving on http://{host}:{server.server_address[1]} (Ctrl-C to stop)", err=True)
     try:
         server.serve_forever()

@@ -20,11 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from newsletter import schedule
-from newsletter.addresses import is_loopback
 from newsletter.config import Settings
+from newsletter.lists.addresses import is_loopback
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
+from newsletter.ops import schedule
 
 AUTHOR_BATCH = 20  # authors per OR query: long queries are answered reliably up to ~25
 KEYWORD_BATCH = 15

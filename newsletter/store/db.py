@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from newsletter.migrations import migrations
+from newsletter.store.migrations import migrations
 
 
 def utcnow() -> datetime:

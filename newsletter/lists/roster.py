@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
 
-from newsletter import listio, match, store
-from newsletter.addresses import normalize_email
+from newsletter import match, store
 from newsletter.config import Settings
 from newsletter.errors import InvalidFilter, NewsletterError, SendFailed
+from newsletter.lists import listio
+from newsletter.lists.addresses import normalize_email
+from newsletter.lists.tokens import confirm_token
 from newsletter.models import Subscriber
-from newsletter.tokens import confirm_token
 
 
 def languages() -> list[str]:
@@ -676,7 +677,7 @@ def import_file(db: Database, path: str, *, encoding: str | None = None,
                 dry_run: bool = False, skip_invalid: bool = False,
                 confirm_with: Settings | None = None,
                 now: datetime | None = None) -> ImportReport:
-    """Import a CSV or JSON file (see ``newsletter.listio`` for the format) in one
+    """Import a CSV or JSON file (see ``newsletter.lists.listio`` for the format) in one
     transaction: each row is added, updated, unchanged or rejected with the reason. A file
     with a rejected row imports nothing (``report.error`` says so) unless ``skip_invalid``.
     ``confirm_with`` (the settings) makes new subscribers pending and emails each a

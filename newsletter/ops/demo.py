@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from newsletter import pipeline, store, subscribers
+from newsletter import pipeline, store
 from newsletter.config import Settings
+from newsletter.lists import roster
 from newsletter.sources import sample
 
 
@@ -19,7 +20,7 @@ def run(settings: Settings, db_path: str, outbox: str, now: datetime) -> list[st
     settings = replace(settings, db=db_path, outbox=outbox, sources="sample", smtp_url="")
     db = store.open_db(db_path)
     for row in sample.load_subscribers():
-        subscribers.add(db, **row)
+        roster.add(db, **row)
     report = pipeline.run(db, settings, now, send_all=True)
     lines = [f"Fetched {f.new} sample papers" for f in report.fetched]
     for line in report.lines:

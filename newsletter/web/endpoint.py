@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError
-from newsletter.tokens import confirm_token, unsubscribe_token
+from newsletter.lists.tokens import confirm_token, unsubscribe_token
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -31,7 +31,7 @@ def _form(action: str, email: str, token: str, label: str, extra: str = "") -> s
 
 
 def make_handler(db_path: str, settings: Settings) -> type[BaseHTTPRequestHandler]:
-    from newsletter import subscribers
+    from newsletter.lists import roster
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, title: str, body: str) -> None:
@@ -94,16 +94,16 @@ def make_handler(db_path: str, settings: Settings) -> type[BaseHTTPRequestHandle
                                    "<p>This link is not valid for that address.</p>")
             db = store.open_db(db_path)
             actions: dict[str, Callable[[], Any]] = {
-                "/unsubscribe": lambda: subscribers.set_status(db, email, "unsubscribed",
+                "/unsubscribe": lambda: roster.set_status(db, email, "unsubscribed",
                                                                origin="web"),
-                "/confirm": lambda: subscribers.confirm(db, email, token, origin="web"),
+                "/confirm": lambda: roster.confirm(db, email, token, origin="web"),
             }
             if path == "/manage":
                 wanted = (form.get("action") or [""])[0]
                 if wanted not in ("pause", "resume"):
                     return self._reply(400, "Unknown action", "<p>Choose pause or resume.</p>")
                 status = "paused" if wanted == "pause" else "active"
-                actions[path] = lambda: subscribers.set_status(db, email, status, origin="web")
+                actions[path] = lambda: roster.set_status(db, email, status, origin="web")
             if path not in actions:
                 return self._reply(404, "Not found", "<p>Nothing here.</p>")
             try:

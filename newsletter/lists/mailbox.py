@@ -23,10 +23,10 @@ from urllib.parse import unquote, urlsplit
 from sqlite_utils import Database
 
 from newsletter import store
-from newsletter.addresses import is_loopback, normalize_email
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.tokens import unsubscribe_token
+from newsletter.lists.addresses import is_loopback, normalize_email
+from newsletter.lists.tokens import unsubscribe_token
 
 _TOKEN = re.compile(r"\b([0-9a-f]{32})\b")
 
@@ -129,12 +129,12 @@ def _known(db: Database, address: str) -> bool:
 def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
              now: datetime) -> bool:
     """Apply one message; True if it was ours to handle (it is then marked read)."""
-    from newsletter import subscribers
+    from newsletter.lists import roster
 
     if is_report(msg):  # a delivery status notification: act on hard bounces only
         for address, status in hard_bounces(msg):
             if _known(db, address):
-                subscribers.set_status(db, address, "bounced", origin="bounce", detail=status,
+                roster.set_status(db, address, "bounced", origin="bounce", detail=status,
                                        now=now)
                 report.bounced.append((address, status))
         return True
@@ -155,12 +155,12 @@ def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
             report.rejected.append(f"unsubscribe request from {sender or 'unknown'}: "
                                    "no valid token")
             return True
-        subscribers.set_status(db, owner, "unsubscribed", origin="unsubscribe", now=now)
+        roster.set_status(db, owner, "unsubscribed", origin="unsubscribe", now=now)
         report.unsubscribed.append(owner)
         return True
     if "confirm" in words and token and sender and _known(db, sender):
         try:
-            subscribers.confirm(db, sender, token, origin="reply", now=now)
+            roster.confirm(db, sender, token, origin="reply", now=now)
             report.confirmed.append(sender)
         except NewsletterError as e:
             report.rejected.append(f"confirmation from {sender}: {e}")

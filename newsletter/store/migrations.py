@@ -1,7 +1,7 @@
 """Numbered schema migrations, applied by ``store.open_db`` every time the database opens.
 
 Self-contained on purpose (no relative imports), so that
-``sqlite-utils migrate subscribers/newsletter.db newsletter/migrations.py --list`` works.
+``sqlite-utils migrate subscribers/newsletter.db newsletter/store/migrations.py --list`` works.
 Never edit a migration that has shipped: add the next number instead.
 """
 

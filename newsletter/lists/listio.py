@@ -2,7 +2,7 @@
 
 No database here and no validation of the values: this module turns a file into numbered
 rows of raw values (or says why a row or the whole file cannot be read), and subscribers
-back into a file. ``newsletter.subscribers`` decides what each row means.
+back into a file. ``newsletter.lists.roster`` decides what each row means.
 
 CSV: a header row naming the columns (any order; only ``email`` is required), then one row
 per subscriber. The delimiter is sniffed from the header (comma, semicolon or tab), so files
