@@ -55,6 +55,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_password", "", "SMTP password, if not in NEWSLETTER_SMTP_URL.", secret=True),
     Setting("smtp_rate", 0.0, "At most this many messages per second over SMTP; 0 = no limit.",
             type=float),
+    Setting("smtp_connections", 1, "SMTP connections sending at once (smtp_rate caps them "
+            "together).", type=int),
+    Setting("smtp_per_connection", 0, "Messages sent over one SMTP connection before it is "
+            "closed and reopened; 0 = no limit.", type=int),
+    Setting("smtp_daily_limit", 0, "At most this many messages per UTC day (the provider's "
+            "daily quota); the rest wait for the next run after midnight UTC; 0 = no limit.",
+            type=int),
+    Setting("render_workers", 0, "Processes rendering emails during a run; 0 = one per CPU "
+            "core, 1 = render in the main process.", type=int),
     Setting("send_empty", False, "Send a short 'nothing new' note when a subscriber has no new "
             "papers (default: send nothing).", type=bool),
     Setting("from_addr", "AcademicHub <newsletter@localhost>", "From: header of every issue."),
@@ -95,6 +104,10 @@ class Settings:
     smtp_url: str = ""
     smtp_password: str = ""
     smtp_rate: float = 0.0
+    smtp_connections: int = 1
+    smtp_per_connection: int = 0
+    smtp_daily_limit: int = 0
+    render_workers: int = 0
     send_empty: bool = False
     from_addr: str = "AcademicHub <newsletter@localhost>"
     reply_to: str = ""
@@ -115,6 +128,15 @@ class Settings:
     secret: str = ""
     confirm_days: int = 7
     unsubscribe_url: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("smtp_connections", "smtp_per_connection", "smtp_daily_limit",
+                     "render_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{BY_NAME[name].envvar} must be 0 or more, not "
+                                  f"{getattr(self, name)}")
+        if self.smtp_connections < 1:
+            raise ConfigError("NEWSLETTER_SMTP_CONNECTIONS must be at least 1")
 
     @property
     def source_names(self) -> list[str]:

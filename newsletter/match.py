@@ -299,6 +299,7 @@ class Index:
         self._hits: dict[Term, dict[int, float]] = {}
         self._queries: dict[str, Node] = {}
         self._searches: dict[str, dict[int, float]] = {}
+        self._seen: dict[datetime, frozenset[str]] = {}
 
     def search(self, text: str) -> dict[int, float]:
         """Papers matching a topic query, with their relevance (cached per run)."""
@@ -329,12 +330,18 @@ class Index:
                     found |= papers
         return found
 
-    def seen_before(self, since: datetime) -> set[str]:
+    def seen_before(self, since: datetime) -> frozenset[str]:
         """Ids of indexed papers first seen before ``since`` (outside a later window)."""
         if self.first_seen is None:
-            return set()
-        return {p.id for p, seen in zip(self.papers, self.first_seen, strict=True)
-                if seen < since}
+            return frozenset()
+        found = self._seen.get(since)
+        if found is None:  # subscribers last served by the same run share one answer
+            if len(self._seen) > 64:
+                self._seen.clear()
+            found = self._seen[since] = frozenset(
+                p.id for p, seen in zip(self.papers, self.first_seen, strict=True)
+                if seen < since)
+        return found
 
     def candidates_by_family(self, family: str) -> list[int]:
         return sorted(self.by_family.get(family, ()))

@@ -5,10 +5,15 @@ The only module that imports every stage. Plain functions taking their inputs as
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterable
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parseaddr
 from typing import Any
 
 from sqlite_utils import Database
@@ -16,7 +21,7 @@ from sqlite_utils import Database
 from newsletter import brief as brief_mod
 from newsletter import match, render, send, sources, store
 from newsletter.config import Settings
-from newsletter.errors import SendFailed
+from newsletter.errors import ConfigError, SendFailed
 from newsletter.models import Brief, Issue, Match, Paper, Subscriber
 from newsletter.ops import schedule
 from newsletter.ops.report import FetchLine, RunLine, RunReport
@@ -38,19 +43,52 @@ def source_names(db: Database, settings: Settings) -> list[str]:
 # --- fetch -------------------------------------------------------------------------------
 
 
+def _active(db: Database) -> Iterator[Subscriber]:
+    """Active subscribers, streamed a batch at a time."""
+    for batch in store.subscriber_batches(db, status="active"):
+        for _, sub in batch:
+            yield sub
+
+
+def fetched_this_cycle(state: dict[str, Any], now: datetime, settings: Settings,
+                       plan_key: str | None) -> datetime | None:
+    """The last arXiv announcement, when this source was last fetched in full after it (and,
+    for arXiv, for the same filters): then the store already has this cycle's papers."""
+    last = state.get("last_success")
+    if not last or state.get("retry_from") or state.get("last_status") == "partial":
+        return None
+    announced = schedule.last_announcement(now, schedule.parse_holidays(
+        settings.arxiv_holidays))
+    if datetime.fromisoformat(last) < announced:
+        return None
+    if plan_key is not None and state.get("plan_key") != plan_key:
+        return None
+    return announced
+
+
 def fetch(db: Database, settings: Settings, now: datetime,
-          progress: Callable[[str], None] | None = None) -> list[FetchLine]:
-    subscribers = store.list_subscribers(db, status="active")
+          progress: Callable[[str], None] | None = None, once_per_cycle: bool = False
+          ) -> list[FetchLine]:
+    """Fetch every source into the store. ``once_per_cycle`` (the hourly run) skips a
+    source already fetched since arXiv's last announcement: later runs reuse the store."""
     lines = []
     for name in source_names(db, settings):
+        state = store.source_state(db, name)
+        plan_key = sources.arxiv_plan_key(_active(db)) if name == "arxiv" else None
+        if once_per_cycle:
+            announced = fetched_this_cycle(state, now, settings, plan_key)
+            if announced is not None:
+                lines.append(FetchLine(name, note="fetched after arXiv's announcement of "
+                                       f"{announced:%Y-%m-%d %H:%M %Z} already; using the "
+                                       "store"))
+                continue
         if progress:
             progress(name)
-        state = store.source_state(db, name)
         last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
         feed = state if state.get("kind") == "feed" else None
-        result = sources.fetch(name, settings, state, since, subscribers, feed, until=now)
+        result = sources.fetch(name, settings, state, since, _active(db), feed, until=now)
         new, updated = store.upsert_papers(db, result.papers, now)
         extra = dict(result.state)
         note = result.note or extra.pop("warning", None)
@@ -71,6 +109,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
         else:
             fields["last_success"] = now.isoformat(timespec="seconds")
             fields["retry_from"] = None
+            fields["plan_key"] = plan_key
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
                                result.not_modified, result.partial, note))
@@ -252,12 +291,115 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
                  more=tuple(matches[sub.max_papers:]))
 
 
+# --- the morning run: streamed, a batch of subscribers at a time ---------------------------
+
+BATCH = 250  # subscribers planned (and their deliveries begun) together
+
+
+def in_shard(email: str, shard: tuple[int, int] | None) -> bool:
+    """Whether EMAIL belongs to shard K of N (1-based): a stable hash of the address, the
+    same on every machine and in every run."""
+    if shard is None:
+        return True
+    k, n = shard
+    digest = hashlib.sha256(email.strip().lower().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n == k - 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), with 1 <= K <= N."""
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or \
+            not 1 <= int(k) <= int(n):
+        raise ConfigError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(k), int(n)
+
+
+# Rendering runs in worker processes forked at the start of a run; they get the settings
+# and the run's clock once, then (issue, Message-ID) pairs.
+_WORKER: tuple[Settings, datetime, bool] | None = None
+
+
+def _worker_init(settings: Settings, now: datetime, keep_html: bool) -> None:
+    global _WORKER
+    _WORKER = (settings, now, keep_html)
+
+
+def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
+    """(subject, the message as bytes, the HTML part when the outbox needs it); for SMTP
+    the bytes have CRLF line ends, ready for the DATA command."""
+    assert _WORKER is not None
+    settings, now, keep_html = _WORKER
+    issue, message_id = job
+    rendered = render.render(issue, settings)
+    msg = render.build_message(issue, rendered, settings, now)
+    if message_id and msg["Message-ID"] != message_id:
+        msg.replace_header("Message-ID", message_id)
+    if keep_html:  # for the outbox: a file as the email package writes it
+        return rendered.subject, bytes(msg), rendered.html
+    return rendered.subject, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")), ""
+
+
+def render_workers(settings: Settings) -> int:
+    return settings.render_workers or (os.cpu_count() or 1)
+
+
+class _Renderer:
+    """Renders jobs in ``workers`` processes (or here, when 1), keeping their order."""
+
+    def __init__(self, settings: Settings, now: datetime, keep_html: bool, workers: int):
+        _worker_init(settings, now, keep_html)
+        self.pool = (multiprocessing.get_context("fork").Pool(
+            workers, _worker_init, (settings, now, keep_html)) if workers > 1 else None)
+
+    def map(self, jobs: list[tuple[Issue, str | None]]) -> Iterator[tuple[str, bytes, str]]:
+        if self.pool is None:
+            return map(_render_job, jobs)
+        return self.pool.imap(_render_job, jobs, chunksize=4)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
+         now: datetime, send_all: bool, only: str | None, dry_run: bool, report: RunReport,
+         index: Callable[[], match.Index]) -> list[tuple[int, Issue, dict[str, Any] | None]]:
+    """The batch's issues: (subscriber id, issue, the unfinished delivery it resumes)."""
+    history = store.histories(db, [sid for sid, _ in batch])
+    out: list[tuple[int, Issue, dict[str, Any] | None]] = []
+    for sid, sub in batch:
+        h = history[sid]
+        if h.unfinished and not dry_run:
+            out.append((sid, resume_issue(db, sub, h.unfinished), h.unfinished))
+            continue
+        ok, why = schedule.due(sub, now, h.last_issue_date)
+        if not ok and (send_all or only) and why != "already sent today":
+            ok = True
+        if not ok:
+            report.add(RunLine(sub.email, "skipped", 0, why))
+            continue
+        since = h.last_sent_at or now - timedelta(days=settings.first_issue_days)
+        picked, more = select(sub, index(), set(h.delivered), since, db)
+        out.append((sid, Issue(subscriber=sub, issue_date=issue_date_for(sub, now),
+                               matches=tuple(picked), more=tuple(more)), None))
+    report.due += len(out)
+    return out
+
+
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
         dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
-        sent: Callable[[RunLine], None] | None = None) -> RunReport:
+        sent: Callable[[RunLine], None] | None = None,
+        shard: tuple[int, int] | None = None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
-    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
+    per-day rule); ``only`` runs for one subscriber; ``shard`` (K, N) only for the
+    subscribers of shard K; ``sent`` is told about each delivery (from a sending thread).
+
+    Streamed: subscribers are planned a batch at a time, their briefs written, their pending
+    deliveries recorded, their emails rendered in worker processes and handed to
+    ``smtp_connections`` sending threads while the next batch is planned."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
@@ -265,68 +407,176 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     if do_fetch:
-        report.fetched = fetch(db, settings, now, progress)
-    subs = ([store.get_subscriber(db, only)] if only
-            else store.list_subscribers(db, status="active"))
-    for sub in [s for s in subs if s.status != "active"]:
-        report.lines.append(RunLine(sub.email, "skipped", 0, f"subscriber is {sub.status}"))
-    subs = [s for s in subs if s.status == "active"]
-    issues: list[Issue] = []
-    fresh: list[Subscriber] = []
-    for sub in subs:
-        unfinished = store.unfinished_delivery(db, sub.email)
-        if unfinished and not dry_run:
-            issues.append(resume_issue(db, sub, unfinished))
-            continue
-        last = store.last_issue_date(db, sub.email)
-        ok, why = schedule.due(sub, now, last)
-        if not ok and (send_all or only) and why != "already sent today":
-            ok = True
-        if not ok:
-            report.lines.append(RunLine(sub.email, "skipped", 0, why))
-            continue
-        fresh.append(sub)
-    report.due = len(issues) + len(fresh)
-    if fresh:
-        earliest = min(window_start(db, s, settings, now) for s in fresh)
-        index = build_index(db, earliest)
-        issues += [plan_issue(db, s, settings, now, index) for s in fresh]
-    if not issues:
-        return report
-    briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
-                               for i in issues if i.matches], settings, now, report)
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                     settings.smtp_rate) as transport:
-        for issue in issues:
-            line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
-            report.lines.append(line)
-            if sent:
-                sent(line)
+        report.fetched = fetch(db, settings, now, progress, once_per_cycle=True)
+    if only:
+        sub = store.get_subscriber(db, only)
+        if sub.status != "active":
+            report.add(RunLine(sub.email, "skipped", 0, f"subscriber is {sub.status}"))
+            return report
+        batches: Iterable[list[tuple[int, Subscriber]]] = [
+            [(store.subscriber_id(db, only), sub)]]
+    else:
+        batches = store.subscriber_batches(db, status="active", size=BATCH)
+    earliest = store.earliest_last_sent(db)
+    floor = now - timedelta(days=settings.first_issue_days)
+    since = min(earliest, floor) if earliest else floor
+    built: list[match.Index] = []
+
+    def index() -> match.Index:
+        if not built:
+            built.append(build_index(db, since))
+        return built[0]
+
+    workers = render_workers(settings) if not only else 1
+    renderer = _Renderer(settings, now, not settings.smtp_url, workers)
+    try:
+        if dry_run:
+            for batch in batches:
+                _dry_batch(db, [b for b in batch if in_shard(b[1].email, shard)], settings,
+                           now, send_all, only, report, index, renderer, sent)
+            return report
+        with _Sending(db, settings, now, report, sent) as sending:
+            waiting: Iterator[Any] | None = None
+            for batch in batches:
+                planned = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
+                                      settings, now, send_all, only, report, index, sending)
+                if waiting is not None:  # the previous batch renders while this one plans
+                    sending.hand_over(waiting)
+                waiting = renderer_jobs(renderer, planned) if planned else None
+            if waiting is not None:
+                sending.hand_over(waiting)
+    finally:
+        renderer.close()
     return report
 
 
-def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
-             transport: send.Outbox | send.SMTPSender, dry_run: bool) -> RunLine:
-    sub = issue.subscriber
-    count = len(issue.matches) + len(issue.more)
-    if not issue.matches and not settings.send_empty:
-        return RunLine(sub.email, "skipped", 0, "no new papers")
-    rendered = render.render(issue, settings)
-    msg = render.build_message(issue, rendered, settings, now)
-    if dry_run:
-        return RunLine(sub.email, "would-send", count, rendered.subject)
-    delivery = store.begin_delivery(db, sub.email, issue.issue_date, msg["Message-ID"],
-                                    issue.paper_ids, now)
-    if delivery["status"] == "sent":
-        return RunLine(sub.email, "skipped", 0, "already sent today")
-    if delivery["message_id"] != msg["Message-ID"]:
-        msg.replace_header("Message-ID", delivery["message_id"])
-    store.mark_sending(db, delivery["id"])
-    try:
-        where = transport.send(msg, sub.email, issue.issue_date.isoformat(), rendered.html)
-    except SendFailed as e:
-        status = "deferred" if e.temporary else "failed"
-        store.finish_delivery(db, delivery["id"], status, error=str(e), now=now)
-        return RunLine(sub.email, status, count, str(e))
-    store.finish_delivery(db, delivery["id"], "sent", path=where, now=now)
-    return RunLine(sub.email, "sent", count, where)
+def renderer_jobs(renderer: _Renderer, planned: list[tuple[Issue, dict[str, Any]]]
+                  ) -> Iterator[tuple[Issue, dict[str, Any], tuple[str, bytes, str]]]:
+    results = renderer.map([(issue, row["message_id"]) for issue, row in planned])
+    return ((issue, row, r) for (issue, row), r in zip(planned, results, strict=True))
+
+
+def _briefed(db: Database, issues: list[Issue], settings: Settings, now: datetime,
+             report: RunReport) -> list[Issue]:
+    briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
+                               for i in issues if i.matches], settings, now, report)
+    return [with_brief(i, briefs) for i in issues]
+
+
+def _dry_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
+               now: datetime, send_all: bool, only: str | None, report: RunReport,
+               index: Callable[[], match.Index], renderer: _Renderer,
+               sent: Callable[[RunLine], None] | None) -> None:
+    due = _due(db, batch, settings, now, send_all, only, True, report, index)
+    issues = [i for _, i, _ in due if i.matches or settings.send_empty]
+    for _, i, _ in due:
+        if not (i.matches or settings.send_empty):
+            report.add(RunLine(i.subscriber.email, "skipped", 0, "no new papers"))
+    issues = _briefed(db, issues, settings, now, report)
+    for issue, (subject, _, _) in zip(issues, renderer.map([(i, None) for i in issues]),
+                                      strict=True):
+        line = RunLine(issue.subscriber.email, "would-send",
+                       len(issue.matches) + len(issue.more), subject)
+        report.add(line)
+        if sent:
+            sent(line)
+
+
+def _plan_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
+                now: datetime, send_all: bool, only: str | None, report: RunReport,
+                index: Callable[[], match.Index], sending: _Sending
+                ) -> list[tuple[Issue, dict[str, Any]]]:
+    """Plan the batch's issues, write their briefs and record their pending deliveries
+    (one transaction); returns (issue, delivery row) for those to send."""
+    due = _due(db, batch, settings, now, send_all, only, False, report, index)
+    keep: list[tuple[int, Issue, dict[str, Any] | None]] = []
+    for sid, issue, row in due:
+        if not issue.matches and not settings.send_empty and row is None:
+            report.add(RunLine(issue.subscriber.email, "skipped", 0, "no new papers"))
+        elif not sending.quota_left():
+            report.add(RunLine(issue.subscriber.email, "skipped", 0, sending.over_quota))
+        else:
+            keep.append((sid, issue, row))
+    issues = _briefed(db, [i for _, i, _ in keep], settings, now, report)
+    begun = store.begin_deliveries(db, [
+        (sid, i.issue_date, render.message_id(i.subscriber.email, i.issue_date,
+                                              settings.from_addr), i.paper_ids)
+        for (sid, _, row), i in zip(keep, issues, strict=True) if row is None], now)
+    out = []
+    for (sid, _, row), issue in zip(keep, issues, strict=True):
+        delivery = row or begun[sid]
+        if delivery["status"] == "sent":
+            report.add(RunLine(issue.subscriber.email, "skipped", 0, "already sent today"))
+            continue
+        out.append((issue, delivery))
+    return out
+
+
+class _Sending:
+    """The sending side of a run: ``smtp_connections`` threads, each with its own database
+    connection, recording sending -> sent | deferred | failed for each message as it goes;
+    the daily quota (``smtp_daily_limit``) counted over the UTC day."""
+
+    def __init__(self, db: Database, settings: Settings, now: datetime, report: RunReport,
+                 sent: Callable[[RunLine], None] | None):
+        self.path = db.conn.execute("pragma database_list").fetchone()[2]
+        self.settings, self.now, self.report, self.sent = settings, now, report, sent
+        self.local = threading.local()
+        limit = settings.smtp_daily_limit
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.quota = limit - store.sent_since(db, day) if limit else None
+        self.over_quota = (f"daily sending limit of {limit} reached - goes out with the next "
+                           "run after midnight UTC")
+        pacer = send.Pacer(settings.smtp_rate)
+        self.mail_from = parseaddr(settings.from_addr)[1]
+        self.dispatcher = send.Dispatcher(
+            lambda: send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
+                                pacer=pacer, per_connection=settings.smtp_per_connection),
+            settings.smtp_connections if settings.smtp_url else 1,
+            self._before, self._after, depth=4 * max(1, settings.smtp_connections))
+
+    def quota_left(self) -> bool:
+        if self.quota is None:
+            return True
+        if self.quota <= 0:
+            return False
+        self.quota -= 1
+        return True
+
+    def __enter__(self) -> _Sending:
+        self.dispatcher.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.dispatcher.__exit__(*exc)
+
+    def _db(self) -> Database:
+        db: Database | None = getattr(self.local, "db", None)
+        if db is None:
+            db = self.local.db = store.open_db(self.path)
+        return db
+
+    def hand_over(self, rendered: Iterator[tuple[Issue, dict[str, Any],
+                                                 tuple[str, bytes, str]]]) -> None:
+        for issue, row, (_, data, html) in rendered:
+            self.dispatcher.put(send.Outgoing(
+                (row["id"], len(issue.matches) + len(issue.more)), issue.subscriber.email,
+                issue.issue_date.isoformat(), data, html, self.mail_from))
+
+    def _before(self, item: send.Outgoing) -> None:
+        store.mark_sending(self._db(), item.key[0])
+
+    def _after(self, item: send.Outgoing, where: str | None,
+               error: SendFailed | None) -> None:
+        delivery_id, count = item.key
+        if error is None:
+            store.finish_delivery(self._db(), delivery_id, "sent", path=where, now=self.now)
+            line = RunLine(item.email, "sent", count, where or "")
+        else:
+            status = "deferred" if error.temporary else "failed"
+            store.finish_delivery(self._db(), delivery_id, status, error=str(error),
+                                  now=self.now)
+            line = RunLine(item.email, status, count, str(error))
+        self.report.add(line)
+        if self.sent:
+            self.sent(line)

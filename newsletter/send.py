@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import smtplib
 import ssl
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from newsletter.errors import ConfigError, SendFailed
@@ -33,20 +38,42 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str) -> str:
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
+             mail_from: str = "") -> str:
         stem = f"{issue_date}_{safe_name(email)}"
         eml = self.folder / f"{stem}.eml"
         tmp = self.folder / f".{stem}.eml.tmp"
         (self.folder / f"{stem}.html").write_text(html, encoding="utf-8")
-        tmp.write_bytes(bytes(msg))
+        tmp.write_bytes(msg if isinstance(msg, bytes) else bytes(msg))
         tmp.replace(eml)  # atomic: a crash never leaves half a message
         return str(eml)
 
 
-class SMTPSender:
-    """One connection reused across messages; reconnects when the server drops it."""
+class Pacer:
+    """At most ``rate`` messages per second, shared by every connection that holds it."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0):
+    def __init__(self, rate: float = 0.0):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class SMTPSender:
+    """One connection reused across messages; reconnects when the server drops it, and
+    after ``per_connection`` messages when that is set (a provider's per-session limit)."""
+
+    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0,
+                 pacer: Pacer | None = None, per_connection: int = 0):
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
@@ -66,8 +93,10 @@ class SMTPSender:
                 "smtps:// or smtp+starttls:// in NEWSLETTER_SMTP_URL"
             )
         self.timeout = timeout
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._last_send = 0.0
+        self.pacer = pacer or Pacer(rate)
+        self.per_connection = per_connection
+        self._on_this_connection = 0
+        self.where = f"smtp://{self.host}:{self.port}"
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -93,19 +122,16 @@ class SMTPSender:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._quit()
+
+    def _quit(self) -> None:
         if self.conn is not None:
             try:
                 self.conn.quit()
             except (OSError, smtplib.SMTPException):
                 pass
             self.conn = None
-
-    def _pace(self) -> None:
-        if self.interval:
-            wait = self._last_send + self.interval - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._last_send = time.monotonic()
+        self._on_this_connection = 0
 
     def _reset(self) -> None:
         try:
@@ -114,17 +140,26 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str,
-             retries: int = 2, backoff: float = 0.5) -> str:
-        """Send one message. A dropped connection is reopened; a 4xx answer is retried with
-        backoff and then reported as temporary; a 5xx answer is a permanent failure."""
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
+             mail_from: str = "", retries: int = 2, backoff: float = 0.5) -> str:
+        """Send one message (``bytes`` go out as they are, from ``mail_from``). A dropped
+        connection is reopened; a 4xx answer is retried with backoff and then reported as
+        temporary; a 5xx answer is a permanent failure."""
         for attempt in range(retries + 1):
+            if self.per_connection and self._on_this_connection >= self.per_connection:
+                self._quit()
             if self.conn is None:
                 self.conn = self._connect()
-            self._pace()
+            self.pacer.wait()
             try:
-                self.conn.send_message(msg, to_addrs=[email])
-                return f"smtp://{self.host}:{self.port}"
+                self._on_this_connection += 1
+                if isinstance(msg, bytes):
+                    international = not (mail_from + email).isascii()
+                    self.conn.sendmail(mail_from, [email], msg,
+                                       ["SMTPUTF8", "BODY=8BITMIME"] if international else [])
+                else:
+                    self.conn.send_message(msg, to_addrs=[email])
+                return self.where
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
                 if attempt == retries:
@@ -153,6 +188,101 @@ class SMTPSender:
         raise SendFailed("unreachable")  # pragma: no cover
 
 
-def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0
-           ) -> Outbox | SMTPSender:
-    return SMTPSender(smtp_url, smtp_password, rate=rate) if smtp_url else Outbox(outbox)
+def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
+           pacer: Pacer | None = None, per_connection: int = 0) -> Outbox | SMTPSender:
+    if not smtp_url:
+        return Outbox(outbox)
+    return SMTPSender(smtp_url, smtp_password, rate=rate, pacer=pacer,
+                      per_connection=per_connection)
+
+
+# --- several connections at once -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message on its way: ``key`` is the caller's (e.g. its delivery row)."""
+
+    key: Any
+    email: str
+    issue_date: str
+    data: bytes
+    html: str
+    mail_from: str
+
+
+class Dispatcher:
+    """Sends over ``connections`` transports at once, one thread each, taking messages in
+    the order they are put. ``before(item)`` runs in the sending thread just before the
+    transport gets the message, ``after(item, where, error)`` just after; an exception in
+    either stops every thread and is raised from ``put`` or the ``with`` block's end."""
+
+    def __init__(self, open_transport: Callable[[], Outbox | SMTPSender], connections: int,
+                 before: Callable[[Outgoing], None],
+                 after: Callable[[Outgoing, str | None, SendFailed | None], None],
+                 depth: int = 64):
+        self.open_transport = open_transport
+        self.before, self.after = before, after
+        self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=max(depth, connections))
+        self.threads = [threading.Thread(target=self._work, name=f"smtp-{n}", daemon=True)
+                        for n in range(max(1, connections))]
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def __enter__(self) -> Dispatcher:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            with self.open_transport() as transport:
+                while not self.stop.is_set():
+                    item = self.queue.get()
+                    if item is None:
+                        return
+                    self.before(item)
+                    try:
+                        where = transport.send(item.data, item.email, item.issue_date,
+                                               item.html, mail_from=item.mail_from)
+                    except SendFailed as e:
+                        self.after(item, None, e)
+                    else:
+                        self.after(item, where, None)
+        except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+            self.error = self.error or e
+            self.stop.set()
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item: Outgoing) -> None:
+        while True:
+            self._check()
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None:
+            self.stop.set()
+        for t in self.threads:
+            while t.is_alive():
+                try:
+                    self.queue.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+        for t in self.threads:
+            t.join()
+        if exc is None:
+            self._check()

@@ -22,6 +22,7 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from newsletter import pipeline, render, send, store  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
@@ -77,7 +78,7 @@ def bench_demo(tmp: Path) -> None:
     print(f"  {'whole demo':<44} {time.perf_counter() - total:8.3f} s")
 
 
-def bench_render(tmp: Path, count: int = 1000) -> None:
+def bench_render(tmp: Path, count: int = 1000) -> float:
     """Issue 6's target: 1,000 personalised issues of 10 papers at >= 100 emails/s, each
     HTML part under Gmail's 102 KB clipping limit."""
     print(f"Rendering {count} personalised issues of 10 papers (HTML, text, message):")
@@ -110,6 +111,7 @@ def bench_render(tmp: Path, count: int = 1000) -> None:
           f"HTML part mean {sum(html_sizes) / len(html_sizes) / 1024:.1f} KiB, max "
           f"{max(html_sizes) / 1024:.1f} KiB (Gmail clips over 102 KB); peak RSS "
           f"{m['peak_mb']:.0f} MB")
+    return count / m["seconds"]
 
 
 MORE_MATCHES = 20  # as in pipeline.MORE_MATCHES
@@ -234,9 +236,8 @@ def _fake_llm_server() -> tuple[str, Any]:
     and reports usage counted with litellm's tokenizer (so costs come out as a real
     gpt-4o-mini bill would). Never touches the internet."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    import bench_e2e
     import litellm
 
     answer = json.dumps({
@@ -246,32 +247,19 @@ def _fake_llm_server() -> tuple[str, Any]:
         "papers": [{"n": 1, "sentence": "A finding."}]})
     out_tokens = litellm.token_counter(model="gpt-4o-mini", text=answer)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(body: bytes) -> tuple[str, bytes]:
+        request = json.loads(body)
+        prompt = litellm.token_counter(model="gpt-4o-mini", messages=request["messages"])
+        return "application/json", json.dumps({
+            "id": "chatcmpl-bench", "object": "chat.completion", "created": 0,
+            "model": request["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": answer}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": out_tokens,
+                      "total_tokens": prompt + out_tokens}}).encode()
 
-        def do_POST(self) -> None:  # noqa: N802
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = litellm.token_counter(model="gpt-4o-mini", messages=request["messages"])
-            body = json.dumps({
-                "id": "chatcmpl-bench", "object": "chat.completion", "created": 0,
-                "model": request["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": out_tokens,
-                          "total_tokens": prompt + out_tokens}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{httpd.server_address[1]}/v1", httpd
+    url, httpd = bench_e2e.serve(respond)
+    return url.rsplit("/", 1)[0] + "/v1", httpd
 
 
 def _lab_population(rng: Any, subs_n: int, labs_n: int, papers_n: int
@@ -463,20 +451,82 @@ def bench_smtp(count: int = 10_000) -> None:
           "peak RSS after " + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
 
 
+# Issue 16's targets, stated here and asserted below (never derived from code constants).
+E2E_TARGET_RATE = 300.0  # emails/s end to end for 20,000 subscribers on this machine
+E2E_TARGET_FLAT = 1.3  # peak RSS at 100,000 within this factor of the peak at 1,000
+
+
+def bench_end_to_end(tmp: Path, sizes: list[int], render_rate: float) -> list[str]:
+    """Issue 16: the morning job through the CLI; returns the targets it missed."""
+    import bench_e2e
+
+    print(f"End to end through the CLI (import, fetch a loopback feed, run --all to an "
+          f"aiosmtpd sink on loopback, no LLM); {os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.2f} at start:")
+    rows = []
+    for n in sizes:
+        r = bench_e2e.end_to_end(tmp, n, _lab_population, NOW.isoformat())
+        rate = r.sent / r.run.seconds
+        rows.append((n, r, rate))
+        print(f"  {n:>7,} subscribers: import {r.import_s:6.1f} s, fetch {r.papers} papers "
+              f"{r.fetch_s:5.1f} s; run --all {r.run.seconds:7.1f} s, {r.sent:,} sent, "
+              f"first email after {r.first_email_s or float('nan'):.1f} s", flush=True)
+    print()
+    print("  | subscribers | `run --all` wall time | emails/s | ratio to render stage | "
+          "peak RSS (main / process tree) | SQL statements per subscriber |")
+    print("  |---|---|---|---|---|---|")
+    for n, r, rate in rows:
+        print(f"  | {n:,} | {r.run.seconds:.1f} s | {rate:.0f} | {rate / render_rate:.2f}x "
+              f"| {r.run.maxrss_mb:.0f} / {r.run.tree_mb:.0f} MB | "
+              f"{r.run.sql / max(1, n):.1f} |")
+    print(f"  (render stage alone, one process: {render_rate:.0f} emails/s; load now "
+          f"{os.getloadavg()[0]:.2f})")
+    missed = []
+    by_n = {n: (r, rate) for n, r, rate in rows}
+    if 20_000 in by_n:
+        rate = by_n[20_000][1]
+        ok = rate >= E2E_TARGET_RATE
+        print(f"  target: >= {E2E_TARGET_RATE:.0f} emails/s at 20,000: {rate:.0f} "
+              f"{'met' if ok else 'NOT MET'}")
+        if not ok:
+            missed.append("throughput at 20,000")
+    if 1_000 in by_n and 100_000 in by_n:
+        ratio = by_n[100_000][0].run.tree_mb / by_n[1_000][0].run.tree_mb
+        ok = ratio <= E2E_TARGET_FLAT
+        print(f"  target: peak RSS at 100,000 within {E2E_TARGET_FLAT}x of 1,000: "
+              f"{ratio:.2f}x {'met' if ok else 'NOT MET'}")
+        if not ok:
+            missed.append("flat memory")
+    return missed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=1000, help="issues to render")
+    parser.add_argument("--e2e", default="1000,20000,100000",
+                        help="subscriber counts for the end-to-end section ('' = skip)")
+    parser.add_argument("--only-e2e", action="store_true",
+                        help="only the render stage and the end-to-end section")
     args = parser.parse_args()
+    sizes = [int(x) for x in args.e2e.split(",") if x.strip()]
+    if args.only_e2e:
+        with tempfile.TemporaryDirectory() as tmp:
+            rate = bench_render(Path(tmp), args.render)
+            missed = bench_end_to_end(Path(tmp), sizes, rate)
+        sys.exit(f"targets missed: {', '.join(missed)}" if missed else 0)
     with tempfile.TemporaryDirectory() as tmp:
         bench_demo(Path(tmp))
         bench_arxiv()
         bench_smtp()
         bench_match()
         bench_briefs(Path(tmp))
-        bench_render(Path(tmp), args.render)
+        rate = bench_render(Path(tmp), args.render)
         bench_list(Path(tmp))
+        missed = bench_end_to_end(Path(tmp), sizes, rate) if sizes else []
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Process peak RSS: {rss:.0f} MB")
+    if missed:
+        sys.exit(f"targets missed: {', '.join(missed)}")
 
 
 if __name__ == "__main__":

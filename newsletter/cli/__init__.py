@@ -195,9 +195,12 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
 @click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another run to finish before giving up.")
+@click.option("--shard", metavar="K/N",
+              help="Send only to shard K of N (a stable hash of each address), e.g. for a "
+                   "GitHub Actions matrix of N jobs.")
 @click.pass_context
 def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
-        on: datetime | None, no_fetch: bool, wait: float) -> None:
+        on: datetime | None, no_fetch: bool, wait: float, shard: str | None) -> None:
     """The morning job: fetch, match, brief, render and send to everyone due now.
 
     Exits non-zero when any delivery did not go out, so a scheduled job turns red.
@@ -212,9 +215,10 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
 
     settings = _settings(ctx)
     now = on.replace(hour=12, tzinfo=UTC) if on else _now()
+    parts = pipeline.parse_shard(shard) if shard else None
     with run_lock(settings.db, wait):
         report = pipeline.run(
-            _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
+            _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only, shard=parts,
             do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
             sent=lambda line: click.echo(
                 f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"))

@@ -23,7 +23,7 @@ class FetchLine:
         return bool(self.error) and not self.partial
 
 
-@dataclass
+@dataclass(slots=True)  # one per subscriber in a run: kept small
 class RunLine:
     email: str
     status: str  # sent, would-send, skipped, failed
@@ -42,6 +42,10 @@ class RunReport:
     due: int = 0
     expired: list[str] = field(default_factory=list)
     unpriced_models: set[str] = field(default_factory=set)
+
+    def add(self, line: RunLine) -> None:
+        """Record one line (called from the sending threads too: list.append is atomic)."""
+        self.lines.append(line)
 
     @property
     def failed(self) -> list[RunLine]:

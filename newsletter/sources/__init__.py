@@ -8,8 +8,9 @@ raise for a failing source: they report it.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 from importlib import resources
@@ -29,7 +30,7 @@ def catalogue() -> dict[str, dict[str, str]]:
 
 
 def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
-          subscribers: Sequence[Subscriber], feed: dict[str, Any] | None = None,
+          subscribers: Iterable[Subscriber], feed: dict[str, Any] | None = None,
           until: datetime | None = None) -> SourceResult:
     """Fetch one named source; a failure comes back as ``SourceResult.error``."""
     try:
@@ -50,3 +51,12 @@ def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
                             "\"newsletter sources list\"")
     except Exception as e:  # one bad source must not spoil the run
         return SourceResult(name=name, error=f"{type(e).__name__}: {e}")
+
+
+def arxiv_plan_key(subscribers: Iterable[Subscriber]) -> str:
+    """A digest of the arXiv queries these subscribers' filters need."""
+    from newsletter.sources import arxiv
+
+    queries, categories = arxiv.plan(subscribers)
+    text = repr(([(q.kind, q.terms) for q in queries], categories))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

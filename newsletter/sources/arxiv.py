@@ -13,7 +13,7 @@ papers come on the next run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -141,7 +141,7 @@ def _describe(err: Exception) -> str:
     return f"{name}: {str(err)[:160]}"
 
 
-def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime,
+def fetch(settings: Settings, subscribers: Iterable[Subscriber], since: datetime,
           until: datetime | None = None, timeout: float = 30.0) -> SourceResult:
     import arxiv
 

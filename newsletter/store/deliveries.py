@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -116,3 +117,80 @@ def unfinished_delivery(db: Database, email: str) -> dict[str, Any] | None:
         f"subscriber_id = ? and status in ({marks})", [row["id"], *UNFINISHED],
         order_by="issue_date", limit=1))
     return rows[0] if rows else None
+
+
+# --- a batch of subscribers at a time (the morning run) -----------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """What a run needs to know about one subscriber's past deliveries."""
+
+    last_sent_at: datetime | None  # when the last delivered issue was planned
+    last_issue_date: date | None
+    unfinished: dict[str, Any] | None  # the oldest delivery a previous run did not finish
+    delivered: frozenset[str]  # ids of every paper already delivered
+
+
+def histories(db: Database, subscriber_ids: Sequence[int]) -> dict[int, History]:
+    """``History`` for each of these subscribers, in one query."""
+    rows: dict[int, list[dict[str, Any]]] = {sid: [] for sid in subscriber_ids}
+    if not rows:
+        return {}
+    marks = ",".join("?" * len(rows))
+    for r in db.query(f"select * from deliveries where subscriber_id in ({marks})"
+                      " order by issue_date", list(rows)):
+        rows[r["subscriber_id"]].append(r)
+    out = {}
+    for sid, ds in rows.items():
+        sent = [d for d in ds if d["status"] == "sent"]
+        created = max((d["created"] for d in sent), default=None)
+        last_date = max((d["issue_date"] for d in sent), default=None)
+        delivered: set[str] = set()
+        for d in sent:
+            delivered.update(json.loads(d["paper_ids"] or "[]"))
+        out[sid] = History(
+            datetime.fromisoformat(created) if created else None,
+            date.fromisoformat(last_date) if last_date else None,
+            next((d for d in ds if d["status"] in UNFINISHED), None), frozenset(delivered))
+    return out
+
+
+def earliest_last_sent(db: Database) -> datetime | None:
+    """The oldest among active subscribers' latest delivered issues (where a run's paper
+    index must reach back to)."""
+    got = db.execute(
+        "select min(latest) from (select max(d.created) latest from deliveries d join"
+        " subscribers s on s.id = d.subscriber_id where d.status = 'sent' and"
+        " s.status = 'active' group by d.subscriber_id)").fetchone()[0]
+    return datetime.fromisoformat(got) if got else None
+
+
+def begin_deliveries(db: Database, planned: Sequence[tuple[int, date, str, Sequence[str]]],
+                     now: datetime | None = None) -> dict[int, dict[str, Any]]:
+    """``begin_delivery`` for a batch of (subscriber id, issue date, Message-ID, paper ids):
+    the pending rows are written in one transaction; returns each subscriber's row (an
+    existing row for the same day is kept as it was)."""
+    if not planned:
+        return {}
+    stamp = _iso(now or utcnow())
+    with transaction(db):
+        db.conn.executemany(
+            "insert or ignore into deliveries (subscriber_id, issue_date, status, message_id,"
+            " paper_ids, attempts, created) values (?, ?, 'pending', ?, ?, 0, ?)",
+            [(sid, day.isoformat(), mid, json.dumps(list(ids)), stamp)
+             for sid, day, mid, ids in planned])
+    wanted = {(sid, day.isoformat()) for sid, day, _, _ in planned}
+    days = sorted({day for _, day in wanted})
+    marks, day_marks = ",".join("?" * len(planned)), ",".join("?" * len(days))
+    return {r["subscriber_id"]: r for r in db.query(
+        f"select * from deliveries where subscriber_id in ({marks}) and issue_date in"
+        f" ({day_marks})", [*(sid for sid, _, _, _ in planned), *days])
+        if (r["subscriber_id"], r["issue_date"]) in wanted}
+
+
+def sent_since(db: Database, since: datetime) -> int:
+    """How many deliveries were sent at or after ``since`` (the provider's daily quota)."""
+    got: int = db.execute("select count(*) from deliveries where status = 'sent' and"
+                          " sent_at >= ?", [_iso(since)]).fetchone()[0]
+    return got

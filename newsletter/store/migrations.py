@@ -231,3 +231,10 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_source_plan_key(db: Database) -> None:
+    """What the last successful arXiv fetch asked for (a digest of its queries), so a later
+    run in the same announcement cycle can reuse the store unless the filters changed."""
+    db.table("sources").add_column("plan_key", str)

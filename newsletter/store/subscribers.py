@@ -162,6 +162,32 @@ def list_subscribers(db: Database, status: str | None = None) -> list[Subscriber
     return _load(db, "s.status = ?", [status]) if status else _load(db)
 
 
+def subscriber_batches(db: Database, status: str | None = None, size: int = 250
+                       ) -> Iterator[list[tuple[int, Subscriber]]]:
+    """Every subscriber (with ``status``), in email order, ``size`` at a time with their row
+    ids: two queries per batch (rows, then their filters), so a run never holds the list."""
+    after = ""
+    while True:
+        where = "s.email > ?" + (" and s.status = ?" if status else "")
+        rows = [dict(r) for r in db.query(
+            f"select s.* from subscribers s where {where} order by s.email limit ?",
+            [after, *([status] if status else []), size])]
+        if not rows:
+            return
+        filters: dict[int, dict[str, list[str]]] = {r["id"]: {} for r in rows}
+        marks = ",".join("?" * len(rows))
+        for f in db.query(f"select subscriber_id, kind, value from filters where"
+                          f" subscriber_id in ({marks}) order by id", list(filters)):
+            filters[f["subscriber_id"]].setdefault(f["kind"], []).append(f["value"])
+        yield [(r["id"], _to_subscriber(r, filters[r["id"]])) for r in rows]
+        after = rows[-1]["email"]
+
+
+def subscriber_id(db: Database, email: str) -> int:
+    row_id: int = _subscriber_row(db, email)["id"]
+    return row_id
+
+
 def set_subscriber_status(db: Database, email: str, status: str, *, event: str, origin: str,
                           detail: str = "", now: datetime | None = None) -> Subscriber:
     """Change the status and record ``event``; confirming also stamps confirmed_at and
@@ -287,4 +313,5 @@ def subscriber_emails(db: Database) -> list[str]:
 __all__ = ["FILTER_KINDS", "STATUSES", "add_subscriber", "compact", "find_text",
            "forget_subscriber", "get_confirm_hash", "get_subscriber", "import_subscribers",
            "list_subscribers", "pending_before", "remove_subscriber", "set_confirm_hash",
-           "set_subscriber_status", "subscriber_emails", "update_subscriber"]
+           "set_subscriber_status", "subscriber_batches", "subscriber_emails",
+           "subscriber_id", "update_subscriber"]
