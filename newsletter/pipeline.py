@@ -9,6 +9,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -294,6 +295,8 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
 # --- the morning run: streamed, a batch of subscribers at a time ---------------------------
 
 BATCH = 250  # subscribers planned (and their deliveries begun) together
+FIRST_BATCH = 20  # a small first batch: the first emails leave within seconds
+IN_FLIGHT = 2  # batches planned but not yet handed to the transport, at most
 
 
 def in_shard(email: str, shard: tuple[int, int] | None) -> bool:
@@ -416,7 +419,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         batches: Iterable[list[tuple[int, Subscriber]]] = [
             [(store.subscriber_id(db, only), sub)]]
     else:
-        batches = store.subscriber_batches(db, status="active", size=BATCH)
+        batches = store.subscriber_batches(db, status="active", size=BATCH,
+                                           first=FIRST_BATCH)
     earliest = store.earliest_last_sent(db)
     floor = now - timedelta(days=settings.first_issue_days)
     since = min(earliest, floor) if earliest else floor
@@ -436,15 +440,11 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
                            now, send_all, only, report, index, renderer, sent)
             return report
         with _Sending(db, settings, now, report, sent) as sending:
-            waiting: Iterator[Any] | None = None
             for batch in batches:
                 planned = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
                                       settings, now, send_all, only, report, index, sending)
-                if waiting is not None:  # the previous batch renders while this one plans
-                    sending.hand_over(waiting)
-                waiting = renderer_jobs(renderer, planned) if planned else None
-            if waiting is not None:
-                sending.hand_over(waiting)
+                if planned:  # rendered and sent while the next batch is planned
+                    sending.hand_over(renderer_jobs(renderer, planned))
     finally:
         renderer.close()
     return report
@@ -535,6 +535,10 @@ class _Sending:
             settings.smtp_connections if settings.smtp_url else 1,
             self._before, self._after, depth=4 * max(1, settings.smtp_connections))
 
+        self.batches: queue.Queue[Iterator[Any] | None] = queue.Queue(maxsize=IN_FLIGHT)
+        self.feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
+        self.feed_error: BaseException | None = None
+
     def quota_left(self) -> bool:
         if self.quota is None:
             return True
@@ -545,10 +549,40 @@ class _Sending:
 
     def __enter__(self) -> _Sending:
         self.dispatcher.__enter__()
+        self.feeder.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if exc[1] is not None:
+            self.dispatcher.stop.set()
+        self._put(None)
+        self.feeder.join()
         self.dispatcher.__exit__(*exc)
+        if exc[1] is None and self.feed_error is not None:
+            raise self.feed_error
+
+    def _put(self, item: Iterator[Any] | None) -> None:
+        while self.feeder.is_alive():
+            try:
+                self.batches.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        if self.feed_error is not None and item is not None:
+            raise self.feed_error
+
+    def _feed(self) -> None:
+        """Hands rendered batches to the dispatcher, in order, while the run plans on."""
+        try:
+            while True:
+                rendered = self.batches.get()
+                if rendered is None:
+                    return
+                self._hand(rendered)
+        except BaseException as e:  # noqa: BLE001  (raised again on the run's thread)
+            self.feed_error = e
+            while self.batches.get() is not None:  # let the run's thread finish
+                pass
 
     def _db(self) -> Database:
         db: Database | None = getattr(self.local, "db", None)
@@ -558,6 +592,11 @@ class _Sending:
 
     def hand_over(self, rendered: Iterator[tuple[Issue, dict[str, Any],
                                                  tuple[str, bytes, str]]]) -> None:
+        """Queue a batch being rendered; waits while IN_FLIGHT batches are queued."""
+        self._put(rendered)
+
+    def _hand(self, rendered: Iterator[tuple[Issue, dict[str, Any],
+                                             tuple[str, bytes, str]]]) -> None:
         for issue, row, (_, data, html) in rendered:
             self.dispatcher.put(send.Outgoing(
                 (row["id"], len(issue.matches) + len(issue.more)), issue.subscriber.email,

@@ -265,6 +265,8 @@ class Dispatcher:
     def put(self, item: Outgoing) -> None:
         while True:
             self._check()
+            if self.stop.is_set():
+                raise SendFailed("sending stopped", temporary=True)
             try:
                 self.queue.put(item, timeout=0.2)
                 return

@@ -162,16 +162,18 @@ def list_subscribers(db: Database, status: str | None = None) -> list[Subscriber
     return _load(db, "s.status = ?", [status]) if status else _load(db)
 
 
-def subscriber_batches(db: Database, status: str | None = None, size: int = 250
-                       ) -> Iterator[list[tuple[int, Subscriber]]]:
-    """Every subscriber (with ``status``), in email order, ``size`` at a time with their row
-    ids: two queries per batch (rows, then their filters), so a run never holds the list."""
+def subscriber_batches(db: Database, status: str | None = None, size: int = 250,
+                       first: int | None = None) -> Iterator[list[tuple[int, Subscriber]]]:
+    """Every subscriber (with ``status``), in email order, ``size`` at a time (``first`` in
+    the first batch) with their row ids: two queries per batch (rows, then their filters),
+    so a run never holds the whole list."""
     after = ""
+    limit = first or size
     while True:
         where = "s.email > ?" + (" and s.status = ?" if status else "")
         rows = [dict(r) for r in db.query(
             f"select s.* from subscribers s where {where} order by s.email limit ?",
-            [after, *([status] if status else []), size])]
+            [after, *([status] if status else []), limit])]
         if not rows:
             return
         filters: dict[int, dict[str, list[str]]] = {r["id"]: {} for r in rows}
@@ -181,6 +183,7 @@ def subscriber_batches(db: Database, status: str | None = None, size: int = 250
             filters[f["subscriber_id"]].setdefault(f["kind"], []).append(f["value"])
         yield [(r["id"], _to_subscriber(r, filters[r["id"]])) for r in rows]
         after = rows[-1]["email"]
+        limit = size
 
 
 def subscriber_id(db: Database, email: str) -> int:
