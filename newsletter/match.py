@@ -304,12 +304,12 @@ class Index:
         """Papers matching a topic query, with their relevance (cached per run)."""
         found = self._searches.get(text)
         if found is None:
-            node = self.query(text)
+            node = self.compiled(text)
             found = self._searches[text] = {n: self.score(node, n)
                                             for n in self.evaluate(node)}
         return found
 
-    def query(self, text: str) -> Node:
+    def compiled(self, text: str) -> Node:
         """compile_query, cached: a lab's subscribers share many topics."""
         node = self._queries.get(text)
         if node is None:
@@ -430,7 +430,7 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
             excluded.update(n for n in index.candidates_by_family(key[-1] if key else "")
                             if any(same_author(key, k) for k in index.author_keys[n]))
         else:
-            excluded.update(index.evaluate(index.query(ex)))
+            excluded.update(index.evaluate(index.compiled(ex)))
 
     candidates = [n for n in scores if n not in excluded]
 

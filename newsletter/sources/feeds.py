@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import feedparser
-from feedparser.datetimes import _parse_date
 
 from newsletter.config import Settings
 from newsletter.models import Paper, SourceResult
@@ -807,6 +806,18 @@ def _struct_to_datetime(value: Any) -> datetime | None:
         return None
 
 
+def _date_string(text: str) -> datetime | None:
+    """A W3C/ISO or RFC 822 date string (PRISM dates are W3CDTF) in UTC; missing parts of
+    a partial date ("2024-01") are the first of the month; no zone means UTC."""
+    from dateutil import parser as dateparser
+
+    try:
+        got = dateparser.parse(text.strip(), default=datetime(2000, 1, 1))
+    except (ValueError, OverflowError):
+        return None
+    return (got if got.tzinfo else got.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _now() -> datetime:
     fixed = os.environ.get("NEWSLETTER_NOW")  # the CLI's clock for reproducible runs
     if fixed:
@@ -859,6 +870,6 @@ def _dates(entry: Any, blocks: list[str]) -> tuple[datetime, datetime | None]:
         best = updated
         for key in ("prism_publicationdate", "prism_coverdate"):
             if best is None and entry.get(key):
-                best = _struct_to_datetime(_parse_date(str(entry[key])))
+                best = _date_string(str(entry[key]))
         return best or _date_in_text(" ".join(blocks)) or _now(), None
     return published, updated if updated and updated != published else None
