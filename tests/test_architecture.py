@@ -139,16 +139,20 @@ def rule_private_names(name: str, tree: ast.AST) -> list[str]:
         if isinstance(node, ast.Import):
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            for a in node.names:
-                bound.add(a.asname or a.name)
-                if a.name.startswith("_") and not a.name.startswith("__"):
-                    found.append(f"{name} imports {a.name} from {node.module}")
+            bound.update(a.asname or a.name for a in node.names)
+            found += [f"{name} imports {a.name} from {node.module}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
             parts = (node.module or "").split(".")
             private = [i for i, p in enumerate(parts) if p.startswith("_")
                        and not p.startswith("__")]
             # a package's private module (cli/_common.py) is for that package's modules
             if private and ".".join(parts[:private[0]]) != package_of(name):
                 found.append(f"{name} imports from private module {node.module}")
+    return found + _private_attributes(name, tree, bound)
+
+
+def _private_attributes(name: str, tree: ast.AST, bound: set[str]) -> list[str]:
+    found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute) or node.attr.startswith("__"):
             continue

@@ -123,13 +123,7 @@ def get(url: str, state: dict[str, Any], settings: Settings, timeout: float,
          max_bytes: int) -> Response:
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise FetchFailed(f"cannot fetch {url}: only http and https feed URLs are supported")
-    headers = {"User-Agent": user_agent(settings), "Accept": ACCEPT,
-               "Accept-Encoding": "gzip"}
-    if state.get("etag"):
-        headers["If-None-Match"] = str(state["etag"])
-    if state.get("last_modified"):
-        headers["If-Modified-Since"] = str(state["last_modified"])
-    request = urllib.request.Request(url, headers=headers)
+    request = urllib.request.Request(url, headers=_request_headers(state, settings))
     deadline = time.monotonic() + timeout
     timed_out = f"timed out after {timeout:g} s ({url})"
     try:
@@ -156,24 +150,38 @@ def get(url: str, state: dict[str, Any], settings: Settings, timeout: float,
         elif e.code in (429, 503) and (e.headers.get("Retry-After") or "").strip():
             hint = f" (retry after {e.headers['Retry-After'].strip()})"
         raise FetchFailed(f"HTTP {e.code} from {url}{hint}") from None
-    except TimeoutError:
-        raise FetchFailed(timed_out) from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, TimeoutError):
-            raise FetchFailed(timed_out) from None
-        if isinstance(reason, ConnectionRefusedError):
-            raise FetchFailed(f"connection refused by {urlsplit(url).netloc} ({url})") from None
-        if isinstance(reason, ssl.SSLError):
-            raise FetchFailed(_one_line(f"TLS error from {url}: {reason}")) from None
-        text = getattr(reason, "strerror", None) or str(reason)
-        raise FetchFailed(_one_line(f"cannot reach {url}: {text}")) from None
-    except http.client.RemoteDisconnected:
-        raise FetchFailed(f"{url} closed the connection without answering") from None
-    except http.client.IncompleteRead:
-        raise FetchFailed(f"{url} closed the connection mid-response") from None
     except (http.client.HTTPException, OSError, ValueError) as e:
-        raise FetchFailed(_one_line(f"cannot read {url}: {type(e).__name__}: {e}")) from None
+        raise _failure(e, url, timed_out) from None
+
+
+def _request_headers(state: dict[str, Any], settings: Settings) -> dict[str, str]:
+    """What we accept, and the validators of the last answer (so it can say 304)."""
+    headers = {"User-Agent": user_agent(settings), "Accept": ACCEPT,
+               "Accept-Encoding": "gzip"}
+    if state.get("etag"):
+        headers["If-None-Match"] = str(state["etag"])
+    if state.get("last_modified"):
+        headers["If-Modified-Since"] = str(state["last_modified"])
+    return headers
+
+
+def _failure(e: Exception, url: str, timed_out: str) -> FetchFailed:
+    """One line that says what went wrong on the way to ``url``."""
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, TimeoutError):
+        return FetchFailed(timed_out)
+    if isinstance(e, urllib.error.URLError):
+        if isinstance(reason, ConnectionRefusedError):
+            return FetchFailed(f"connection refused by {urlsplit(url).netloc} ({url})")
+        if isinstance(reason, ssl.SSLError):
+            return FetchFailed(_one_line(f"TLS error from {url}: {reason}"))
+        text = getattr(reason, "strerror", None) or str(reason)
+        return FetchFailed(_one_line(f"cannot reach {url}: {text}"))
+    if isinstance(e, http.client.RemoteDisconnected):
+        return FetchFailed(f"{url} closed the connection without answering")
+    if isinstance(e, http.client.IncompleteRead):
+        return FetchFailed(f"{url} closed the connection mid-response")
+    return FetchFailed(_one_line(f"cannot read {url}: {type(e).__name__}: {e}"))
 
 
 def _read_capped(resp: Any, max_bytes: int, deadline: float, timed_out: str, url: str
