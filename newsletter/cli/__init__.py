@@ -265,6 +265,7 @@ from newsletter.cli import briefs as _briefs  # noqa: E402,F401
 from newsletter.cli import deliveries as _deliveries  # noqa: E402,F401  (registers groups)
 from newsletter.cli import papers as _papers  # noqa: E402,F401
 from newsletter.cli import preview as _preview  # noqa: E402,F401
+from newsletter.cli import serve as _serve  # noqa: E402,F401
 from newsletter.cli import sources as _sources  # noqa: E402,F401
 from newsletter.cli import state as _state  # noqa: E402,F401
 from newsletter.cli import subscribers as _subscribers  # noqa: E402,F401
