@@ -519,7 +519,7 @@ class _Sending:
 
     def __init__(self, db: Database, settings: Settings, now: datetime, report: RunReport,
                  sent: Callable[[RunLine], None] | None):
-        self.path = db.conn.execute("pragma database_list").fetchone()[2]
+        self.path = store.db_path(db)
         self.settings, self.now, self.report, self.sent = settings, now, report, sent
         self.local = threading.local()
         limit = settings.smtp_daily_limit

@@ -140,25 +140,29 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
+    def _hand_over(self, msg: EmailMessage | bytes, email: str, mail_from: str) -> None:
+        """One attempt, on the current connection (opened or renewed as needed)."""
+        if self.per_connection and self._on_this_connection >= self.per_connection:
+            self._quit()
+        if self.conn is None:
+            self.conn = self._connect()
+        self.pacer.wait()
+        self._on_this_connection += 1
+        if isinstance(msg, bytes):
+            international = not (mail_from + email).isascii()
+            self.conn.sendmail(mail_from, [email], msg,
+                               ["SMTPUTF8", "BODY=8BITMIME"] if international else [])
+        else:
+            self.conn.send_message(msg, to_addrs=[email])
+
     def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
              mail_from: str = "", retries: int = 2, backoff: float = 0.5) -> str:
         """Send one message (``bytes`` go out as they are, from ``mail_from``). A dropped
         connection is reopened; a 4xx answer is retried with backoff and then reported as
         temporary; a 5xx answer is a permanent failure."""
         for attempt in range(retries + 1):
-            if self.per_connection and self._on_this_connection >= self.per_connection:
-                self._quit()
-            if self.conn is None:
-                self.conn = self._connect()
-            self.pacer.wait()
             try:
-                self._on_this_connection += 1
-                if isinstance(msg, bytes):
-                    international = not (mail_from + email).isascii()
-                    self.conn.sendmail(mail_from, [email], msg,
-                                       ["SMTPUTF8", "BODY=8BITMIME"] if international else [])
-                else:
-                    self.conn.send_message(msg, to_addrs=[email])
+                self._hand_over(msg, email, mail_from)
                 return self.where
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
