@@ -163,6 +163,23 @@ def test_same_papers_share_one_call_and_a_rerun_makes_none(isolated, llm_server)
     assert len(llm_calls(llm_server)) == 2
 
 
+def test_briefs_are_written_batch_by_batch_still_one_call_per_distinct_set(
+        isolated, llm_server, monkeypatch):
+    """The run plans two subscribers at a time: each set's brief is written when its first
+    reader comes up, and readers in later batches get it from the cache."""
+    from newsletter import pipeline
+
+    monkeypatch.setattr(pipeline, "BATCH", 2)
+    monkeypatch.setattr(pipeline, "FIRST_BATCH", 2)
+    for n in range(7):
+        invoke("subscribers", "add", f"r{n}@example.org", "--author", "Taiming Lu",
+               *(["--lang", "zh"] if n % 3 == 2 else []))
+    llm_server.routes["/v1/chat/completions"] = ok(chat_completion(json.dumps(GOOD)))
+    assert "7 sent" in invoke("run", "--all").output
+    assert len(llm_calls(llm_server)) == 2  # English and Chinese, over four batches
+    assert len(read_outbox(isolated / "outbox")) == 7
+
+
 def test_missing_provider_key_is_named(isolated, monkeypatch):
     setup_ada()
     monkeypatch.setenv("NEWSLETTER_LLM_MODEL", "openai/gpt-4o-mini")
