@@ -45,7 +45,10 @@ def test_sources_are_asked_once_per_announcement_cycle(isolated, http_server, mo
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T04:00:00+00:00")
     invoke("run")
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (2, 1)
-    # `newsletter fetch` always asks
+    # `newsletter fetch --once-per-cycle` (the workflow's first job) asks nobody now...
+    assert "elife: fetched after" in invoke("fetch", "--once-per-cycle").output
+    assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (2, 1)
+    # ...and `newsletter fetch` always asks
     invoke("fetch")
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (3, 2)
     # after Monday's announcement (20:00 EST = Tuesday 01:00 UTC) a new cycle begins

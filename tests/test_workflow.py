@@ -27,7 +27,8 @@ def test_workflow_essentials():
     for needle in ("schedule:", "workflow_dispatch:", "dry_run", "concurrency:",
                    "cancel-in-progress: false", "timeout-minutes:", "make install",
                    "newsletter unsubscribes sync", "newsletter run", "newsletter state push",
-                   "upload-artifact", "cache-dependency-path: requirements.lock"):
+                   "upload-artifact", "cache-dependency-path: requirements.lock",
+                   "matrix:", "--shard", "fail-fast: false", "fetch --once-per-cycle"):
         assert needle in text, needle
     for line in text.splitlines():  # actions pinned to a commit, not a movable tag
         if "uses:" in line:

@@ -75,8 +75,11 @@ def _print_fetch(lines: list[Any]) -> None:
 
 
 @cli.command()
+@click.option("--once-per-cycle", is_flag=True,
+              help="Skip sources already fetched since arXiv's last announcement (as the "
+                   "hourly run does); by default every source is asked.")
 @click.pass_context
-def fetch(ctx: click.Context) -> None:
+def fetch(ctx: click.Context, once_per_cycle: bool) -> None:
     """Fetch new papers from the configured sources into the database.
 
     \b
@@ -87,7 +90,8 @@ def fetch(ctx: click.Context) -> None:
 
     settings = get_settings(ctx)
     lines = pipeline.fetch(get_db(ctx), settings, get_now(),
-                           progress=lambda name: click.echo(f"Fetching {name}...", err=True))
+                           progress=lambda name: click.echo(f"Fetching {name}...", err=True),
+                           once_per_cycle=once_per_cycle)
     _print_fetch(lines)
     total = sum(f.new for f in lines)
     failed = [f for f in lines if f.failed]
