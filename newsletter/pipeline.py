@@ -296,7 +296,7 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
 
 BATCH = 250  # subscribers planned (and their deliveries begun) together
 FIRST_BATCH = 20  # a small first batch: the first emails leave within seconds
-IN_FLIGHT = 2  # batches planned but not yet handed to the transport, at most
+IN_FLIGHT = 1  # rendered batches queued for the sending threads, at most (memory)
 
 
 def in_shard(email: str, shard: tuple[int, int] | None) -> bool:

@@ -221,7 +221,7 @@ def end_to_end(tmp: Path, n: int, population: Any, now: str, papers_n: int = 200
                ) -> E2E:
     """Import n subscribers, fetch papers_n papers from a loopback feed, run --all."""
     rng = random.Random(n)
-    papers, subs = population(rng, n, max(30, n // 40), papers_n)
+    papers, subs = population(rng, n, min(max(30, n // 40), 120), papers_n)
     work = tmp / f"e2e-{n}"
     work.mkdir(parents=True, exist_ok=True)
     feed = rss_feed(papers)
