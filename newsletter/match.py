@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import heapq
 import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,24 +19,11 @@ from fnmatch import fnmatchcase
 
 from newsletter.errors import InvalidFilter
 from newsletter.models import Match, Paper, Subscriber
+from newsletter.text import fold
 
 # --- text and names ----------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-# letters that Unicode does not decompose into a base letter and a mark
-_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
-                           "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "æ": "ae", "Æ": "Ae",
-                           "œ": "oe", "Œ": "Oe", "ß": "ss", "ı": "i", "ħ": "h", "Ħ": "H"})
-
-
-def fold(text: str) -> str:
-    """Lower-case and strip diacritics: "Jürgen" -> "jurgen", "Łukasz" -> "lukasz"."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 @functools.lru_cache(maxsize=200_000)

@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 
-STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
-WEEKDAY_CHOICE = click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              case_sensitive=False)
-FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
+STATUS_CHOICE = click.Choice(STATUSES)
+WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
+FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
 
 # --- subscribers -------------------------------------------------------------------------
 

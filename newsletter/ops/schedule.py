@@ -12,10 +12,9 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from newsletter.models import Subscriber
+from newsletter.models import WEEKDAYS, Subscriber
 
 EASTERN = ZoneInfo("America/New_York")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ANNOUNCE_AT = time(20, 0)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from newsletter.errors import SubscriberExists
-from newsletter.models import Subscriber
+from newsletter.models import STATUSES, Subscriber
 from newsletter.store.db import iso, transaction, utcnow
 from newsletter.store.events import insert_event
 from newsletter.store.rows import subscriber_row
@@ -19,7 +19,6 @@ from newsletter.store.rows import subscriber_row
 FILTER_KINDS = ("author", "topic", "category", "exclude")
 _FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
                  "exclude": "exclude"}
-STATUSES = ("active", "paused", "pending", "unsubscribed", "bounced")
 _SCALARS = ("name", "language", "timezone", "send_hour", "frequency", "weekday", "max_papers")
 
 
@@ -275,7 +274,7 @@ def subscriber_emails(db: Database) -> list[str]:
     return [row[0] for row in db.execute("select email from subscribers order by email")]
 
 
-__all__ = ["FILTER_KINDS", "STATUSES", "add_subscriber", "compact", "find_text",
+__all__ = ["FILTER_KINDS", "add_subscriber", "compact", "find_text",
            "forget_subscriber", "get_confirm_hash", "get_subscriber", "import_subscribers",
            "list_subscribers", "pending_before", "remove_subscriber", "set_confirm_hash",
            "set_subscriber_status", "subscriber_emails", "update_subscriber"]
