@@ -1,12 +1,12 @@
 """What the reader sees: valid MJML, escaped content, both languages, small and fast HTML,
 a complete message, and a real browser."""
 
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 import textwrap
-import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
@@ -199,7 +199,7 @@ def test_budget_shortens_abstracts_before_moving_papers():
 # --- speed -------------------------------------------------------------------------------
 
 
-def test_render_and_message_are_fast():
+def test_forty_readers_reuse_the_compiled_layouts():
     settings = Settings()
     issues = [make_issue(n=10, sub=Subscriber(f"r{k}@example.org", name=f"R {k}",
                                                  language="zh" if k % 4 == 0 else "en",
@@ -208,15 +208,14 @@ def test_render_and_message_are_fast():
     render.render(issues[0], settings)
     render.render(issues[1], settings)  # both layouts (en, zh) compiled once
     compiled = render._compile.cache_info().misses
-    started = time.perf_counter()
-    for issue in issues:
-        bytes(render.build_message(issue, render.render(issue, settings), settings,
-                                   datetime(2026, 11, 22, 7, tzinfo=UTC)))
-    per_second = len(issues) / (time.perf_counter() - started)
+    sent = [bytes(render.build_message(issue, render.render(issue, settings), settings,
+                                       datetime(2026, 11, 22, 7, tzinfo=UTC)))
+            for issue in issues]
     # 40 readers, no layout through MJML and premailer again: only their content changed
+    # (the speed itself is measured by `make bench`, not timed in a test)
     assert render._compile.cache_info().misses == compiled
-    # generous for a busy CI machine; `make bench` measures it properly (target 100/s)
-    assert per_second > 25, f"{per_second:.0f} emails/s"
+    assert len({hashlib.sha256(m).digest() for m in sent}) == 40
+    assert all(f"r{k}@example.org".encode() in m for k, m in enumerate(sent))
 
 
 # --- words: languages, dates, digest -----------------------------------------------------

@@ -25,8 +25,7 @@ def test_frequencies():
     weekdays = Subscriber("a@example.org", frequency="weekdays")
     assert schedule.due(weekdays, MON_0900_UTC) == (True, "")
     assert schedule.due(weekdays, saturday) == (False, "not an issue day (weekdays)")
-    weekly = Subscriber("a@example.org", frequency="weekly")
-    object.__setattr__(weekly, "weekday", "mon")
+    weekly = Subscriber("a@example.org", frequency="weekly", weekday="mon")
     assert schedule.due(weekly, MON_0900_UTC)[0]
     assert not schedule.due(weekly, datetime(2026, 11, 24, 9, tzinfo=UTC))[0]
     assert schedule.due(Subscriber("a@example.org"), MON_0900_UTC,
