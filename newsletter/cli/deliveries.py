@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db
+from newsletter.cli._common import SubGroup, get_db, json_option
 from newsletter.models import DELIVERY_STATUSES
 
 
@@ -20,7 +20,7 @@ def deliveries() -> None:
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), help="Only this issue date.")
 @click.option("--status", type=click.Choice(DELIVERY_STATUSES),
               help="Only deliveries in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
                     as_json: bool) -> None:
