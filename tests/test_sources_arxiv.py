@@ -198,3 +198,30 @@ def test_window_moves_on_only_after_success(cli_arxiv, monkeypatch):
     assert windows[-1] == "[202611230900 TO 202611240900]"
     listed = invoke("papers", "list", "--source", "arxiv").output
     assert listed.rstrip().endswith("4 papers")
+
+
+def test_listing_from_a_saved_atom_response(http_server):
+    """tests/data/arxiv/listing-cs.AI.atom keeps the structure and facts of a real saved
+    answer of rss.arxiv.org/atom/cs.AI (2025-08-20; see tests/data/arxiv/README.md)."""
+    http_server.serve("/rss/cs.AI", (DATA / "arxiv" / "listing-cs.AI.atom").read_bytes(),
+                      content_type="application/atom+xml")
+    sub = Subscriber("e@example.org", categories=("cs.AI",))
+    result = arxiv.fetch(settings_for(http_server), [sub], SINCE, NOW)
+    assert result.error is None and result.requests == 1
+    by_id = {p.id: p for p in result.papers}
+    assert sorted(by_id) == ["2508.13167", "2508.13176", "2508.13177", "2508.13303",
+                             "2508.13355"]
+    coa = by_id["2508.13167"]
+    assert coa.title == ("Chain-of-Agents: End-to-End Agent Foundation Models via "
+                         "Multi-Agent Distillation and Agentic RL")
+    # one dc:creator with all 30 authors, comma-separated
+    assert len(coa.authors) == 30
+    assert (coa.authors[0], coa.authors[25]) == ("Weizhen Li", "Yuchen Eleanor Jiang")
+    assert coa.categories == ("cs.AI", "cs.CL")
+    assert coa.published == datetime(2025, 8, 20, 4, tzinfo=UTC)  # midnight in New York
+    assert coa.url == "https://arxiv.org/abs/2508.13167"
+    # a cross-list keeps its own primary category first
+    assert by_id["2508.13303"].categories == ("cs.RO", "cs.AI")
+    assert by_id["2508.13355"].categories == ("cs.LG", "cs.AI", "stat.ME")
+    for p in result.papers:
+        assert p.abstract.startswith("Fixture text written for this project")
