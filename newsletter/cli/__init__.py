@@ -14,6 +14,7 @@ from newsletter.cli import (
     deliveries,
     papers,
     preview,
+    serve,
     sources,
     state,
     subscribers,
@@ -229,4 +230,4 @@ cli.add_command(sources.sources)
 cli.add_command(state.state)
 cli.add_command(subscribers.subscribers)
 cli.add_command(unsubscribes.unsubscribes)
-cli.add_command(unsubscribes.serve)
+cli.add_command(serve.serve)

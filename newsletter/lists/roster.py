@@ -382,12 +382,12 @@ _CONFIRM_TEXT = {
 
 
 def confirm_url(settings: Settings, email: str, token: str) -> str | None:
-    from urllib.parse import quote
+    from urllib.parse import urlencode
 
     if not settings.unsubscribe_url:
         return None
-    return (f"{settings.unsubscribe_url.rstrip('/')}/confirm?email={quote(email)}"
-            f"&token={token}")
+    query = urlencode({"email": email, "token": token})
+    return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
 def require_secret(settings: Settings) -> None:
