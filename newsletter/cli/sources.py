@@ -26,16 +26,17 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
         newsletter sources list --catalogue
     """
     from newsletter import pipeline, store
-    from newsletter import sources as src
+    from newsletter.sources import BUILTIN
+    from newsletter.sources import catalogue as well_known
 
     db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
     active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
-        rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
+        rows.setdefault(name, {"name": name, "kind": "feed" if name not in BUILTIN
                                else name, "enabled": 1})
     if catalogue:
-        for name, entry in src.catalogue().items():
+        for name, entry in well_known().items():
             rows.setdefault(name, {"name": name, "kind": "feed", "url": entry["url"],
                                    "label": entry["label"], "enabled": 0,
                                    "last_status": "catalogue"})
