@@ -93,6 +93,15 @@ def test_503_then_success_is_retried_with_backoff(http_server):
     assert len(result.papers) == 4 and result.requests == 2
 
 
+def test_retry_after_is_honoured(http_server):
+    busy = (503, {"Content-Type": "text/plain", "Retry-After": "1"}, b"busy")
+    http_server.routes["/api/query"] = [lambda h, _: busy, atom("query-authors.atom")]
+    started = time.monotonic()
+    result = arxiv.fetch(settings_for(http_server), [ADA], SINCE, NOW)
+    assert time.monotonic() - started >= 1.0  # pacing is off: only Retry-After waited
+    assert result.error is None and len(result.papers) == 4 and result.requests == 2
+
+
 def test_paging_follows_total_results(http_server):
     def page(h, _):
         start = parse_qs(urlsplit(h.path).query)["start"][0]
