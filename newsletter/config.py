@@ -80,6 +80,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("confirm_days", 7, "Days a subscriber added with --confirm has to confirm before "
             "being forgotten.", type=int),
     Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
+    Setting("state_key", "", "Key that encrypts the state 'state push' sends to the remote "
+            "(make one with 'newsletter state keygen').", secret=True),
+    Setting("state_remote", "origin", "Git remote of the state: a remote name, a URL or a "
+            "path."),
+    Setting("state_branch", "newsletter-state", "Branch of the state (never the code's)."),
+    Setting("state_retention_days", 90, "Days that sent deliveries, cached briefs and papers "
+            "nothing refers to are kept before 'state push' prunes them.", type=int),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -115,6 +122,10 @@ class Settings:
     secret: str = ""
     confirm_days: int = 7
     unsubscribe_url: str = ""
+    state_key: str = ""
+    state_remote: str = "origin"
+    state_branch: str = "newsletter-state"
+    state_retention_days: int = 90
 
     @property
     def source_names(self) -> list[str]:

@@ -1,32 +1,110 @@
-"""`newsletter state push`: carry the database to the next scheduled run."""
+"""`newsletter state pull|push|keygen|watch`: the list's state, encrypted, on a git branch
+of its own, carried between the scheduled job, a laptop and the web endpoint."""
 
 from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _settings, cli
+from newsletter.cli import SubGroup, _now, _settings, cli
 
 
 @cli.group(cls=SubGroup)
 def state() -> None:
-    """Keep the database in the repository between scheduled runs."""
+    """Carry the database between machines through a git remote, encrypted
+    (NEWSLETTER_STATE_KEY), on a branch of its own (--state-branch, default
+    newsletter-state)."""
 
 
-@state.command(name="push")
-@click.option("--remote", default="origin", show_default=True, help="Git remote.")
-@click.option("--branch", help="Branch to push to (default: the current one).")
-@click.option("--message", "-m", default="Morning run: delivery state", show_default=True,
-              help="Commit message.")
+def _target(ctx: click.Context) -> tuple[str, str, str]:
+    s = _settings(ctx)
+    return s.state_remote, s.state_branch, s.state_key
+
+
+@state.command(name="pull")
 @click.pass_context
-def state_push(ctx: click.Context, remote: str, branch: str | None, message: str) -> None:
-    """Commit the database and push it; if the remote moved on (someone changed
-    subscribers meanwhile), merge this run's deliveries and fetch state into the newer
-    database first, so neither side's work is lost.
+def state_pull(ctx: click.Context) -> None:
+    """Fetch the state from --state-remote, decrypt it and merge it into the database
+    (made if missing). The scheduled job's first step; also how a person inspects the list
+    on a laptop.
 
     \b
     Example:
-        newsletter state push -m "Morning run 2026-11-22"
+        NEWSLETTER_STATE_KEY=... newsletter --state-remote git@github.com:me/list.git state pull
     """
     from newsletter.ops import statesync
 
-    click.echo(statesync.push(_settings(ctx).db, message, remote, branch))
+    remote, branch, key = _target(ctx)
+    click.echo(statesync.pull(_settings(ctx).db, remote, branch, key))
+
+
+@state.command(name="push")
+@click.option("--message", "-m", default="", help="Start of the commit message; what changed "
+              "is added to it (\"Morning run: 3 sent, 1 unsubscribed\").")
+@click.option("--new-history", is_flag=True,
+              help="Replace the branch by one commit (after rotating the key: the commits "
+              "made with the old key are no longer on the branch). Asks first.")
+@click.option("--yes", is_flag=True, help="Do not ask before --new-history.")
+@click.pass_context
+def state_push(ctx: click.Context, message: str, new_history: bool, yes: bool) -> None:
+    """Merge what the remote has now into the database, prune what is older than
+    --state-retention-days, encrypt and push: one commit, only if something changed, saying
+    what changed. The scheduled job's last step.
+
+    \b
+    Example:
+        newsletter state push -m "Morning run"
+    """
+    from newsletter.ops import statesync
+
+    s = _settings(ctx)
+    if s.state_retention_days < 1:
+        raise click.BadParameter("must be at least 1 (days)",
+                                 param_hint="--state-retention-days")
+    if new_history and not yes:
+        click.confirm(f"Replace branch {s.state_branch} on {s.state_remote} by this database "
+                      "alone (changes pushed by others since your last pull are lost)?",
+                      abort=True)
+    click.echo(statesync.push(s.db, s.state_remote, s.state_branch, s.state_key,
+                              message=message, retention_days=s.state_retention_days,
+                              now=_now(), new_history=new_history))
+
+
+@state.command(name="keygen")
+def state_keygen() -> None:
+    """Print a new random state key, for the NEWSLETTER_STATE_KEY secret. Keep a copy
+    somewhere safe: without it the state cannot be read.
+
+    \b
+    Example:
+        newsletter state keygen | gh secret set NEWSLETTER_STATE_KEY
+    """
+    from newsletter.ops import statesync
+
+    click.echo(statesync.new_key())
+
+
+@state.command(name="watch")
+@click.option("--interval", default=5.0, show_default=True,
+              help="Seconds between looks for changes to push.")
+@click.option("--pull-every", default=300.0, show_default=True,
+              help="Seconds between pulls of the scheduled job's state.")
+@click.pass_context
+def state_watch(ctx: click.Context, interval: float, pull_every: float) -> None:
+    """Run next to "newsletter serve" (same NEWSLETTER_DB): pull the state now and every
+    --pull-every seconds, and push every change the endpoint makes (unsubscribes,
+    confirmations, pauses) within --interval seconds, so the next scheduled run, which pulls
+    first, honours it. Stop with Ctrl-C.
+
+    \b
+    Example:
+        newsletter state watch & newsletter serve --port 8025
+    """
+    from newsletter.ops import statesync
+
+    s = _settings(ctx)
+    try:
+        statesync.watch(s.db, s.state_remote, s.state_branch, s.state_key,
+                        say=lambda line: click.echo(line, err=True), interval=interval,
+                        pull_every=pull_every, retention_days=s.state_retention_days)
+    except KeyboardInterrupt:
+        pass

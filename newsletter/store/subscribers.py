@@ -14,6 +14,7 @@ from newsletter.errors import SubscriberExists, SubscriberNotFound
 from newsletter.models import Subscriber
 from newsletter.store.db import _iso, transaction, utcnow
 from newsletter.store.events import _insert_event
+from newsletter.store.tombstones import _insert_tombstone
 
 FILTER_KINDS = ("author", "topic", "category", "exclude")
 _FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
@@ -177,6 +178,8 @@ def set_subscriber_status(db: Database, email: str, status: str, *, event: str, 
             db.conn.execute("update subscribers set confirmed_at = ?, confirm_hash = null"
                             " where id = ?", (stamp, row["id"]))
         _insert_event(db.conn, row["id"], event, origin, detail, now)
+        if status == "unsubscribed":
+            _insert_tombstone(db.conn, row["email"], "unsubscribed", now)
     return get_subscriber(db, email)
 
 
@@ -213,9 +216,11 @@ def _secure_delete(db: Database) -> Iterator[None]:
         db.execute(f"PRAGMA secure_delete = {int(previous)}")
 
 
-def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
-           now: datetime | None) -> dict[str, Any]:
-    row = _subscriber_row(db, email)
+def _erase_row(db: Database, row: dict[str, Any], event: str | None, origin: str,
+               keep_counts: bool, now: datetime | None) -> dict[str, Any]:
+    """Erase one subscriber row and everything of theirs; with an ``event``, record it
+    anonymously and leave a tombstone (a merge applying a tombstone passes none: the
+    event and the tombstone travel with the merge)."""
     sid = row["id"]
     conn = db.conn
     counts = {table: conn.execute(f"select count(*) from {table} where subscriber_id = ?",
@@ -234,8 +239,15 @@ def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
         for table in ("filters", "deliveries", "subscriber_events"):
             conn.execute(f"delete from {table} where subscriber_id = ?", (sid,))
         conn.execute("delete from subscribers where id = ?", (sid,))
-        _insert_event(conn, None, event, origin, "", now)
-    return {"email": row["email"], "name": row["name"] or "", "paths": paths, **counts}
+        if event is not None:
+            _insert_event(conn, None, event, origin, "", now)
+            _insert_tombstone(conn, row["email"], event, now)
+    return {"email": row["email"], "name": row.get("name") or "", "paths": paths, **counts}
+
+
+def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
+           now: datetime | None) -> dict[str, Any]:
+    return _erase_row(db, _subscriber_row(db, email), event, origin, keep_counts, now)
 
 
 def forget_subscriber(db: Database, email: str, *, event: str = "forgotten",
