@@ -22,6 +22,7 @@ bytes in URL-safe base64 (``newsletter state keygen`` makes one).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -192,8 +193,6 @@ def _blobs(repo: _Repo, ids: list[str]) -> dict[str, bytes]:
 
 
 def _blob_id(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
@@ -204,10 +203,10 @@ def _ident(repo: _Repo) -> str:
     return f"newsletter <newsletter@localhost> {int(time.time())} +0000"
 
 
-def _commit(repo: _Repo, parent: str | None, files: Mapping[str, bytes], message: str
+def _commit(repo: _Repo, parent: str | None, files: Mapping[str, bytes | str], message: str
             ) -> str:
-    """A commit of exactly FILES on top of PARENT (fast-import: one process for any number
-    of files); returns its id."""
+    """A commit of exactly FILES (contents, or the id of a blob already in the repository)
+    on top of PARENT (fast-import: one process for any number of files); returns its id."""
     chunks = [f"commit refs/newsletter/new-state\ncommitter {_ident(repo)}\n".encode(),
               b"data %d\n%s\n" % (len(message.encode()), message.encode())]
     if parent:
@@ -215,7 +214,11 @@ def _commit(repo: _Repo, parent: str | None, files: Mapping[str, bytes], message
     chunks.append(b"deleteall\n")
     for path in sorted(files):
         data = files[path]
-        chunks.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
+        if isinstance(data, str):
+            chunks.append(f"M 100644 {data} {path}\n".encode())
+        else:
+            chunks.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data),
+                                                                  data))
     repo.git("fast-import", "--quiet", "--force", data=b"".join(chunks))
     return repo.git("rev-parse", "refs/newsletter/new-state").stdout.decode().strip()
 
@@ -291,21 +294,33 @@ def _sync_mark(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".state")
 
 
-def _synced_head(db_path: Path, remote: str, branch: str) -> str | None:
-    """The remote commit this database already holds everything of (its last pull/push)."""
+def _read_mark(db_path: Path, remote: str, branch: str, key: str) -> dict[str, Any]:
+    """What the last pull or push left next to the database: the remote commit it holds
+    everything of, and {chunk: [sha256 of its plain text, blob id]} for the chunks it
+    wrote (so a push encrypts only the chunks that changed). Only for this remote, branch
+    and key (the key is recorded as an HMAC, never itself)."""
     try:
         mark = json.loads(_sync_mark(db_path).read_text())
     except (OSError, ValueError):
-        return None
-    if mark.get("remote") != remote or mark.get("branch") != branch:
-        return None
-    head: str | None = mark.get("head")
-    return head
+        return {}
+    if not isinstance(mark, dict) or [mark.get("remote"), mark.get("branch"),
+                                      mark.get("key")] != [remote, branch, _key_id(key)]:
+        return {}
+    return mark
 
 
-def _mark(db_path: Path, remote: str, branch: str, head: str) -> None:
-    _sync_mark(db_path).write_text(json.dumps({"remote": remote, "branch": branch,
-                                               "head": head}) + "\n")
+def _key_id(key: str) -> str:
+    import hmac
+
+    return hmac.new(key.encode(), b"newsletter state cache", hashlib.sha256).hexdigest()[:16]
+
+
+def _mark(db_path: Path, remote: str, branch: str, key: str, head: str,
+          chunks: Mapping[str, list[str]] | None = None) -> None:
+    old = _read_mark(db_path, remote, branch, key).get("chunks", {})
+    _sync_mark(db_path).write_text(json.dumps(
+        {"remote": remote, "branch": branch, "key": _key_id(key), "head": head,
+         "chunks": old if chunks is None else chunks}) + "\n")
 
 
 def _merge_remote(repo: _Repo, cipher: Any, head: str, db_path: Path) -> dict[str, int]:
@@ -336,10 +351,10 @@ def pull(db_path: str, remote: str, branch: str, key: str) -> str:
                 _restore(repo, cipher, head, Path(tmp) / "new.db")
                 store.checkpoint(Path(tmp) / "new.db")
                 shutil.move(str(Path(tmp) / "new.db"), db)
-            _mark(db, remote, branch, head)
+            _mark(db, remote, branch, key, head)
             return f"pulled the state from {remote} branch {branch} into {db_path}"
         counts = _merge_remote(repo, cipher, head, db)
-        _mark(db, remote, branch, head)
+        _mark(db, remote, branch, key, head)
     changed = {k: v for k, v in counts.items() if v}
     what = ", ".join(f"{v} {k}" for k, v in changed.items()) or "nothing new"
     return f"pulled the state from {remote} branch {branch} and merged it: {what}"
@@ -347,7 +362,7 @@ def pull(db_path: str, remote: str, branch: str, key: str) -> str:
 
 def push(db_path: str, remote: str, branch: str, key: str, *, message: str = "",
          retention_days: int = 0, now: datetime | None = None, new_history: bool = False,
-         attempts: int = 5, on_conflict: Callable[[], None] | None = None) -> str:
+         attempts: int = 5) -> str:
     """Merge whatever the remote has into the local database, prune, and push the state if
     any chunk changed. ``new_history`` replaces the branch by one commit (after a key
     rotation; the old key's commits are no longer reachable from it)."""
@@ -359,7 +374,8 @@ def push(db_path: str, remote: str, branch: str, key: str, *, message: str = "",
     with _repo(remote) as repo:
         for attempt in range(1, attempts + 1):
             head = None if new_history else _fetch(repo, branch)
-            if head and head != _synced_head(db, remote, branch):
+            mark = _read_mark(db, remote, branch, key)
+            if head and head != mark.get("head"):
                 _merge_remote(repo, cipher, head, db)
             local = store.open_db(db)
             try:
@@ -368,13 +384,22 @@ def push(db_path: str, remote: str, branch: str, key: str, *, message: str = "",
                 chunks = store.dump_chunks(local)
             finally:
                 local.close()
-            files = {STATE_DIR + n: seal(cipher, n, data) for n, data in chunks.items()}
-            files["README.txt"] = README.encode()
             before = _state_files(repo, head) if head else {}
-            after = {n[len(STATE_DIR):]: _blob_id(d) for n, d in files.items()
-                     if n.startswith(STATE_DIR)}
+            cache = mark.get("chunks", {})
+            after: dict[str, str] = {}
+            sealed: dict[str, bytes] = {}
+            written: dict[str, list[str]] = {}
+            for name, plain in chunks.items():
+                digest = hashlib.sha256(plain).hexdigest()
+                hit = cache.get(name)
+                if hit and hit[0] == digest and before.get(name) == hit[1]:
+                    after[name] = hit[1]  # unchanged: the blob is already on the branch
+                else:
+                    sealed[name] = seal(cipher, name, plain)
+                    after[name] = _blob_id(sealed[name])
+                written[name] = [digest, after[name]]
             if head and before == after:
-                _mark(db, remote, branch, head)
+                _mark(db, remote, branch, key, head, written)
                 return f"nothing changed: no commit to {remote} branch {branch}"
             changed = [n for n in after if before.get(n) != after[n]]
             gone = [n for n in before if n not in after]
@@ -383,15 +408,16 @@ def push(db_path: str, remote: str, branch: str, key: str, *, message: str = "",
                    for n in changed + gone if n in before}
             summary = describe(old, {n: chunks[n] for n in changed})
             text = f"{message}: {summary}" if message else summary
+            files: dict[str, bytes | str] = {STATE_DIR + n: sealed.get(n) or after[n]
+                                             for n in after}
+            files["README.txt"] = README.encode()
             commit = _commit(repo, head, files, text)
             force = ["--force"] if new_history else []
             done = repo.git("push", "--quiet", *force, repo.remote,
                             f"{commit}:refs/heads/{branch}", check=False)
             if done.returncode == 0:
-                _mark(db, remote, branch, commit)
+                _mark(db, remote, branch, key, commit, written)
                 return f"pushed to {remote} branch {branch}: {text}"
-            if on_conflict:
-                on_conflict()
             if attempt == attempts:
                 err = done.stderr.decode(errors="replace").strip().splitlines()
                 raise NewsletterError(f"could not push the state to {remote}: "
