@@ -136,7 +136,8 @@ def _is_remote_name(remote: str) -> bool:
 
 
 @contextmanager
-def _repo(remote: str) -> Iterator[_Repo]:
+def _repo(remote: str, cache: Path) -> Iterator[_Repo]:
+    """CACHE: the database's path; a scratch repository is kept next to it."""
     if _is_remote_name(remote):
         found = _run(["git", "rev-parse", "--absolute-git-dir"], check=False)
         if found.returncode != 0:
@@ -152,19 +153,25 @@ def _repo(remote: str) -> Iterator[_Repo]:
         return
     target = remote if "://" in remote or re.match(r"^[\w.-]+@[\w.-]+:", remote) \
         else str(Path(remote).resolve())
-    with tempfile.TemporaryDirectory(prefix="newsletter-state-") as tmp:
-        _run(["git", "init", "--quiet", "--bare", tmp])
-        yield _Repo(Path(tmp), target, True)
+    scratch = cache.with_name(cache.name + ".git")  # kept: the next push fetches less
+    if not (scratch / "HEAD").exists():
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        _run(["git", "init", "--quiet", "--bare", str(scratch)])
+    yield _Repo(scratch, target, True)
 
 
 def _fetch(repo: _Repo, branch: str) -> str | None:
     """The remote branch's commit (fetched), or None when the branch does not exist yet."""
-    heads = repo.git("ls-remote", "--heads", repo.remote, f"refs/heads/{branch}").stdout
-    if not heads.strip():
-        return None
     depth = ["--depth=1"] if repo.shallow else []
-    repo.git("fetch", "--quiet", "--no-tags", *depth, repo.remote,
-             f"+refs/heads/{branch}:refs/newsletter/remote-state")
+    done = repo.git("fetch", "--quiet", "--no-tags", *depth, repo.remote,
+                    f"+refs/heads/{branch}:refs/newsletter/remote-state", check=False)
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace")
+        if "couldn't find remote ref" in err or "could not find remote ref" in err:
+            return None
+        lines = err.strip().splitlines()
+        raise NewsletterError(f"cannot fetch the state from {repo.remote}: "
+                              f"{lines[-1] if lines else 'git fetch failed'}")
     return repo.git("rev-parse", "refs/newsletter/remote-state").stdout.decode().strip()
 
 
@@ -340,7 +347,7 @@ def pull(db_path: str, remote: str, branch: str, key: str) -> str:
     """Fetch the state and merge it into the local database (made if missing)."""
     cipher = _cipher(key)
     db = Path(db_path).resolve()
-    with _repo(remote) as repo:
+    with _repo(remote, db) as repo:
         head = _fetch(repo, branch)
         if head is None:
             return (f"no state on {remote} branch {branch} yet - the local database is "
@@ -371,7 +378,7 @@ def push(db_path: str, remote: str, branch: str, key: str, *, message: str = "",
     if not db.exists():
         raise NewsletterError(f"no database at {db_path} - nothing to push (run \"newsletter "
                               "state pull\" first, or add subscribers)")
-    with _repo(remote) as repo:
+    with _repo(remote, db) as repo:
         for attempt in range(1, attempts + 1):
             head = None if new_history else _fetch(repo, branch)
             mark = _read_mark(db, remote, branch, key)
