@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_now, get_settings
 
 
-@cli.group(cls=SubGroup)
+@click.group(cls=SubGroup)
 def state() -> None:
     """Carry the database between machines through a git remote, encrypted
     (NEWSLETTER_STATE_KEY), on a branch of its own (--state-branch, default
@@ -16,7 +16,7 @@ def state() -> None:
 
 
 def _target(ctx: click.Context) -> tuple[str, str, str]:
-    s = _settings(ctx)
+    s = get_settings(ctx)
     return s.state_remote, s.state_branch, s.state_key
 
 
@@ -34,7 +34,7 @@ def state_pull(ctx: click.Context) -> None:
     from newsletter.ops import statesync
 
     remote, branch, key = _target(ctx)
-    click.echo(statesync.pull(_settings(ctx).db, remote, branch, key))
+    click.echo(statesync.pull(get_settings(ctx).db, remote, branch, key))
 
 
 @state.command(name="push")
@@ -56,7 +56,7 @@ def state_push(ctx: click.Context, message: str, new_history: bool, yes: bool) -
     """
     from newsletter.ops import statesync
 
-    s = _settings(ctx)
+    s = get_settings(ctx)
     if s.state_retention_days < 1:
         raise click.BadParameter("must be at least 1 (days)",
                                  param_hint="--state-retention-days")
@@ -66,7 +66,7 @@ def state_push(ctx: click.Context, message: str, new_history: bool, yes: bool) -
                       abort=True)
     click.echo(statesync.push(s.db, s.state_remote, s.state_branch, s.state_key,
                               message=message, retention_days=s.state_retention_days,
-                              now=_now(), new_history=new_history))
+                              now=get_now(), new_history=new_history))
 
 
 @state.command(name="keygen")
@@ -101,7 +101,7 @@ def state_watch(ctx: click.Context, interval: float, pull_every: float) -> None:
     """
     from newsletter.ops import statesync
 
-    s = _settings(ctx)
+    s = get_settings(ctx)
     try:
         statesync.watch(s.db, s.state_remote, s.state_branch, s.state_key,
                         say=lambda line: click.echo(line, err=True), interval=interval,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from newsletter.store.db import _iso, transaction
+from newsletter.store.db import iso, transaction
 
 
 def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
@@ -22,7 +22,7 @@ def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
     kept. Returns how many rows of each kind were dropped."""
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
-    cutoff = _iso(now - timedelta(days=retention_days))
+    cutoff = iso(now - timedelta(days=retention_days))
     assert cutoff is not None
     day = cutoff[:10]
     conn = db.conn

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.store.db import _iso, transaction, utcnow
+from newsletter.store.db import iso, transaction, utcnow
 
 ERASURES = ("forgotten", "expired", "removed")
 
@@ -38,7 +38,7 @@ def _own_key(conn: sqlite3.Connection) -> tuple[str, str]:
     return row[0], row[1]
 
 
-def _insert_tombstone(conn: sqlite3.Connection, email: str, event: str,
+def insert_tombstone(conn: sqlite3.Connection, email: str, event: str,
                       now: datetime | None = None) -> None:
     """Leave a tombstone for EMAIL inside the caller's transaction (a newer one replaces an
     older one for the same address)."""
@@ -47,7 +47,7 @@ def _insert_tombstone(conn: sqlite3.Connection, email: str, event: str,
         "insert into tombstones (digest, key_id, event, created) values (?, ?, ?, ?)"
         " on conflict (digest) do update set event = excluded.event,"
         " created = excluded.created where excluded.created >= tombstones.created",
-        (_digest(key, email), key_id, event, _iso(now or utcnow())))
+        (_digest(key, email), key_id, event, iso(now or utcnow())))
 
 
 def tombstone_for(db: Database, email: str) -> dict[str, Any] | None:
@@ -84,13 +84,13 @@ def apply_tombstones(db: Database) -> dict[str, list[str]]:
     every active or paused one an unsubscribe tombstone names (unless added or confirmed
     after it: a person who opted in again). Returns the
     addresses, by what was done: {"erased": [...], "unsubscribed": [...]}."""
-    from newsletter.store.subscribers import _erase_row
+    from newsletter.store.subscribers import erase_row
 
     done: dict[str, list[str]] = {"erased": [], "unsubscribed": []}
     for sub, event, when in _matches(db):
         if event in ERASURES:
             if (sub["created"] or "") <= when:
-                _erase_row(db, sub, None, "", keep_counts=True, now=None)
+                erase_row(db, sub, None, "", keep_counts=True, now=None)
                 done["erased"].append(sub["email"])
         elif (sub["status"] in ("active", "paused") and (sub["created"] or "") <= when
               and (sub["confirmed_at"] or "") <= when):
