@@ -22,7 +22,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from newsletter.store.db import transaction
-from newsletter.store.tombstones import apply_tombstones, merge_tombstones
+from newsletter.store.subscribers import erase_row
+from newsletter.store.tombstones import ERASURES, merge_tombstones, tombstone_matches
 
 _STATUS_COLS = ("status", "status_changed", "confirmed_at", "confirm_hash")
 _FIXED = ("id", "email", "created", *_STATUS_COLS)
@@ -177,4 +178,24 @@ def merge_state(target: Database, other: Database) -> dict[str, int]:
     return counts
 
 
-__all__ = ["merge_state"]
+def apply_tombstones(db: Database) -> dict[str, list[str]]:
+    """Erase every subscriber an erasure tombstone names (added before it), and unsubscribe
+    every active or paused one an unsubscribe tombstone names (unless added or confirmed
+    after it: a person who opted in again). Returns the
+    addresses, by what was done: {"erased": [...], "unsubscribed": [...]}."""
+    done: dict[str, list[str]] = {"erased": [], "unsubscribed": []}
+    for sub, event, when in tombstone_matches(db):
+        if event in ERASURES:
+            if (sub["created"] or "") <= when:
+                erase_row(db, sub, None, "", keep_counts=True, now=None)
+                done["erased"].append(sub["email"])
+        elif (sub["status"] in ("active", "paused") and (sub["created"] or "") <= when
+              and (sub["confirmed_at"] or "") <= when):
+            with transaction(db):
+                db.execute("update subscribers set status = 'unsubscribed',"
+                           " status_changed = ? where id = ?", [when, sub["id"]])
+            done["unsubscribed"].append(sub["email"])
+    return done
+
+
+__all__ = ["apply_tombstones", "merge_state"]

@@ -60,7 +60,7 @@ def tombstone_for(db: Database, email: str) -> dict[str, Any] | None:
     return None
 
 
-def _matches(db: Database) -> list[tuple[dict[str, Any], str, str]]:
+def tombstone_matches(db: Database) -> list[tuple[dict[str, Any], str, str]]:
     """(subscriber row, tombstone event, tombstone time) for every subscriber a tombstone
     names, the newest tombstone per subscriber."""
     keys = db.execute("select id, key from tombstone_keys").fetchall()
@@ -77,28 +77,6 @@ def _matches(db: Database) -> list[tuple[dict[str, Any], str, str]]:
             event, when = max(hits, key=lambda h: h[1])
             found.append((sub, event, when))
     return found
-
-
-def apply_tombstones(db: Database) -> dict[str, list[str]]:
-    """Erase every subscriber an erasure tombstone names (added before it), and unsubscribe
-    every active or paused one an unsubscribe tombstone names (unless added or confirmed
-    after it: a person who opted in again). Returns the
-    addresses, by what was done: {"erased": [...], "unsubscribed": [...]}."""
-    from newsletter.store.subscribers import erase_row
-
-    done: dict[str, list[str]] = {"erased": [], "unsubscribed": []}
-    for sub, event, when in _matches(db):
-        if event in ERASURES:
-            if (sub["created"] or "") <= when:
-                erase_row(db, sub, None, "", keep_counts=True, now=None)
-                done["erased"].append(sub["email"])
-        elif (sub["status"] in ("active", "paused") and (sub["created"] or "") <= when
-              and (sub["confirmed_at"] or "") <= when):
-            with transaction(db):
-                db.execute("update subscribers set status = 'unsubscribed',"
-                           " status_changed = ? where id = ?", [when, sub["id"]])
-            done["unsubscribed"].append(sub["email"])
-    return done
 
 
 def merge_tombstones(target: Database, other: Database) -> int:
@@ -119,4 +97,4 @@ def merge_tombstones(target: Database, other: Database) -> int:
     return added
 
 
-__all__ = ["ERASURES", "apply_tombstones", "merge_tombstones", "tombstone_for"]
+__all__ = ["ERASURES", "merge_tombstones", "tombstone_for", "tombstone_matches"]
