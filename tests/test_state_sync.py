@@ -80,10 +80,9 @@ def remote(tmp_path, monkeypatch):
 def fresh(tmp_path, monkeypatch, name="check") -> Clone:
     path = tmp_path / name
     path.mkdir()
-    monkeypatch.setenv("NEWSLETTER_STATE_REMOTE", str(tmp_path / "origin.git"))
-    clone = Clone(path, monkeypatch)
-    assert "pulled the state" in clone("state", "pull").output
-    monkeypatch.delenv("NEWSLETTER_STATE_REMOTE")
+    clone = Clone(path, monkeypatch)  # not a checkout: the remote is given as a path
+    out = clone("state", "pull", "--remote", str(tmp_path / "origin.git")).output
+    assert "pulled the state" in out
     return clone
 
 
