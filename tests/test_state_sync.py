@@ -308,3 +308,24 @@ def test_the_workflow_branch_is_not_main(remote):
     tree = git(origin, "ls-tree", "-r", "--name-only", "main").split()
     assert tree == ["README.md"]
     assert ROOT.exists()
+
+
+def test_a_push_that_loses_the_race_merges_again_and_wins(remote, tmp_path, monkeypatch):
+    """Someone else's state lands between this push's fetch and its push (a hook on the
+    remote moves the branch and refuses the first attempt): the push fetches again, merges
+    again, and both changes are on the branch."""
+    origin, runner, person = remote
+    person("subscribers", "forget", "late@example.org")
+    person("state", "push", "--branch", "elsewhere")
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nif [ ! -e raced ]; then touch raced;"
+                    " env -u GIT_QUARANTINE_PATH git update-ref refs/heads/newsletter-state"
+                    " refs/heads/elsewhere;"
+                    " echo 'someone pushed first' >&2; exit 1; fi\n")
+    hook.chmod(0o755)
+    runner("subscribers", "add", "cy@example.org", "--author", "Taiming Lu")
+    out = runner("state", "push", "-m", "race").output
+    assert out.startswith("pushed to origin branch newsletter-state: race: ")
+    assert (origin / "raced").exists()
+    check = fresh(tmp_path, monkeypatch)
+    assert emails(check) == {"ada@example.org", "bob@example.org", "cy@example.org"}
