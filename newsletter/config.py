@@ -88,6 +88,14 @@ class Settings:
                                 "Days a subscriber added with --confirm has to confirm before "
                                 "being forgotten.")
     unsubscribe_url: str = setting("", "HTTPS base of the one-click unsubscribe endpoint, if any.")
+    state_key: str = setting("", "Key that encrypts the state 'state push' sends to the remote "
+                             "(make one with 'newsletter state keygen').", secret=True)
+    state_remote: str = setting("origin", "Git remote of the state: a remote name, a URL or a "
+                                "path.")
+    state_branch: str = setting("newsletter-state", "Branch of the state (never the code's).")
+    state_retention_days: int = setting(90, "Days that sent deliveries, cached briefs and papers "
+                                        "nothing refers to are kept before 'state push' prunes "
+                                        "them.")
 
     @property
     def source_names(self) -> list[str]:

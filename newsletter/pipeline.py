@@ -264,8 +264,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if do_fetch:
-        report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
     for sub in [s for s in subs if s.status != "active"]:
@@ -287,6 +285,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         fresh.append(sub)
     report.due = len(issues) + len(fresh)
+    if do_fetch and fresh:  # nobody due, nothing fetched: the state stays as it was
+        report.fetched = fetch(db, settings, now, progress)
     if fresh:
         earliest = min(window_start(db, s, settings, now) for s in fresh)
         index = build_index(db, earliest)
