@@ -147,7 +147,7 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           db: Database, rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None
            ) -> tuple[list[Any], list[Any]]:
     """(papers in the issue, "more matches"), after the per-subscriber cap."""
     found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
@@ -244,7 +244,7 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since)
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -256,7 +256,7 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, db, rejected)
+                          since, rejected)
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     return issue, rejected
@@ -384,7 +384,7 @@ def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
             report.add(RunLine(sub.email, "skipped", 0, why))
             continue
         since = h.last_sent_at or now - timedelta(days=settings.first_issue_days)
-        picked, more = select(sub, index(), set(h.delivered), since, db)
+        picked, more = select(sub, index(), set(h.delivered), since)
         out.append((sid, Issue(subscriber=sub, issue_date=issue_date_for(sub, now),
                                matches=tuple(picked), more=tuple(more)), None))
     report.due += len(out)
@@ -409,8 +409,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if do_fetch:
-        report.fetched = fetch(db, settings, now, progress, once_per_cycle=True)
     if only:
         sub = store.get_subscriber(db, only)
         if sub.status != "active":
@@ -421,14 +419,17 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     else:
         batches = store.subscriber_batches(db, status="active", size=BATCH,
                                            first=FIRST_BATCH)
-    earliest = store.earliest_last_sent(db)
-    floor = now - timedelta(days=settings.first_issue_days)
-    since = min(earliest, floor) if earliest else floor
     built: list[match.Index] = []
 
     def index() -> match.Index:
+        """Fetched and built when the first subscriber due needs new papers: nobody due,
+        nothing fetched (the state stays as it was)."""
         if not built:
-            built.append(build_index(db, since))
+            if do_fetch:
+                report.fetched = fetch(db, settings, now, progress, once_per_cycle=True)
+            earliest = store.earliest_last_sent(db)
+            floor = now - timedelta(days=settings.first_issue_days)
+            built.append(build_index(db, min(earliest, floor) if earliest else floor))
         return built[0]
 
     workers = render_workers(settings) if not only else 1

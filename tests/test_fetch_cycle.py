@@ -30,12 +30,14 @@ def test_sources_are_asked_once_per_announcement_cycle(isolated, http_server, mo
     invoke("subscribers", "add", "ada@example.org", "--author", "Taiming Lu")
     # Monday 2026-11-23, 02:00 UTC: after Sunday's 20:00 US Eastern announcement
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T02:00:00+00:00")
-    invoke("run")
+    invoke("run", "--all")
     asked = len(api_requests(http_server)), len(feed_requests(http_server))
     assert asked == (1, 1)
-    # the next hourly run of the same cycle asks nobody and says why
+    # the next hourly run of the same cycle (someone new is due) asks nobody and says why
+    invoke("subscribers", "add", "ann@example.org", "--author", "Taiming Lu")
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T03:00:00+00:00")
-    out = invoke("run").output
+    out = invoke("run", "--all").output
+    assert "1 sent" in out
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == asked
     assert "Source arxiv: ok, 0 new, 0 requests (fetched after arXiv's announcement of " \
            "2026-11-22 20:00 EST already; using the store)" in out
@@ -43,7 +45,7 @@ def test_sources_are_asked_once_per_announcement_cycle(isolated, http_server, mo
     # a new author to follow: arXiv is asked again (the feed is not)
     invoke("subscribers", "add", "bob@example.org", "--author", "Daniel Khashabi")
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-23T04:00:00+00:00")
-    invoke("run")
+    invoke("run", "--all")
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (2, 1)
     # `newsletter fetch --once-per-cycle` (the workflow's first job) asks nobody now...
     assert "elife: fetched after" in invoke("fetch", "--once-per-cycle").output
@@ -53,5 +55,5 @@ def test_sources_are_asked_once_per_announcement_cycle(isolated, http_server, mo
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (3, 2)
     # after Monday's announcement (20:00 EST = Tuesday 01:00 UTC) a new cycle begins
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-24T01:30:00+00:00")
-    invoke("run")
+    invoke("run", "--all")
     assert (len(api_requests(http_server)), len(feed_requests(http_server))) == (4, 3)

@@ -1,7 +1,9 @@
-"""Beyond one runner: `run --shard K/N` as a GitHub Actions matrix would run it. Four shards
-send from their own clones of one bare git remote and carry their state back through
-`state push` (the same merge as always); one shard is killed half way, pushes what it did,
-and is re-run from a fresh clone. A real SMTP server on loopback counts what arrives."""
+"""Beyond one runner: `run --shard K/N` as a GitHub Actions matrix would run it. Four shards,
+each on its own machine (a directory of its own), pull the encrypted state from one bare
+git remote, send, and push their deliveries back through `state push` (the same merge as
+always); one shard is killed half way, pushes what it did (the workflow's `if: always()`
+step), and is re-run on a fresh machine. A real SMTP server on loopback counts what
+arrives."""
 
 import os
 import signal
@@ -12,30 +14,30 @@ from conftest import invoke
 from test_exactly_once import Recorder, controller, wait_recorded
 
 from newsletter import store
+from newsletter.ops import statesync
 from newsletter.pipeline import in_shard, parse_shard
+
+KEY = statesync.new_key()
 
 PEOPLE = [f"reader{i:02d}@example.org" for i in range(16)]
 SHARDS = 4
 
 
-def git(cwd, *args):
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True).stdout
-
-
-def clone(origin, path):
-    git(path.parent, "clone", "--quiet", str(origin), str(path))
-    git(path, "config", "user.email", "runner@example.org")
-    git(path, "config", "user.name", "runner")
+def machine(tmp_path, name):
+    path = tmp_path / name
+    path.mkdir()
     return path
 
 
-def cli(repo, url, *args, **kw):
-    env = {**os.environ, "NEWSLETTER_DB": str(repo / "subscribers" / "newsletter.db"),
+def cli(where, origin, url, *args):
+    env = {**os.environ, "NEWSLETTER_DB": str(where / "newsletter.db"),
+           "NEWSLETTER_STATE_KEY": KEY, "NEWSLETTER_STATE_REMOTE": str(origin),
+           "GIT_COMMITTER_NAME": "runner", "GIT_COMMITTER_EMAIL": "runner@example.org",
+           "GIT_AUTHOR_NAME": "runner", "GIT_AUTHOR_EMAIL": "runner@example.org",
            "NEWSLETTER_SMTP_URL": url, "NEWSLETTER_SMTP_CONNECTIONS": "2",
            "NEWSLETTER_RENDER_WORKERS": "2"}
-    return subprocess.Popen([sys.executable, "-m", "newsletter", *args], env=env, cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "newsletter", *args], env=env, cwd=where,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc):
@@ -55,41 +57,37 @@ def test_shards_partition_the_list_stably():
         assert result.exit_code == 1 and "expected K/N with 1 <= K <= N" in result.output
 
 
-def test_four_shards_one_killed_half_way_and_rerun_send_each_exactly_once(tmp_path,
-                                                                          monkeypatch):
+def test_four_shards_one_killed_half_way_and_rerun_send_each_exactly_once(tmp_path):
     origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
-    seed = clone(origin, tmp_path / "seed")
-    db = seed / "subscribers" / "newsletter.db"
-    monkeypatch.setenv("NEWSLETTER_DB", str(db))
+    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(origin)], check=True)
+    seed = machine(tmp_path, "laptop")
     for address in PEOPLE:
-        invoke("subscribers", "add", address, "--author", "Taiming Lu")
-    invoke("fetch")
-    store.checkpoint(db)
-    git(seed, "add", "-f", "subscribers/newsletter.db")
-    git(seed, "commit", "--quiet", "-m", "subscribers and papers")
-    git(seed, "push", "--quiet", "origin", "HEAD:main")
+        finish(cli(seed, origin, "", "subscribers", "add", address, "--author", "Taiming Lu"))
+    finish(cli(seed, origin, "", "fetch"))
+    finish(cli(seed, origin, "", "state", "push", "-m", "subscribers and papers"))
 
     members = {k: [p for p in PEOPLE if in_shard(p, (k, SHARDS))] for k in range(1, 5)}
     killed = max(members, key=lambda k: len(members[k]))  # the biggest shard dies
     assert len(members[killed]) >= 3
     rec = Recorder()
     c, url = controller(rec)
-    runners = {k: clone(origin, tmp_path / f"shard{k}") for k in range(1, SHARDS + 1)}
+    runners = {k: machine(tmp_path, f"shard{k}") for k in range(1, SHARDS + 1)}
     try:
-        for k, repo in runners.items():  # every shard starts from the same commit
+        for where in runners.values():  # every shard starts from the same state
+            finish(cli(where, origin, url, "state", "pull"))
+        for k, where in runners.items():
             if k != killed:
-                out = finish(cli(repo, url, "run", "--all", "--no-fetch", "--shard",
+                out = finish(cli(where, origin, url, "run", "--all", "--shard",
                                  f"{k}/{SHARDS}"))
                 assert f"{len(members[k])} sent" in out
-                finish(cli(repo, url, "state", "push", "-m", f"shard {k}"))
+                finish(cli(where, origin, url, "state", "push", "-m", f"shard {k}"))
                 continue
             before = len(rec.accepted)
-            proc = cli(repo, url, "run", "--all", "--no-fetch", "--shard", f"{k}/{SHARDS}")
+            proc = cli(where, origin, url, "run", "--all", "--shard", f"{k}/{SHARDS}")
             half = len(members[k]) // 2 + 1
 
-            def kill(n, server, proc=proc, at=before + half, db=repo / "subscribers" /
-                     "newsletter.db", before=before):
+            def kill(n, server, proc=proc, at=before + half, db=where / "newsletter.db",
+                     before=before):
                 if n == at:  # dies while handing over a message: it is never accepted
                     wait_recorded(db, len(rec.accepted) - before)
                     os.kill(proc.pid, signal.SIGKILL)
@@ -103,20 +101,21 @@ def test_four_shards_one_killed_half_way_and_rerun_send_each_exactly_once(tmp_pa
             assert proc.returncode == -signal.SIGKILL
             assert len(rec.accepted) - before == half - 1  # half of the shard went out
             # the workflow's `if: always()` step carries what the dead shard did
-            finish(cli(repo, url, "state", "push", "-m", f"shard {k} (killed)"))
-        # the failed matrix job is re-run: a fresh checkout of what the remote has now
-        rerun = clone(origin, tmp_path / f"shard{killed}-rerun")
-        out = finish(cli(rerun, url, "run", "--all", "--no-fetch", "--shard",
-                         f"{killed}/{SHARDS}"))
+            finish(cli(where, origin, url, "state", "push", "-m", f"shard {k} killed"))
+        # the failed matrix job is re-run: a fresh machine pulls what the remote has now
+        rerun = machine(tmp_path, f"shard{killed}-rerun")
+        finish(cli(rerun, origin, url, "state", "pull"))
+        out = finish(cli(rerun, origin, url, "run", "--all", "--shard", f"{killed}/{SHARDS}"))
         assert f"{len(members[killed]) - half + 1} sent" in out
         assert f"{half - 1} skipped ({half - 1} already sent today)" in out
-        finish(cli(rerun, url, "state", "push", "-m", f"shard {killed} (re-run)"))
+        finish(cli(rerun, origin, url, "state", "push", "-m", f"shard {killed} re-run"))
     finally:
         c.stop()
     got = sorted(str(m["To"].addresses[0].addr_spec) for m in rec.accepted)
     assert got == sorted(PEOPLE)  # nothing lost, nothing twice
     assert len({m["Message-ID"] for m in rec.accepted}) == len(PEOPLE)
-    final = clone(origin, tmp_path / "final")
-    rows = store.list_deliveries(store.open_db(final / "subscribers" / "newsletter.db"))
+    check = machine(tmp_path, "check")
+    finish(cli(check, origin, "", "state", "pull"))
+    rows = store.list_deliveries(store.open_db(check / "newsletter.db"))
     assert sorted((r["email"], r["status"]) for r in rows) == [(p, "sent") for p in
                                                                sorted(PEOPLE)]

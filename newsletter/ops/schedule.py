@@ -12,11 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from newsletter.models import Subscriber
-
-EASTERN = ZoneInfo("America/New_York")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ANNOUNCE_AT = time(20, 0)
+from newsletter.models import WEEKDAYS, Subscriber
 
 
 def local(sub: Subscriber, now: datetime) -> datetime:
@@ -54,13 +50,18 @@ def arxiv_announces(day: date, holidays: frozenset[date] = frozenset()) -> bool:
     return day.weekday() in (6, 0, 1, 2, 3) and day not in holidays
 
 
+EASTERN = ZoneInfo("America/New_York")
+ANNOUNCE_AT = time(20, 0)
+
+
 def last_announcement(now: datetime, holidays: frozenset[date] = frozenset()) -> datetime:
-    """The most recent arXiv announcement at or before ``now``."""
+    """The most recent arXiv announcement at or before ``now`` (the start of the current
+    announcement cycle: the hourly run asks the sources once per cycle)."""
     here = now.astimezone(EASTERN)
     day = here.date() if here.time() >= ANNOUNCE_AT else here.date() - timedelta(days=1)
     for _ in range(30):
         if arxiv_announces(day, holidays):
-            return datetime.combine(day, ANNOUNCE_AT, EASTERN)
+            break
         day -= timedelta(days=1)
     return datetime.combine(day, ANNOUNCE_AT, EASTERN)
 

@@ -44,9 +44,22 @@ def db_path(db: Database) -> str:
 @contextmanager
 def transaction(db: Database) -> Iterator[None]:
     """One real transaction for the block (a savepoint when nested): sqlite-utils' own
-    insert/update calls inside it do not commit on their own."""
-    with db.atomic():
+    insert/update calls inside it do not commit on their own.
+
+    BEGIN IMMEDIATE takes the write lock first: a block that reads before it writes (as
+    sqlite-utils' inserts do) could otherwise fail at once with "database is locked" when
+    another connection (a run's sending threads) commits in between, without waiting."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
         yield
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.execute("COMMIT")
 
 
 class Pool:
