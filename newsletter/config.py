@@ -66,6 +66,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("llm_timeout", 60.0, "Seconds to wait for one LLM answer.", type=float),
     Setting("llm_budget_usd", 0.0, "Daily LLM budget in US dollars; 0 = no cap.", type=float),
     Setting("llm_concurrency", 4, "How many LLM calls may run at once.", type=int),
+    Setting("llm_max_tokens", 1500, "Longest answer (tokens) the model may write for one "
+            "brief; the budget reserves this much per call.", type=int),
+    Setting("llm_price_per_call_usd", 0.0, "Worst-case USD per LLM call, for a model "
+            "litellm has no price for; needed for such a model when a budget is set.",
+            type=float),
     Setting("arxiv_api_url", "https://export.arxiv.org/api/query", "arXiv API endpoint."),
     Setting("arxiv_rss_url", "https://rss.arxiv.org/rss", "Base of arXiv's listing feeds."),
     Setting("arxiv_delay", 3.0, "Seconds between arXiv API requests (at least 3).", type=float),
@@ -105,6 +110,8 @@ class Settings:
     llm_timeout: float = 60.0
     llm_budget_usd: float = 0.0
     llm_concurrency: int = 4
+    llm_max_tokens: int = 1500
+    llm_price_per_call_usd: float = 0.0
     arxiv_api_url: str = "https://export.arxiv.org/api/query"
     arxiv_rss_url: str = "https://rss.arxiv.org/rss"
     arxiv_delay: float = 3.0

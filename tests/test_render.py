@@ -50,8 +50,9 @@ LLM_BRIEF = Brief(
                   "transformers make strong baselines cheaper to reproduce.", (2, 4, 5)),
             Theme("World models", "Generative exploration lets embodied agents imagine "
                   "unseen views before they plan.", (6,))),
-    connections="Efficiency work and embodied AI meet in cheap imagination: a small model "
-                "that imagines well is worth more than a large one that only recalls.",
+    connections=(Theme("", "Efficiency work and embodied AI meet in cheap imagination: a "
+                       "small model that imagines well is worth more than a large one that "
+                       "only recalls.", (3, 6)),),
     per_paper=tuple(f"Sentence {n}." for n in range(1, 11)))
 
 
@@ -226,7 +227,7 @@ def test_chinese_issue_says_everything_in_chinese():
     r = render.render(make_issue("zh"), Settings())
     assert r.subject == "AcademicHub · 2026年11月22日 · 10 篇新论文"
     for phrase in ("交叉领域文献分析简报", "今日论文", "退订", "2026年11月22日",
-                   "作者: Taiming Lu"):
+                   "作者：Taiming Lu"):
         assert phrase in r.html
     assert "Today's papers" not in r.html and "Read more" not in r.html
     assert '<html lang="zh-Hans"' in r.html
@@ -276,13 +277,15 @@ def test_extractive_digest_is_compact_and_cites_every_paper():
     issue = make_issue(n=30)
     r = render.render(issue, Settings())
     brief = r.html.split("CROSS-FIELD BRIEF")[1].split("TODAY&#39;S PAPERS")[0]
-    quoted = re.findall(r'<span class="nl-cite"[^>]*>\[(\d\d)\]</span> (?!<)', brief)
+    quoted = re.findall(r'<a class="nl-cite" href="#p(\d\d)"[^>]*>\[\1\]</a> (?!<)', brief)
     assert 1 <= len(quoted) <= render.DIGEST_SENTENCES
     cited = set()
-    for first, last in re.findall(r"\[(\d\d)\](?:</span>|)(?:–\[(\d\d)\])?", brief):
+    for first, last in re.findall(r'<a class="nl-cite" href="#p(\d\d)"[^>]*>\[\d\d\]</a>'
+                                  r'(?:–<a class="nl-cite" href="#p(\d\d)")?', brief):
         cited.update(range(int(first), int(last or first) + 1))
     assert cited == set(range(1, 31))
-    assert "[02]–[11]" in brief  # runs of papers are cited as ranges
+    # runs of papers are cited as ranges, both ends linked to their cards
+    assert re.search(r'>\[02\]</a>–<a class="nl-cite" href="#p11"[^>]*>\[11\]</a>', brief)
     assert "30 papers today across Computer science" in r.html
     assert "Also: [" in r.text and "[02]–[11]" in r.text
 
@@ -310,7 +313,7 @@ def test_chips_cards_and_footer():
     assert chips[0][1] == ("mailto:editors@academichub.example?subject=Remove%20filter%20-"
                            "%20Author%3A%20Taiming%20Lu")
     card = r.html.split('class="nl-num"')[1]
-    assert "01.</span>" in card and "arXiv (cs." in card and "2026-06-12" in card
+    assert "01.</span>" in card and "arXiv (cs." in card and "June 12, 2026" in card
     assert re.search(r'class="nl-followed"[^>]*>Taiming Lu</span>', card)
     assert ">Read more</a>" in card and ">PDF</a>" in card
     footer = r.html.split('class="nl-foot')[1]

@@ -231,3 +231,18 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_brief_grounding(db: Database) -> None:
+    """Grounded briefs: per model call the claims it made and how many were dropped for a
+    missing or unfound quote; per brief that fell back to the digest, the reason (for
+    `briefs stats`; readers never see it)."""
+    db.table("llm_calls").add_column("claims", int)
+    db.table("llm_calls").add_column("dropped_claims", int)
+    db.table("brief_fallbacks").create(
+        {"id": int, "brief_key": str, "model": str, "language": str, "reason": str,
+         "created": str},
+        pk="id",
+    )
+    db.table("brief_fallbacks").create_index(["created"])
