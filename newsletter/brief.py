@@ -326,52 +326,63 @@ class Checked:
     dropped: int  # of which dropped: evidence missing or not found
 
 
-def parse_answer(text: str, papers: Sequence[Paper], language: str = "en") -> Checked:
-    """Validate the model's JSON and check every claim's evidence; raise ValueError if the
-    answer is unusable as JSON (worth one repair). Claims without found quotes are dropped;
-    if fewer than two themes (one for a one-paper issue) survive, or most claims were
-    dropped, the extractive digest stands in."""
+def _answer_parts(text: str) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    """(headline, themes, connections) of a JSON answer; ValueError if it has no shape."""
     raw = text.strip()
     if raw.startswith("```"):
         raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw)
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("answer is not a JSON object")
-    themes_in = data.get("themes")
-    if not isinstance(themes_in, list) or not themes_in:
+    themes, connections = data.get("themes"), data.get("connections") or []
+    if not isinstance(themes, list) or not themes:
         raise ValueError("no themes")
-    connections_in = data.get("connections") or []
-    if not isinstance(connections_in, list):
+    if not isinstance(connections, list):
         raise ValueError("connections is not a list")
-    headline_in = data.get("headline")
-    if not isinstance(headline_in, dict):
+    if not isinstance(data.get("headline"), dict):
         raise ValueError("headline is not a claim object")
+    return data, themes, connections
+
+
+def _notes(items: Any, papers: Sequence[Paper], language: str) -> tuple[str, ...]:
+    """The model's one-sentence note per paper ("" where it gave none, or not in the
+    reader's language)."""
+    notes = [""] * len(papers)
+    for item in items if isinstance(items, list) else []:
+        n = item.get("paper") if isinstance(item, dict) else None
+        if isinstance(n, int) and 1 <= n <= len(papers):
+            note = clean_text(item.get("note"), 400)
+            if note and in_language(note, language):
+                notes[n - 1] = note
+    return tuple(notes)
+
+
+def parse_answer(text: str, papers: Sequence[Paper], language: str = "en") -> Checked:
+    """Validate the model's JSON and check every claim's evidence; raise ValueError if the
+    answer is unusable as JSON (worth one repair). Claims without found quotes are dropped;
+    if fewer than two themes (one for a one-paper issue) survive, or most claims were
+    dropped, the extractive digest stands in."""
+    data, themes_in, connections_in = _answer_parts(text)
     made = dropped = 0
     kept: dict[str, list[Theme]] = {"headline": [], "themes": [], "connections": []}
-    for part, items, title in (("headline", [headline_in], None), ("themes", themes_in[:4], 80),
+    for part, items, title in (("headline", [data["headline"]], None),
+                               ("themes", themes_in[:4], 80),
                                ("connections", connections_in[:3], None)):
         for item in items:
             claim, counted = _claim(item, papers, title)
             made += counted
+            dropped += counted and claim is None
             if claim:
                 kept[part].append(claim)
-            elif counted:
-                dropped += 1
     if not made:
         raise ValueError("no claims with text")
-    notes = [""] * len(papers)
-    for item in data.get("papers") or []:
-        if isinstance(item, dict) and isinstance(item.get("paper"), int) \
-                and 1 <= item["paper"] <= len(papers):
-            note = clean_text(item.get("note"), 400)
-            if note and in_language(note, language):
-                notes[item["paper"] - 1] = note
     if len(kept["themes"]) < min(2, len(papers)) or dropped * 2 > made:
         note = f"{dropped} of {made} claims had no supporting quote in the cited abstracts"
         return Checked(extractive(papers, note=note), made, dropped)
     headline = kept["headline"][0].text if kept["headline"] else ""
     return Checked(Brief(kind="llm", headline=headline, themes=tuple(kept["themes"]),
-                         connections=tuple(kept["connections"]), per_paper=tuple(notes),
+                         connections=tuple(kept["connections"]),
+                         per_paper=_notes(data.get("papers"), papers, language),
                          dropped=dropped), made, dropped)
 
 
@@ -517,50 +528,62 @@ def _error_classes(litellm: Any) -> tuple[tuple[type[BaseException], ...],
     return retry, operator
 
 
+def _reserve(budget: Budget | None, messages: list[dict[str, str]], model: str,
+             max_tokens: int, price_per_call: float) -> tuple[float, str | None]:
+    """(the amount reserved for the next request, or why it may not start)."""
+    if budget is None or not budget.cap:
+        return 0.0, None
+    worst = worst_case_cost(messages, model, max_tokens, price_per_call)
+    if worst is None:
+        return 0.0, f"model {model!r} has no known price"
+    return (worst, None) if budget.reserve(worst) else (0.0, BUDGET_REACHED)
+
+
+def _repair(messages: list[dict[str, str]], answer: str, problem: Exception
+            ) -> list[dict[str, str]]:
+    return messages + [
+        {"role": "assistant", "content": answer[:4000]},
+        {"role": "user", "content": f"That answer was not valid ({problem}). Reply again "
+         "with only the JSON object described, nothing else."},
+    ]
+
+
 def write_brief(papers: Sequence[Paper], language: str, model: str = "",
                 api_base: str = "", timeout: float = 60.0, attempts: int = 3,
                 backoff: float = 0.5, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                 budget: Budget | None = None, price_per_call: float = 0.0) -> BriefResult:
     """Write the brief; never raises for a model failure (the digest stands in). Each
-    request first reserves its worst-case cost from ``budget``."""
+    request first reserves its worst-case cost from ``budget`` and settles it after."""
     if not model or not papers:
         return BriefResult(extractive(papers))
     problem = check_model(model, api_base)
     if problem:
         return BriefResult(extractive(papers, note=problem), operator_error=problem)
-    litellm = _litellm()
-    retryable, operator = _error_classes(litellm)
+    retryable, operator = _error_classes(_litellm())
     messages = build_messages(papers, language)
     calls: list[dict[str, Any]] = []
     repaired = False
     attempt = 0
     while True:
         attempt += 1
-        reserve = 0.0
-        if budget is not None and budget.cap:
-            worst = worst_case_cost(messages, model, max_tokens, price_per_call)
-            if worst is None:
-                note = f"model {model!r} has no known price"
-                return BriefResult(extractive(papers, note=note), tuple(calls),
-                                   operator_error=note)
-            if not budget.reserve(worst):
-                return BriefResult(extractive(papers, note=BUDGET_REACHED), tuple(calls))
-            reserve = worst
+        reserved, refused = _reserve(budget, messages, model, max_tokens, price_per_call)
+        if refused:
+            return BriefResult(extractive(papers, note=refused), tuple(calls),
+                               operator_error=None if refused == BUDGET_REACHED else refused)
         try:
             done = _complete(messages, model, api_base, timeout, max_tokens, price_per_call)
         except Exception as e:  # litellm maps every provider error onto its own classes
-            if budget is not None and reserve:
-                budget.settle(reserve, 0.0)  # a refused or failed request is not billed
-            name = type(e).__name__
-            calls.append({"model": model, "error": f"{name}: {str(e)[:300]}"})
+            if budget is not None and reserved:
+                budget.settle(reserved, 0.0)  # a refused or failed request is not billed
+            calls.append({"model": model, "error": f"{type(e).__name__}: {str(e)[:300]}"})
             if attempt < attempts and isinstance(e, retryable):
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
-            note = f"model failed ({name})"
+            note = f"model failed ({type(e).__name__})"
             return BriefResult(extractive(papers, note=note), tuple(calls),
                                operator_error=note if isinstance(e, operator) else None)
-        if budget is not None and reserve:
-            budget.settle(reserve, done.cost_usd)
+        if budget is not None and reserved:
+            budget.settle(reserved, done.cost_usd)
         row = {"model": model, "resolved_model": done.resolved_model,
                "input_tokens": done.input_tokens, "output_tokens": done.output_tokens,
                "cost_usd": done.cost_usd, "duration_ms": done.duration_ms}
@@ -571,18 +594,12 @@ def write_brief(papers: Sequence[Paper], language: str, model: str = "",
             if repaired:
                 return BriefResult(extractive(papers, note="model answer was not valid"),
                                    tuple(calls))
-            repaired = True
-            messages = messages + [
-                {"role": "assistant", "content": done.text[:4000]},
-                {"role": "user", "content": f"That answer was not valid ({e}). Reply again "
-                 "with only the JSON object described, nothing else."},
-            ]
+            repaired, messages = True, _repair(messages, done.text, e)
             continue
         calls.append({**row, "claims": checked.claims, "dropped_claims": checked.dropped})
         brief = checked.brief
-        if brief.kind == "llm":
-            brief = replace(brief, model=model)
-        return BriefResult(brief, tuple(calls))
+        return BriefResult(replace(brief, model=model) if brief.kind == "llm" else brief,
+                           tuple(calls))
 
 
 BUDGET_REACHED = "daily LLM budget reached"

@@ -174,12 +174,7 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                                             "(--with-briefs makes them)") for k, p, _ in todo})
         todo = []
     cap = settings.llm_budget_usd
-    problem = brief_mod.check_model(model, settings.llm_api_base) if todo else None
-    if problem is None and todo and cap and not settings.llm_price_per_call_usd \
-            and not brief_mod.known_price(model):
-        problem = (f"model {model!r} has no price in litellm's list, so the daily budget "
-                   "cannot cap it: set NEWSLETTER_LLM_PRICE_PER_CALL_USD or unset "
-                   "NEWSLETTER_LLM_BUDGET_USD")
+    problem = _model_problem(settings) if todo else None
     if problem:
         report.operator_errors.append(problem)
         out.update({k: brief_mod.extractive(list(p), note=problem) for k, p, _ in todo})
@@ -198,19 +193,41 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
             if result.operator_error:
                 report.operator_errors.append(result.operator_error)
             out[k] = result.brief
+    _fallbacks(db, out, settings, now, report, budget, record=call_model)
+    return out
+
+
+def _model_problem(settings: Settings) -> str | None:
+    """What the operator must fix before the model may be called at all."""
+    model = settings.llm_model
+    problem = brief_mod.check_model(model, settings.llm_api_base)
+    if problem is None and settings.llm_budget_usd and not settings.llm_price_per_call_usd \
+            and not brief_mod.known_price(model):
+        problem = (f"model {model!r} has no price in litellm's list, so the daily budget "
+                   "cannot cap it: set NEWSLETTER_LLM_PRICE_PER_CALL_USD or unset "
+                   "NEWSLETTER_LLM_BUDGET_USD")
+    return problem
+
+
+def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
+               settings: Settings, now: datetime, report: RunReport,
+               budget: brief_mod.Budget, record: bool) -> None:
+    """Every brief that fell back to the digest: its reason to the run summary and (unless
+    a dry run) to the brief_fallbacks table for `briefs stats`."""
     notes: dict[str, int] = {}
-    for k, b in out.items():
-        if b.note:
-            notes[b.note] = notes.get(b.note, 0) + 1
-        if b.note and call_model:
-            store.log_brief_fallback(db, brief_mod.cache_key(k[0], k[1], model), model,
-                                     k[1], b.note, now)
+    for (ids, lang), b in out.items():
+        if not b.note:
+            continue
+        notes[b.note] = notes.get(b.note, 0) + 1
+        if record:
+            store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
+                                     settings.llm_model, lang, b.note, now)
     for note, n in notes.items():
         if note == brief_mod.BUDGET_REACHED:
-            note = f"daily LLM budget of ${cap:g} reached (${budget.spent:.4f} spent today)"
-        report.brief_notes.append(f"{note} - {n} of {len(distinct)} briefs fell back to the "
+            note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
+                    f"(${budget.spent:.4f} spent today)")
+        report.brief_notes.append(f"{note} - {n} of {len(out)} briefs fell back to the "
                                   "extractive digest")
-    return out
 
 
 # --- whole issues ------------------------------------------------------------------------

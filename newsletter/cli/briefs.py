@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def briefs() -> None:
     """The cross-field briefs: the cache, and the LLM calls with their tokens and cost."""
 
@@ -36,7 +36,7 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
     """
     from newsletter import brief, store
 
-    db = _db(ctx)
+    db = get_db(ctx)
     rows = store.llm_usage(db, since.date() if since else None)
     total = brief.usage_totals(rows)
     reasons = store.brief_fallback_reasons(db, since.date() if since else None)
@@ -71,7 +71,7 @@ def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     from newsletter import brief, store
 
     rows = [{**r, "papers": len(json.loads(r.pop("paper_ids") or "[]"))}
-            for r in store.list_briefs(_db(ctx), limit)]
+            for r in store.list_briefs(get_db(ctx), limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

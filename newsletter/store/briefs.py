@@ -12,7 +12,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
-from newsletter.store.db import _iso, transaction, utcnow
+from newsletter.store.db import iso, transaction, utcnow
 
 
 def get_brief(db: Database, key: str) -> dict[str, Any] | None:
@@ -24,12 +24,12 @@ def get_brief(db: Database, key: str) -> dict[str, Any] | None:
 
 def put_brief(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("briefs").insert({**row, "created": _iso(at or utcnow())}, replace=True)
+        db.table("briefs").insert({**row, "created": iso(at or utcnow())}, replace=True)
 
 
 def log_llm_call(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("llm_calls").insert({**row, "created": _iso(at or utcnow())})
+        db.table("llm_calls").insert({**row, "created": iso(at or utcnow())})
 
 
 def log_brief_hit(db: Database, key: str, model: str, language: str,
@@ -37,7 +37,7 @@ def log_brief_hit(db: Database, key: str, model: str, language: str,
     """One brief served from the cache: a model call saved."""
     with transaction(db):
         db.table("brief_hits").insert({"brief_key": key, "model": model, "language": language,
-                                       "created": _iso(at or utcnow())})
+                                       "created": iso(at or utcnow())})
 
 
 def log_brief_fallback(db: Database, key: str, model: str, language: str, reason: str,
@@ -46,12 +46,17 @@ def log_brief_fallback(db: Database, key: str, model: str, language: str, reason
     with transaction(db):
         db.table("brief_fallbacks").insert({"brief_key": key, "model": model,
                                             "language": language, "reason": reason[:500],
-                                            "created": _iso(at or utcnow())})
+                                            "created": iso(at or utcnow())})
+
+
+def _dicts(cursor: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def llm_spend_since(db: Database, since: datetime) -> float:
     got = db.execute("select coalesce(sum(cost_usd), 0) from llm_calls where created >= ?",
-                     [_iso(since)]).fetchone()[0]
+                     [iso(since)]).fetchone()[0]
     return float(got)
 
 
@@ -85,20 +90,16 @@ def llm_usage(db: Database, since: date | None = None) -> list[dict[str, Any]]:
     the model), dropped_claims (no supporting quote found) and fallbacks (briefs that went
     out as the extractive digest)."""
     start = since.isoformat() if since else ""
-    cursor = db.execute(_USAGE, {"since": start})
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _dicts(db.execute(_USAGE, {"since": start}))
 
 
 def brief_fallback_reasons(db: Database, since: date | None = None
                            ) -> list[dict[str, Any]]:
     """Why briefs fell back to the digest: per day, model and reason, how many."""
-    cursor = db.execute(
+    return _dicts(db.execute(
         "select substr(created, 1, 10) as day, model, reason, count(*) as briefs "
         "from brief_fallbacks where created >= ? group by day, model, reason "
-        "order by day, model, briefs desc, reason", [since.isoformat() if since else ""])
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        "order by day, model, briefs desc, reason", [since.isoformat() if since else ""]))
 
 
 _LIST = """
@@ -113,9 +114,7 @@ order by b.created desc, b.key
 def list_briefs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
     """The cached briefs, newest first, without their text."""
     sql = _LIST + (" limit ?" if limit is not None else "")
-    cursor = db.execute(sql, [limit] if limit is not None else [])
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _dicts(db.execute(sql, [limit] if limit is not None else []))
 
 
 __all__ = ["brief_fallback_reasons", "get_brief", "list_briefs", "llm_spend_since",
