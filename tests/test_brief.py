@@ -430,3 +430,16 @@ def test_the_brief_and_its_quotes_survive_the_cache(isolated, llm_server, lang):
     assert len(llm_calls(llm_server)) == 1
     text = parts(read_outbox(isolated / "outbox")["bob@example.org"])[0]
     assert text.split("==")[2] == first[0].split("==")[2]  # the same brief, from the cache
+
+
+def test_a_note_not_in_the_chinese_readers_language_is_left_off_the_card():
+    from newsletter.brief import papers_data, parse_answer
+    from newsletter.sources.sample import load_papers
+
+    papers = [p for p in load_papers() if "Taiming Lu" in p.authors][:4]
+    answer = brief_answer(json.loads(papers_data(papers)), lang="zh")
+    answer["papers"][1]["note"] = "An English sentence for a Chinese reader."
+    checked = parse_answer(json.dumps(answer, ensure_ascii=False), papers, "zh")
+    assert checked.brief.kind == "llm" and checked.dropped == 0
+    assert checked.brief.per_paper[1] == ""
+    assert checked.brief.per_paper[0] == NOTE["zh"].format(n=1)
