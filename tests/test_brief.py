@@ -267,9 +267,12 @@ def test_commands_without_a_brief_never_import_litellm(isolated, args):
         assert "0.0012" in done.stdout  # the cost stored at call time, read back
 
 
+PAUSE = 0.6  # long enough for four threads to get their requests out on a busy machine
+
+
 @pytest.mark.parametrize("concurrency", [4, 2])
 def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
-    """Four distinct briefs, a server that takes 0.3 s per answer: with concurrency 4 the
+    """Four distinct briefs, a server that takes 0.6 s per answer: with concurrency 4 the
     four requests run at once; with 2, never more than two do."""
     import threading
     from datetime import UTC, datetime
@@ -284,7 +287,7 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
 
     def slow(h, body):
         start = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(PAUSE)
         with lock:
             spans.append((start, time.monotonic()))
         return model_answers()(h, body)
@@ -303,7 +306,7 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
     assert at_once == concurrency
     span = max(e for _, e in spans) - min(s for s, _ in spans)
     rounds = 4 // concurrency
-    assert 0.3 * rounds - 0.05 < span < 0.3 * rounds + 0.45  # one at a time: 1.2 s
+    assert PAUSE * rounds - 0.05 < span < PAUSE * rounds + 0.45  # one at a time: 2.4 s
 
 
 def test_prompt_tokens_split_instructions_from_papers(isolated):

@@ -150,7 +150,7 @@ def test_the_budget_holds_with_four_calls_in_flight(isolated, llm_server, monkey
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
-        time.sleep(0.3)
+        time.sleep(0.6)  # long enough for the calls the budget allows to overlap
         with lock:
             in_flight[0] -= 1
         prompt = litellm.token_counter(model=PRICED, messages=request["messages"])
