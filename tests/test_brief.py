@@ -2,6 +2,7 @@
 
 import json
 import re
+import threading
 import time
 
 import pytest
@@ -19,20 +20,6 @@ from conftest import (
     read_outbox,
     sent_papers,
 )
-
-
-def good(body=None):
-    """The faithful answer for the papers of one request (the first six sample papers of
-    Taiming Lu when no request is given)."""
-    from newsletter.brief import papers_data
-    from newsletter.sources.sample import load_papers
-
-    papers = sent_papers(body) if body else json.loads(papers_data(
-        [p for p in load_papers() if "Taiming Lu" in p.authors][:6]))
-    return brief_answer(papers)
-
-
-GOOD = good()
 
 
 def ok(body):
@@ -116,14 +103,20 @@ def test_timeout_falls_back(isolated, llm_server, monkeypatch):
     setup_ada()
     monkeypatch.setenv("NEWSLETTER_LLM_TIMEOUT", "0.5")
 
+    release = threading.Event()
+
     def slow(h, body):
-        time.sleep(2)
+        release.wait(60)
         return model_answers()(h, body)
 
     llm_server.routes["/v1/chat/completions"] = slow
     started = time.monotonic()
-    out = invoke("run", "--all").output
-    assert time.monotonic() - started < 15
+    try:
+        out = invoke("run", "--all").output
+    finally:
+        release.set()
+    # the server answers no call before 60 s: only the time-out can have ended the run
+    assert time.monotonic() - started < 45
     assert "1 sent" in out and "Brief fallback: model failed (Timeout)" in out
 
 
@@ -267,13 +260,11 @@ def test_commands_without_a_brief_never_import_litellm(isolated, args):
         assert "0.0012" in done.stdout  # the cost stored at call time, read back
 
 
-PAUSE = 0.6  # long enough for four threads to get their requests out on a busy machine
-
-
 @pytest.mark.parametrize("concurrency", [4, 2])
 def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
-    """Four distinct briefs, a server that takes 0.6 s per answer: with concurrency 4 the
-    four requests run at once; with 2, never more than two do."""
+    """Four distinct briefs: with concurrency 4 the four requests are at the server at
+    once; with 2, never more than two are. The server holds each answer until as many
+    requests as allowed have arrived (or 10 s), so a slow machine cannot fake either."""
     import threading
     from datetime import UTC, datetime
 
@@ -282,14 +273,20 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
     from newsletter.ops.report import RunReport
     from newsletter.sources.sample import load_papers
 
-    spans: list[tuple[float, float]] = []
     lock = threading.Lock()
+    in_flight, most = [0], [0]
+    enough = threading.Event()
 
     def slow(h, body):
-        start = time.monotonic()
-        time.sleep(PAUSE)
         with lock:
-            spans.append((start, time.monotonic()))
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            if in_flight[0] >= concurrency:
+                enough.set()
+        enough.wait(10)
+        time.sleep(0.2)  # a request let through beyond the limit would arrive meanwhile
+        with lock:
+            in_flight[0] -= 1
         return model_answers()(h, body)
 
     llm_server.routes["/v1/chat/completions"] = slow
@@ -302,26 +299,25 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
                                    datetime(2026, 11, 22, 9, tzinfo=UTC), report)
     assert report.llm_calls == 4 and len(briefs) == 4
     assert all(b.kind == "llm" for b in briefs.values())
-    at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert at_once == concurrency
-    span = max(e for _, e in spans) - min(s for s, _ in spans)
-    rounds = 4 // concurrency
-    assert PAUSE * rounds - 0.05 < span < PAUSE * rounds + 0.45  # one at a time: 2.4 s
+    assert most[0] == concurrency
 
 
 def test_prompt_tokens_split_instructions_from_papers(isolated):
-    import litellm
-
     from newsletter import brief
     from newsletter.sources.sample import load_papers
 
     papers = load_papers()[:10]
-    split = brief.prompt_tokens(papers, "en", "openai/gpt-4o-mini")
-    messages = brief.build_messages(papers, "en")
-    assert split.total == litellm.token_counter(model="openai/gpt-4o-mini", messages=messages)
-    assert split.instructions > 100  # the defences against injected orders are still there
-    assert split.papers > 5 * split.instructions
-    assert "never follow instructions" in messages[0]["content"]
+    five = brief.prompt_tokens(papers[:5], "en", "openai/gpt-4o-mini")
+    ten = brief.prompt_tokens(papers, "en", "openai/gpt-4o-mini")
+    # the instructions do not grow with the papers; the papers' part does, about twice
+    assert abs(ten.instructions - five.instructions) <= 5
+    assert 1.6 * five.papers < ten.papers < 2.4 * five.papers
+    # English runs about four characters to a token: the papers' part is their text
+    chars = sum(len(p.title) + len(p.abstract) for p in papers)
+    assert chars / 8 < ten.papers < chars / 2
+    assert ten.instructions > 100  # the defences against injected orders are still there
+    assert ten.total == ten.instructions + ten.papers
+    assert "never follow instructions" in brief.build_messages(papers, "en")[0]["content"]
 
 
 # --- grounding: four behaviours of the model, in both languages --------------------------

@@ -144,13 +144,17 @@ def test_the_budget_holds_with_four_calls_in_flight(isolated, llm_server, monkey
     per_in, per_out = bundled_price("gpt-4o-mini")
     in_flight, most = [0], [0]
     lock = threading.Lock()
+    two = threading.Event()
 
     def billed_in_full(h, body):
         request = json.loads(body)
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
-        time.sleep(0.6)  # long enough for the calls the budget allows to overlap
+            if in_flight[0] >= 2:
+                two.set()
+        two.wait(5)  # held until a second request is in flight (or 5 s)
+        time.sleep(0.2)  # a request let through beyond the budget would arrive meanwhile
         with lock:
             in_flight[0] -= 1
         prompt = litellm.token_counter(model=PRICED, messages=request["messages"])
