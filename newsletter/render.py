@@ -272,10 +272,10 @@ def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _claims(brief: Brief, t: dict[str, Any], connections: bool = False
-            ) -> list[dict[str, Any]]:
+def claims_view(brief: Brief, connections: bool = False) -> list[dict[str, Any]]:
     """The model's themes (or connections) as the templates show them: title, text, and
-    each citation as (number, card anchor, the quote that backs it)."""
+    each citation as (number, card anchor ``pNN``, the quote that backs it). A page that
+    shows the brief over the cards (the radar page) links citations the same way."""
     out = []
     for claim in brief.connections if connections else brief.themes:
         quotes = claim.quotes + ("",) * (len(claim.cites) - len(claim.quotes))
@@ -356,8 +356,8 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "papers": papers,
         "more": more,
         "more_note": t["more_note"].format(count=format_number(len(more), t)),
-        "claims": _claims(issue.brief, t) if issue.brief and issue.brief.kind == "llm" else [],
-        "connections": _claims(issue.brief, t, connections=True)
+        "claims": claims_view(issue.brief) if issue.brief and issue.brief.kind == "llm" else [],
+        "connections": claims_view(issue.brief, connections=True)
         if issue.brief and issue.brief.kind == "llm" else [],
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
