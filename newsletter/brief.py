@@ -559,7 +559,9 @@ def write_brief(papers: Sequence[Paper], language: str, model: str = "",
     problem = check_model(model, api_base)
     if problem:
         return BriefResult(extractive(papers, note=problem), operator_error=problem)
-    retryable, operator = _error_classes(_litellm())
+    litellm = _litellm()
+    retryable, operator = _error_classes(litellm)
+    timeout_class = litellm.Timeout
     messages = build_messages(papers, language)
     calls: list[dict[str, Any]] = []
     repaired = False
@@ -574,7 +576,9 @@ def write_brief(papers: Sequence[Paper], language: str, model: str = "",
             done = _complete(messages, model, api_base, timeout, max_tokens, price_per_call)
         except Exception as e:  # litellm maps every provider error onto its own classes
             if budget is not None and reserved:
-                budget.settle(reserved, 0.0)  # a refused or failed request is not billed
+                # a refused request is not billed; one that timed out may have been: it
+                # keeps its worst case for the rest of this run
+                budget.settle(reserved, None if isinstance(e, timeout_class) else 0.0)
             calls.append({"model": model, "error": f"{type(e).__name__}: {str(e)[:300]}"})
             if attempt < attempts and isinstance(e, retryable):
                 time.sleep(backoff * 2 ** (attempt - 1))

@@ -223,3 +223,36 @@ def test_an_unreachable_model_never_stops_the_emails(isolated, llm_server):
     rows = list(db(isolated)["llm_calls"].rows)
     assert len(rows) == 3 and all(r["error"] and r["cost_usd"] is None for r in rows)
     assert "Extractive digest" in parts(read_outbox(isolated / "outbox")["ada@example.org"])[0]
+
+
+def test_reservations_from_many_threads_never_pass_the_cap():
+    """The budget's own rule, with 64 threads racing: a reservation that would pass the cap
+    is refused, so what is reserved plus what is spent never exceeds it."""
+    import threading
+
+    from newsletter.brief import Budget
+
+    budget = Budget(cap=10.0, spent=2.5)
+    granted: list[bool] = []
+    peak = [0.0]
+    lock = threading.Lock()
+    start = threading.Barrier(64)
+
+    def one() -> None:
+        start.wait()
+        ok = budget.reserve(1.0)
+        with lock:
+            granted.append(ok)
+            peak[0] = max(peak[0], budget.spent + budget.reserved)
+        if ok:
+            budget.settle(1.0, 0.75)  # answered for less than its worst case
+
+    threads = [threading.Thread(target=one) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] <= 10.0 and budget.reserved == 0
+    assert sum(granted) >= 7  # 7 fit at once; settled ones leave room for more
+    assert budget.spent == 2.5 + 0.75 * sum(granted) <= 10.0
+    assert Budget(cap=0.0).reserve(1e9)  # no cap: everything may start
