@@ -314,6 +314,25 @@ def _claim(item: Any, papers: Sequence[Paper], title_limit: int | None
                  quotes=tuple(quotes[c] for c in cites)), True
 
 
+_FULL_WIDTH = {",": "，", ".": "。", ":": "：", ";": "；", "?": "？", "!": "！"}
+_HAN = "\u3400-\u9fff\uf900-\ufaff"
+_ASCII_MARK_BY_HAN = re.compile(rf"(?<=[{_HAN}])\s*([,.:;?!]) *|([,:;?!])\s*(?=[{_HAN}])")
+_PARENS = re.compile(rf"(?P<before>[{_HAN}]?)\s*\((?P<inside>[^()]*)\)\s*(?P<after>[{_HAN}]?)")
+
+
+def chinese_punctuation(text: str) -> str:
+    """A Chinese sentence with the ASCII marks the model put next to Chinese characters
+    made full-width ("模型, 数据." -> "模型，数据。"; a bracket pair touching or holding
+    Chinese -> （ ）); marks inside Latin text stay."""
+    def parens(m: re.Match[str]) -> str:
+        if m["before"] or m["after"] or re.search(f"[{_HAN}]", m["inside"]):
+            return f"{m['before']}（{m['inside']}）{m['after']}"
+        return m.group(0)
+
+    text = _PARENS.sub(parens, text)
+    return _ASCII_MARK_BY_HAN.sub(lambda m: _FULL_WIDTH[m.group(1) or m.group(2)], text)
+
+
 def in_language(text: str, language: str) -> bool:
     """A note for a Chinese reader must be Chinese (other languages are not checked)."""
     return not language.startswith("zh") or bool(_CJK.search(text))
@@ -380,10 +399,21 @@ def parse_answer(text: str, papers: Sequence[Paper], language: str = "en") -> Ch
         note = f"{dropped} of {made} claims had no supporting quote in the cited abstracts"
         return Checked(extractive(papers, note=note), made, dropped)
     headline = kept["headline"][0].text if kept["headline"] else ""
-    return Checked(Brief(kind="llm", headline=headline, themes=tuple(kept["themes"]),
-                         connections=tuple(kept["connections"]),
-                         per_paper=_notes(data.get("papers"), papers, language),
-                         dropped=dropped), made, dropped)
+    brief = Brief(kind="llm", headline=headline, themes=tuple(kept["themes"]),
+                  connections=tuple(kept["connections"]),
+                  per_paper=_notes(data.get("papers"), papers, language), dropped=dropped)
+    return Checked(_in_chinese(brief) if language.startswith("zh") else brief, made, dropped)
+
+
+def _in_chinese(brief: Brief) -> Brief:
+    """The model's words with Chinese punctuation (quotes stay verbatim)."""
+    def fix(claims: tuple[Theme, ...]) -> tuple[Theme, ...]:
+        return tuple(replace(c, title=chinese_punctuation(c.title),
+                             text=chinese_punctuation(c.text)) for c in claims)
+
+    return replace(brief, headline=chinese_punctuation(brief.headline),
+                   themes=fix(brief.themes), connections=fix(brief.connections),
+                   per_paper=tuple(chinese_punctuation(n) for n in brief.per_paper))
 
 
 def _litellm() -> Any:

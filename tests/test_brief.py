@@ -442,3 +442,23 @@ def test_a_note_not_in_the_chinese_readers_language_is_left_off_the_card():
     assert checked.brief.kind == "llm" and checked.dropped == 0
     assert checked.brief.per_paper[1] == ""
     assert checked.brief.per_paper[0] == NOTE["zh"].format(n=1)
+
+
+def test_the_models_chinese_gets_chinese_punctuation_and_quotes_stay_verbatim():
+    from newsletter.brief import chinese_punctuation, papers_data, parse_answer
+    from newsletter.sources.sample import load_papers
+
+    papers = [p for p in load_papers() if "Taiming Lu" in p.authors][:4]
+    answer = brief_answer(json.loads(papers_data(papers)), lang="zh")
+    answer["themes"][0]["title"] = "模型压缩."
+    answer["themes"][0]["text"] = ("剪枝(pruning)与蒸馏, 都复用了父模型: "
+                                   "见 DyT (Dynamic Tanh) 的改进.")
+    checked = parse_answer(json.dumps(answer, ensure_ascii=False), papers, "zh")
+    theme = checked.brief.themes[0]
+    assert theme.title == "模型压缩。"
+    assert theme.text == "剪枝（pruning）与蒸馏，都复用了父模型：见 DyT（Dynamic Tanh）的改进。"
+    assert theme.quotes[0] == answer["themes"][0]["evidence"][0]["quote"]  # verbatim
+    # Latin text keeps its own marks
+    assert chinese_punctuation("Llama-3.1-8B (a model), v0.5.") == "Llama-3.1-8B (a model), v0.5."
+    english = parse_answer(json.dumps(brief_answer(json.loads(papers_data(papers)))), papers)
+    assert english.brief.themes[0].text == THEMES["en"][0][1]
