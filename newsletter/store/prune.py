@@ -42,6 +42,8 @@ def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
                                             (cutoff,)).rowcount
         dropped["brief_hits"] = conn.execute("delete from brief_hits where created < ?",
                                              (cutoff,)).rowcount
+        dropped["brief_fallbacks"] = conn.execute(
+            "delete from brief_fallbacks where created < ?", (cutoff,)).rowcount
         dropped["papers"] = conn.execute(
             "delete from papers where first_seen < ? and id not in ("
             " select j.value from deliveries d, json_each(coalesce(d.paper_ids, '[]')) j"
