@@ -80,6 +80,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("confirm_days", 7, "Days a subscriber added with --confirm has to confirm before "
             "being forgotten.", type=int),
     Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
+    Setting("feedback_id", "", "Sender id for a Feedback-ID: header (Gmail's feedback loop); "
+            "empty = no header."),
+    Setting("dkim_selector", "", "DKIM selector: sign every message when set (with "
+            "NEWSLETTER_DKIM_PRIVATE_KEY)."),
+    Setting("dkim_domain", "", "DKIM signing domain (d=); empty = the From address's domain."),
+    Setting("dkim_private_key", "", "DKIM private key: the PEM text, or the path of the PEM "
+            "file.", secret=True),
+    Setting("soft_bounce_limit", 3, "Pause a subscriber after this many soft bounces (mailbox "
+            "full, refused, gave up retrying) within 30 days; 0 = never.", type=int),
+    Setting("dns_server", "", "DNS resolver 'doctor' asks, as host or host:port; empty = the "
+            "system's."),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -115,6 +126,12 @@ class Settings:
     secret: str = ""
     confirm_days: int = 7
     unsubscribe_url: str = ""
+    feedback_id: str = ""
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_private_key: str = ""
+    soft_bounce_limit: int = 3
+    dns_server: str = ""
 
     @property
     def source_names(self) -> list[str]:

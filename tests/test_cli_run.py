@@ -2,7 +2,10 @@
 
 import re
 
+import pytest
 from conftest import invoke, parts, read_outbox
+
+from newsletter import store
 
 
 def _two_subscribers():
@@ -103,11 +106,35 @@ def test_unreachable_smtp_server_is_a_clear_failure(isolated, monkeypatch):
 def test_password_never_sent_in_clear_to_remote_host(isolated, monkeypatch):
     _two_subscribers()
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://me:hunter2@mail.example.org:25")
+    monkeypatch.setenv("NEWSLETTER_FROM_ADDR", "news@academichub.example")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 32)
     result = invoke("run", "--all", ok=False)
     assert result.exit_code == 1
     assert "refusing to send the SMTP password to mail.example.org unencrypted" in \
         result.output
     assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("env, refusal", [
+    ({}, "refusing to send through mail.example.org from 'AcademicHub <newsletter@localhost>'"
+         " - set NEWSLETTER_FROM_ADDR"),
+    ({"NEWSLETTER_FROM_ADDR": "news@academichub.example"},
+     "refusing to send through mail.example.org without NEWSLETTER_SECRET"),
+])
+def test_run_refuses_a_real_server_from_localhost_or_without_secret(isolated, monkeypatch, env,
+                                                                   refusal):
+    _two_subscribers()
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtps://me:hunter2@mail.example.org:465")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = invoke("run", "--all", ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: " + refusal), result.output
+    assert "hunter2" not in result.output
+    db = store.open_db(isolated / "newsletter.db")
+    assert store.list_deliveries(db) == []  # refused before anything was planned or sent
+    # a dry run sends nothing, so it is allowed
+    assert "would-send" in invoke("run", "--all", "--dry-run").output
 
 
 def test_fetch_reports_counts_and_is_idempotent(isolated):

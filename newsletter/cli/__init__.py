@@ -263,6 +263,7 @@ def config_cmd(ctx: click.Context) -> None:
 
 from newsletter.cli import briefs as _briefs  # noqa: E402,F401
 from newsletter.cli import deliveries as _deliveries  # noqa: E402,F401  (registers groups)
+from newsletter.cli import doctor as _doctor  # noqa: E402,F401
 from newsletter.cli import papers as _papers  # noqa: E402,F401
 from newsletter.cli import preview as _preview  # noqa: E402,F401
 from newsletter.cli import sources as _sources  # noqa: E402,F401

@@ -1,9 +1,9 @@
 """The history of every change to a subscriber: what happened, when, and where from.
 
 Events name what happened (added, imported, edited, paused, resumed, pending, confirmation
-sent, confirmed, unsubscribed, bounced, forgotten, expired, removed); the origin says who
-or what did it (cli, import, unsubscribe, bounce, reply, web). The detail may hold personal
-data (an old name, a filter); it is erased with the subscriber.
+sent, confirmed, unsubscribed, bounced, soft bounce, forgotten, expired, removed); the origin
+says who or what did it (cli, import, unsubscribe, bounce, complaint, reply, web). The detail
+may hold personal data (an old name, a filter); it is erased with the subscriber.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from newsletter.store.db import _iso, transaction, utcnow
 
-ORIGINS = ("cli", "import", "unsubscribe", "bounce", "reply", "web")
+ORIGINS = ("cli", "import", "unsubscribe", "bounce", "complaint", "reply", "web")
 
 
 def _insert_event(conn: sqlite3.Connection, subscriber_id: int | None, event: str,
@@ -52,6 +52,19 @@ def subscriber_history(db: Database, email: str) -> list[dict[str, Any]]:
         " where subscriber_id = ? order by id", [row["id"]])]
 
 
+def soft_bounces(db: Database, email: str, since: datetime) -> int:
+    """How many soft bounces EMAIL had since SINCE and since their status last changed
+    (resuming or reactivating someone starts the count again)."""
+    from newsletter.store.subscribers import _subscriber_row
+
+    row = _subscriber_row(db, email)
+    start = max(_iso(since) or "", row["status_changed"] or "")
+    got: int = db.execute(
+        "select count(*) from subscriber_events where subscriber_id = ? and event = "
+        "'soft bounce' and created >= ?", [row["id"], start]).fetchone()[0]
+    return got
+
+
 def anonymous_events(db: Database) -> list[dict[str, Any]]:
     """Events left by subscribers who were forgotten, expired or removed (no subscriber)."""
     return [dict(r) for r in db.query(
@@ -59,4 +72,5 @@ def anonymous_events(db: Database) -> list[dict[str, Any]]:
         " where subscriber_id is null order by id")]
 
 
-__all__ = ["ORIGINS", "anonymous_events", "record_event", "subscriber_history"]
+__all__ = ["ORIGINS", "anonymous_events", "record_event", "soft_bounces",
+           "subscriber_history"]

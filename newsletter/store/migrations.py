@@ -231,3 +231,9 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_delivery_message_id_index(db: Database) -> None:
+    """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
+    db.table("deliveries").create_index(["message_id"])
