@@ -19,7 +19,7 @@ from email import policy
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from newsletter.config import Settings
 from newsletter.lists.tokens import unsubscribe_token
@@ -50,8 +50,8 @@ def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
     mailto = f"mailto:{sender}?subject={quote(subject)}"
     web = None
     if settings.unsubscribe_url and token:
-        web = (f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?"
-               f"email={quote(email)}&token={token}")
+        query = urlencode({"email": email, "token": token})  # ada+news@ stays ada+news@
+        web = f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?{query}"
     return mailto, web
 
 

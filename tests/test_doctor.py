@@ -180,17 +180,30 @@ def dns_server() -> Iterator[DNSServer]:
 
 @pytest.fixture
 def endpoint_https(tls: Cert, isolated: Path) -> Iterator[str]:
+    """The real endpoint (`newsletter serve`'s app) under Uvicorn, with TLS."""
+    import time
+
+    import uvicorn
+
     from newsletter.web import endpoint
 
-    server = endpoint.make_server(str(isolated / "newsletter.db"),
-                                  Settings(db=str(isolated / "newsletter.db"), secret="s" * 32),
-                                  port=0)
-    server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = Settings(db=str(isolated / "newsletter.db"), secret="s" * 32)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        endpoint.create_app(settings), host="127.0.0.1", port=port, log_config=None,
+        access_log=False, lifespan="on", ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
+        yield f"https://127.0.0.1:{port}"
     finally:
-        server.shutdown()
+        server.should_exit = True
+        thread.join(10)
 
 
 # --- everything together ---------------------------------------------------------------------

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from newsletter.cli import _settings, cli
+from newsletter.cli._common import get_settings
 
 
-@cli.command()
+@click.command()
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds each network check may take.")
 @click.option("--dkim-record", is_flag=True,
@@ -29,7 +29,7 @@ def doctor(ctx: click.Context, timeout: float, dkim_record: bool, as_json: bool)
     from newsletter import signing
     from newsletter.ops import doctor as doctor_mod
 
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     if dkim_record:
         key = signing.key_from_settings(settings)
         if key is None:

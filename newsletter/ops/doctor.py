@@ -23,6 +23,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.headers import from_domain
 from newsletter.lists.addresses import is_loopback
+from newsletter.send import SMTPSender
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 TIMEOUT = 10.0
@@ -63,9 +64,41 @@ def _check_secret(s: Settings) -> Check:
     return Check("secret", OK, "set")
 
 
-def _check_smtp(s: Settings, timeout: float) -> list[Check]:
-    from newsletter.send import SMTPSender
+def _smtp_tls(conn: smtplib.SMTP, sender: SMTPSender, where: str) -> Check:
+    if sender.scheme == "smtps":
+        return Check("smtp-tls", OK, "TLS (smtps), certificate valid")
+    if sender.scheme == "smtp+starttls":
+        conn.ehlo()
+        if not conn.has_extn("starttls"):
+            return Check("smtp-tls", FAIL, f"{where} does not offer STARTTLS - use smtps:// "
+                         "or the provider's submission port")
+        try:
+            conn.starttls(context=ssl.create_default_context())
+        except (ssl.SSLError, ssl.CertificateError) as e:
+            return Check("smtp-tls", FAIL, f"STARTTLS with {where} failed "
+                         f"({getattr(e, 'reason', None) or e}) - check the host name matches "
+                         "the server's certificate")
+        return Check("smtp-tls", OK, "STARTTLS, certificate valid")
+    if is_loopback(sender.host):
+        return Check("smtp-tls", OK, "no TLS, to a relay on this machine")
+    return Check("smtp-tls", FAIL, f"plain smtp:// to {sender.host}: mail and password "
+                 "travel unencrypted - use smtps:// or smtp+starttls://")
 
+
+def _smtp_login(conn: smtplib.SMTP, sender: SMTPSender) -> Check:
+    if not sender.user:
+        return Check("smtp-login", OK if is_loopback(sender.host) else WARN,
+                     "no user in NEWSLETTER_SMTP_URL: sending without logging in")
+    try:
+        conn.login(sender.user, sender.password)
+    except smtplib.SMTPException as e:
+        return Check("smtp-login", FAIL, f"{sender.user} was refused ({e}) - check the user "
+                     "and NEWSLETTER_SMTP_PASSWORD")
+    return Check("smtp-login", OK, f"{sender.user} logged in (nothing sent)")
+
+
+def _check_smtp(s: Settings, timeout: float) -> list[Check]:
+    """Connect, TLS, log in, QUIT: three lines (reachable, TLS, login); nothing is sent."""
     if not s.smtp_url:
         return [Check("smtp", FAIL, "NEWSLETTER_SMTP_URL is not set: mail only goes to the "
                       "outbox folder - set it to your provider's submission server")]
@@ -90,37 +123,9 @@ def _check_smtp(s: Settings, timeout: float) -> list[Check]:
                       "and that this machine may connect out on that port")]
     out = [Check("smtp", OK, f"{where} answers")]
     try:
-        if sender.scheme == "smtps":
-            out.append(Check("smtp-tls", OK, "TLS (smtps), certificate valid"))
-        elif sender.scheme == "smtp+starttls":
-            conn.ehlo()
-            if not conn.has_extn("starttls"):
-                out.append(Check("smtp-tls", FAIL, f"{where} does not offer STARTTLS - use "
-                                 "smtps:// or the provider's submission port"))
-                return out
-            try:
-                conn.starttls(context=ssl.create_default_context())
-            except (ssl.SSLError, ssl.CertificateError) as e:
-                out.append(Check("smtp-tls", FAIL, f"STARTTLS with {where} failed "
-                                 f"({getattr(e, 'reason', None) or e}) - check the host name "
-                                 "matches the server's certificate"))
-                return out
-            out.append(Check("smtp-tls", OK, "STARTTLS, certificate valid"))
-        elif is_loopback(sender.host):
-            out.append(Check("smtp-tls", OK, "no TLS, to a relay on this machine"))
-        else:
-            out.append(Check("smtp-tls", FAIL, f"plain smtp:// to {sender.host}: mail and "
-                             "password travel unencrypted - use smtps:// or smtp+starttls://"))
-        if not sender.user:
-            out.append(Check("smtp-login", OK if is_loopback(sender.host) else WARN,
-                             "no user in NEWSLETTER_SMTP_URL: sending without logging in"))
-        else:
-            try:
-                conn.login(sender.user, sender.password)
-                out.append(Check("smtp-login", OK, f"{sender.user} logged in (nothing sent)"))
-            except smtplib.SMTPException as e:
-                out.append(Check("smtp-login", FAIL, f"{sender.user} was refused ({e}) - check "
-                                 "the user and NEWSLETTER_SMTP_PASSWORD"))
+        out.append(_smtp_tls(conn, sender, where))
+        if out[-1].state != FAIL:
+            out.append(_smtp_login(conn, sender))
     except (OSError, smtplib.SMTPException) as e:
         out.append(Check("smtp-tls", FAIL, f"{where} hung up ({e})"))
     finally:
