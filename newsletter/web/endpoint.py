@@ -296,8 +296,8 @@ class App:
                               "fields": [*csrf, ("action", "resume")], "primary": False})
             if sub.status not in ("unsubscribed", "bounced"):
                 lines.append(t["unsubscribe_question"].format(email=sub.email))
-                forms.insert(0, {"action": action("/unsubscribe"), "fields": [],
-                                 "label": t["unsubscribe_button"], "primary": True})
+                forms = [{"action": action("/unsubscribe"), "fields": [],
+                          "label": t["unsubscribe_button"], "primary": True}, *forms]
         return page("message.html.j2", t=t, title=t["manage_title"], lines=lines,
                     forms=forms, error=False, cookie=cookie,
                     secure=request.url.scheme == "https",
