@@ -95,6 +95,30 @@ def test_smtp_refusal_marks_failure_and_exits_non_zero(isolated, smtp_server, mo
         ["ada@example.org"]
 
 
+def test_a_failed_delivery_is_not_retried_until_asked(isolated, smtp_server, monkeypatch):
+    _two_subscribers()
+    smtp_server.reject["grace@example.edu"] = "550 5.1.1 mailbox unavailable"
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_server.url)
+    assert invoke("run", "--all", ok=False).exit_code == 1
+    attempts = len(smtp_server.envelopes)
+    again = invoke("run", "--all").output  # later the same day: nothing is tried again
+    assert "skipped    grace@example.edu" in again
+    assert "failed earlier, not retried (550 5.1.1 mailbox unavailable) - 'newsletter " \
+        "deliveries retry' sends it again" in again
+    assert len(smtp_server.envelopes) == attempts
+    db = store.open_db(isolated / "newsletter.db")
+    [row] = store.list_deliveries(db, status="failed")
+    assert row["email"] == "grace@example.edu" and row["attempts"] == 1
+    out = invoke("deliveries", "retry", "--email", "grace@example.edu").output
+    assert out == "1 failed deliveries set back to pending: the next run sends them\n"
+    smtp_server.reject.clear()  # the cause was fixed
+    out = invoke("run", "--all").output
+    assert "sent       grace@example.edu" in out
+    sent = {r["email"]: r for r in store.list_deliveries(db, status="sent")}
+    assert sent["grace@example.edu"]["attempts"] == 2 and len(sent) == 2
+    assert invoke("deliveries", "retry").output.startswith("0 failed deliveries")
+
+
 def test_unreachable_smtp_server_is_a_clear_failure(isolated, monkeypatch):
     _two_subscribers()
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://127.0.0.1:9")

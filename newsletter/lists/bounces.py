@@ -368,8 +368,9 @@ def _notice(msg: Message) -> str:
                 if isinstance(payload, list) else []
             continue
         broken = part.get_content_maintype() == "multipart"  # its boundary never came
-        if (broken or part.get_content_maintype() == "text" and part.get_content_subtype() in (
-                "plain", "html", "")) and not texts:
+        text_part = part.get_content_maintype() == "text" and \
+            not part.get_content_subtype().startswith("rfc822")  # not the returned headers
+        if (broken or text_part) and not texts:
             texts.append(_text_of(part))
     text = texts[0] if texts else ""
     cut = _COPY.search(text)

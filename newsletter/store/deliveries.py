@@ -98,14 +98,11 @@ def retry_failed(db: Database, issue_date: date | None = None, email: str | None
                  ) -> int:
     """Set failed deliveries back to pending, so the next run sends them again (with the
     same papers and Message-ID); returns how many."""
+    conditions = {"issue_date": issue_date.isoformat() if issue_date else None,
+                  "subscriber_id": subscriber_row(db, email)["id"] if email else None}
     sql = "update deliveries set status = 'pending', error = null where status = 'failed'"
-    args: list[Any] = []
-    if issue_date:
-        sql += " and issue_date = ?"
-        args.append(issue_date.isoformat())
-    if email:
-        sql += " and subscriber_id = ?"
-        args.append(subscriber_row(db, email)["id"])
+    args = [v for v in conditions.values() if v is not None]
+    sql += "".join(f" and {k} = ?" for k, v in conditions.items() if v is not None)
     with transaction(db):
         count: int = db.conn.execute(sql, args).rowcount
     return count
