@@ -116,12 +116,19 @@ def new_message(settings: Settings, env: Envelope) -> EmailMessage:
     return msg
 
 
-def to_bytes(msg: EmailMessage, dkim: DkimKey | None = None) -> bytes:
-    """The bytes that go out (CRLF line ends), DKIM-signed when a key is given."""
-    raw = msg.as_bytes(policy=MAIL_POLICY)
+def to_bytes(msg: EmailMessage | bytes, dkim: DkimKey | None = None) -> bytes:
+    """The bytes that go out (CRLF line ends), DKIM-signed when a key is given. Bytes in
+    (a message serialised elsewhere, e.g. by a worker process) are signed as they are."""
+    raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=MAIL_POLICY)
     return sign(raw, dkim) if dkim is not None else raw
 
 
-def envelope_sender(msg: EmailMessage) -> str:
+def envelope_sender(msg: EmailMessage | bytes) -> str:
     """The SMTP MAIL FROM address: the From address."""
-    return parseaddr(str(msg["From"] or ""))[1]
+    if isinstance(msg, bytes):
+        from email.parser import BytesHeaderParser
+
+        value = BytesHeaderParser(policy=MAIL_POLICY).parsebytes(msg).get("From")
+    else:
+        value = msg["From"]
+    return parseaddr(str(value or ""))[1]

@@ -37,7 +37,7 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str) -> str:
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str) -> str:
         stem = f"{issue_date}_{safe_name(email)}"
         eml = self.folder / f"{stem}.eml"
         tmp = self.folder / f".{stem}.eml.tmp"
@@ -120,7 +120,7 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str,
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
              retries: int = 2, backoff: float = 0.5) -> str:
         """Send one message. A dropped connection is reopened; a 4xx answer is retried with
         backoff and then reported as temporary; a 5xx answer is a permanent failure."""

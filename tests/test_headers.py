@@ -161,6 +161,11 @@ def test_dkim_sign_and_verify(rsa_pem, tmp_path: Path):
     assert {b"from", b"list-unsubscribe", b"list-unsubscribe-post", b"list-id"} <= names
     record = signing.dns_record(key)
     assert verify(raw, record)
+    # a message already serialised (say, by a worker process) is signed the same way
+    assert bytes(msg) == headers.to_bytes(msg) and verify(headers.to_bytes(bytes(msg), key),
+                                                          record)
+    assert headers.envelope_sender(bytes(msg)) == headers.envelope_sender(msg) == \
+        "daily@academichub.example"
     # the PEM text itself works too, and signs the same way
     same = signing.key_from_settings(Settings(from_addr=REAL.from_addr, dkim_selector="mail2026",
                                               dkim_private_key=rsa_pem.decode()))

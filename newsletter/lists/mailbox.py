@@ -1,10 +1,12 @@
-"""Reading the sender's mailbox: unsubscribe requests, hard bounces and confirmation
-replies, applied before the morning's sending (`newsletter unsubscribes sync`).
+"""Reading the sender's mailbox: unsubscribe requests, bounces, complaints and
+confirmation replies, applied before the morning's sending (`newsletter unsubscribes sync`).
 
 Works where there is no web server (a GitHub Actions set-up): List-Unsubscribe carries a
-mailto whose subject holds a signed token; a reader's mail client sends it, and this module
-reads it over IMAP. A token is an HMAC of the address with NEWSLETTER_SECRET, so a token
-for one address cannot unsubscribe another.
+mailto whose subject names the address and holds a signed token; a reader's mail client
+sends it, and this module reads it over IMAP. A token is an HMAC of the address with
+NEWSLETTER_SECRET and acts only for that address, whoever sends it: the address named in
+the subject (else the sender's) must be the one the token was made for. Bounce and
+complaint reports are read by lists/bounces.py and applied by ``apply_report``.
 """
 
 from __future__ import annotations
