@@ -132,6 +132,13 @@ def test_a_redacted_complaint_is_traced_by_its_message_id(mailbox, isolated, mon
     assert statuses(isolated)["ada@example.org"] == "active"
 
 
+def test_a_huge_report_is_read_from_its_first_megabyte(mailbox, isolated):
+    raw = (HERE / "dsn-hard.eml").read_bytes().replace(b"ada@", b"dee@")
+    mailbox.deliver(raw + b"x" * 3_000_000 + b"\r\n")  # an epilogue no one needs
+    assert "bounced      dee@example.org" in invoke("unsubscribes", "sync").output
+    assert statuses(isolated)["dee@example.org"] == "bounced"
+
+
 def test_qmail_and_exim_bounces(mailbox, isolated):
     mailbox.deliver((HERE / "qmail.eml").read_bytes())
     mailbox.deliver((HERE / "exim.eml").read_bytes())

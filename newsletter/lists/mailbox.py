@@ -31,6 +31,7 @@ from newsletter.lists import bounces
 from newsletter.lists.addresses import is_loopback, normalize_email
 from newsletter.lists.tokens import unsubscribe_token
 
+MAX_FETCH = 1_000_000
 SOFT_WINDOW = timedelta(days=30)  # soft bounces older than this are not counted
 _TOKEN = re.compile(r"\b([0-9a-f]{32})\b")
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+")
@@ -219,7 +220,8 @@ def sync(db: Database, settings: Settings, now: datetime) -> SyncReport:
             raise NewsletterError(f"cannot open mailbox {mailbox!r} on the IMAP server ({why})")
         _, data = conn.uid("SEARCH", "UNSEEN")
         for uid in (data[0] or b"").decode().split():
-            _, fetched = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            # at most MAX_FETCH bytes of any message: a report's useful part is at the top
+            _, fetched = conn.uid("FETCH", uid, f"(BODY.PEEK[]<0.{MAX_FETCH}>)")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), b"")
             msg = message_from_bytes(raw, policy=policy.default)
             if classify(db, settings, msg, report, now):

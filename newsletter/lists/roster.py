@@ -701,7 +701,13 @@ def _send_confirmations(db: Database, settings: Settings, report: ImportReport,
     from newsletter import send
 
     pending = {s.email for s in report.added if s.status == "pending"}
-    send.refuse_unready(settings)
+    try:
+        send.refuse_unready(settings)
+    except NewsletterError as e:  # the list is imported; the requests wait for a fix
+        for line in report.lines:
+            if line.outcome == "added" and line.email in pending:
+                line.detail = f"pending: confirmation NOT sent - {e}"
+        return
     with send.transport_for(settings) as box:
         for line in report.lines:
             if line.outcome != "added" or line.email not in pending:
