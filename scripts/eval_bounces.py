@@ -37,7 +37,7 @@ from newsletter.lists import bounces  # noqa: E402
 
 # The agreement each kind must keep (measured, rounded down; issue 14's closing note explains
 # each disagreement). `make eval` and tests/test_bounces.py fail below these.
-FLOORS = {"DSN": 0.80, "ARF": 1.0, "non-standard": 0.80, "auto-reply": 1.0}
+FLOORS = {"DSN": 0.82, "ARF": 1.0, "non-standard": 0.83, "auto-reply": 1.0}
 
 KIND_GROUP = {"dsn": "DSN", "dsn-global": "DSN", "arf": "ARF", "non-standard": "non-standard",
               "auto-reply": "auto-reply", "other": "other"}

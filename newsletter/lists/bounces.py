@@ -278,8 +278,13 @@ def _original_headers(msg: Message) -> list[dict[str, str]]:
 
 
 def _original_recipients(msg: Message) -> list[str]:
+    """The To: of the returned original: an attached one, else one pasted as text below the
+    notice."""
+    heads = _original_headers(msg)
+    if not heads:
+        heads = _fields(_notice_and_copy(msg)[1].lstrip("\r\n"))[:1]
     found = []
-    for head in _original_headers(msg):
+    for head in heads:
         found += [_lower(a) for _, a in getaddresses([head.get("to", "")]) if "@" in a]
     return found[:MAX_RECIPIENTS]
 
@@ -342,7 +347,7 @@ def _dsn_blocks(blocks: list[dict[str, str]], notice: str = ""
         act = action[0] if action else ""
         if act == "delayed" or (not act and status.startswith("4")):
             delayed.append(address)
-        elif act.startswith("fail") or (not act and status.startswith("5")):
+        elif act.startswith("fail") or act == "expired" or (not act and status.startswith("5")):
             said = _STATUS.search(diagnostic)  # often more precise than a generic 5.0.0
             code = ".".join(said.groups()) if said and (not status or status.endswith(
                 ".0.0")) else status or _status_code(diagnostic)
@@ -356,6 +361,11 @@ def _dsn_blocks(blocks: list[dict[str, str]], notice: str = ""
 def _notice(msg: Message) -> str:
     """The words of the notice (not the returned copy): text parts outside any attached
     message, cut where a copy of the original begins."""
+    return _notice_and_copy(msg)[0]
+
+
+def _notice_and_copy(msg: Message) -> tuple[str, str]:
+    """(the notice, the copy of the original pasted below it as text, or "")."""
     texts: list[str] = []
     stack: list[Message] = [msg]
     while stack:
@@ -375,7 +385,9 @@ def _notice(msg: Message) -> str:
     text = texts[0] if texts else ""
     cut = _COPY.search(text)
     # a copy marker at the very top is not a copy (some notices begin with a rule)
-    return text[:cut.start()] if cut and cut.start() > 40 else text
+    if cut and cut.start() > 40:
+        return text[:cut.start()], text[cut.end():]
+    return text, ""
 
 
 def _own_addresses(msg: Message) -> set[str]:
