@@ -547,12 +547,12 @@ def missing_key(model: str, api_base: str | None) -> str | None:
     return str(missing[0]) if missing else None
 
 
-def check_model(model: str, api_base: str | None, timeout: float) -> str:
+def ping_model(model: str, api_base: str | None, timeout: float) -> str:
     """Ask the model for a one-word answer (for `doctor`): returns the model that answered,
     raises NewsletterError with what to fix."""
-    missing = missing_key(model, api_base)
-    if missing:
-        raise NewsletterError(f"{model} needs {missing} in the environment")
+    problem = check_model(model, api_base)
+    if problem:
+        raise NewsletterError(problem)
     try:
         done = _complete([{"role": "user", "content": 'Answer with the JSON {"ok": true}.'}],
                          model, api_base, timeout)

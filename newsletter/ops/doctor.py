@@ -168,7 +168,7 @@ def _check_llm(s: Settings, timeout: float) -> Check:
     from newsletter import brief
 
     try:
-        answered = brief.check_model(s.llm_model, s.llm_api_base or None, timeout)
+        answered = brief.ping_model(s.llm_model, s.llm_api_base or None, timeout)
     except NewsletterError as e:
         return Check("llm", FAIL, str(e))
     return Check("llm", OK, f"{s.llm_model} answered ({answered})")
