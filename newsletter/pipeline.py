@@ -299,6 +299,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     if not dry_run:
         from newsletter.lists import roster
 
+        send.refuse_unready(settings)
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     subs = ([store.get_subscriber(db, only)] if only
@@ -333,8 +334,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report,
                           call_model=not dry_run or with_briefs)
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                     settings.smtp_rate) as transport:
+    with send.transport_for(settings) as transport:
         for issue in issues:
             line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
             report.lines.append(line)
@@ -357,6 +357,9 @@ def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
                                     issue.paper_ids, now)
     if delivery["status"] == "sent":
         return RunLine(sub.email, "skipped", 0, "already sent today")
+    if delivery["status"] == "failed":  # a 5xx answer: sending again would only repeat it
+        return RunLine(sub.email, "skipped", 0, "failed earlier, not retried ("
+                       f"{delivery['error']}) - 'newsletter deliveries retry' sends it again")
     if delivery["message_id"] != msg["Message-ID"]:
         msg.replace_header("Message-ID", delivery["message_id"])
     store.mark_sending(db, delivery["id"])

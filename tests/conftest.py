@@ -302,7 +302,9 @@ def llm_calls(server: HTTPServer) -> list[dict[str, Any]]:
 def read_outbox(folder: Path) -> dict[str, EmailMessage]:
     out = {}
     for eml in sorted(folder.glob("*.eml")):
-        msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        # the files hold CRLF line ends, as sent; read their text with plain newlines
+        raw = eml.read_bytes().replace(b"\r\n", b"\n")
+        msg = message_from_bytes(raw, policy=policy.default)
         out[str(msg["To"].addresses[0].addr_spec)] = msg  # type: ignore[union-attr]
     return out
 

@@ -12,6 +12,7 @@ import click
 from newsletter.cli import (
     briefs,
     deliveries,
+    doctor,
     papers,
     preview,
     serve,
@@ -234,6 +235,7 @@ def config_cmd(ctx: click.Context) -> None:
 
 cli.add_command(briefs.briefs)
 cli.add_command(deliveries.deliveries)
+cli.add_command(doctor.doctor)
 cli.add_command(papers.papers)
 cli.add_command(preview.preview)
 cli.add_command(sources.sources)

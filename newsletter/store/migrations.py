@@ -268,3 +268,9 @@ def m012_brief_grounding(db: Database) -> None:
         pk="id",
     )
     db.table("brief_fallbacks").create_index(["created"])
+
+
+@migrations()
+def m013_delivery_message_id_index(db: Database) -> None:
+    """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
+    db.table("deliveries").create_index(["message_id"])
