@@ -14,13 +14,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parseaddr
 from typing import Any
 
 from sqlite_utils import Database
 
 from newsletter import brief as brief_mod
-from newsletter import match, render, send, sources, store
+from newsletter import headers, match, render, send, sources, store
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
 from newsletter.models import Brief, Issue, Match, Paper, Subscriber
@@ -161,14 +160,20 @@ def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: d
 def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str, ...],
             result: brief_mod.BriefResult, report: RunReport, now: datetime | None = None
             ) -> None:
-    """Log every model request, and cache a brief the model wrote (tokens and cost summed
-    over its requests; cost None when the cost map does not know the model)."""
+    """Log every model request (with the claims it made and dropped), the reason for a
+    fallback, and cache a brief the model wrote (tokens and cost summed over its requests;
+    cost None when the cost map does not know the model)."""
     for call in result.calls:
         store.log_llm_call(db, {"brief_key": key, "language": lang, **call}, now)
         report.llm_calls += 1
-        report.llm_cost_usd += call.get("cost_usd") or 0.0
+        if call.get("cost_usd") is None:
+            report.llm_unpriced_calls += not call.get("error")
+        else:
+            report.llm_cost_usd += call["cost_usd"]
+            report.llm_priced_calls += 1
         if call.get("cost_usd") is None and not call.get("error"):
             report.unpriced_models.add(model)
+        report.dropped_claims += call.get("dropped_claims") or 0
     if result.brief.kind == "llm":
         costs = [c["cost_usd"] for c in result.calls if c.get("cost_usd") is not None]
         store.put_brief(db, {
@@ -183,11 +188,13 @@ def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str,
 
 
 def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
-                 settings: Settings, now: datetime, report: RunReport
-                 ) -> dict[tuple[tuple[str, ...], str], Brief]:
-    """One brief per distinct (papers, language): from the cache, else from the model in up
-    to llm_concurrency threads (database writes stay on this thread) while the day's spend
-    is under llm_budget_usd; every fallback is counted in report.brief_notes."""
+                 settings: Settings, now: datetime, report: RunReport, *,
+                 call_model: bool = True) -> dict[tuple[tuple[str, ...], str], Brief]:
+    """One brief per distinct (papers, language): from the cache, else (when ``call_model``)
+    from the model in up to llm_concurrency threads (database writes stay on this thread),
+    each request reserving its worst-case cost from the day's llm_budget_usd first. Every
+    fallback's reason goes to report.brief_notes and the brief_fallbacks table, never to the
+    reader; a setting the operator must fix also to report.operator_errors."""
     distinct = {(tuple(p.id for p in papers), lang): (papers, lang) for papers, lang in wanted}
     model = settings.llm_model
     if not model:
@@ -201,39 +208,65 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
             store.log_brief_hit(db, cached["key"], model, lang, now)
         else:
             todo.append((k, papers, lang))
-    missing = brief_mod.missing_key(model, settings.llm_api_base) if todo else None
-    if missing:
-        note = f"no API key for model {model!r}: set {missing}"
-        out.update({k: brief_mod.extractive(list(p), note=note) for k, p, _ in todo})
+    if todo and not call_model:
+        out.update({k: brief_mod.extractive(list(p), note="dry run: no model calls "
+                                            "(--with-briefs makes them)") for k, p, _ in todo})
         todo = []
     cap = settings.llm_budget_usd
+    problem = _model_problem(settings) if todo else None
+    if problem:
+        report.operator_errors.append(problem)
+        out.update({k: brief_mod.extractive(list(p), note=problem) for k, p, _ in todo})
+        todo = []
     spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
                                                   microsecond=0)) if cap else 0.0
-    def budget_left() -> bool:
-        return not cap or spent < cap
-
+    budget = brief_mod.Budget(cap, spent)
     workers = max(1, settings.llm_concurrency)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (k, job_papers, lang), result in brief_mod.write_many(
+        for (k, _, lang), result in brief_mod.write_many(
                 todo, pool, workers, model, settings.llm_api_base, settings.llm_timeout,
-                may_start=budget_left):
-            if result is None:  # the daily budget ran out before this one could start
-                out[k] = brief_mod.extractive(job_papers, note="daily LLM budget reached")
-                continue
+                max_tokens=settings.llm_max_tokens, budget=budget,
+                price_per_call=settings.llm_price_per_call_usd):
             _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
                     report, now)
-            spent += sum(c.get("cost_usd") or 0.0 for c in result.calls)
+            if result.operator_error:
+                report.operator_errors.append(result.operator_error)
             out[k] = result.brief
-    notes: dict[str, int] = {}
-    for b in out.values():
-        if b.note:
-            notes[b.note] = notes.get(b.note, 0) + 1
-    for note, n in notes.items():
-        if note == "daily LLM budget reached":
-            note = f"daily LLM budget of ${cap:g} reached (${spent:.4f} spent today)"
-        report.brief_notes.append(f"{note} - {n} of {len(distinct)} briefs fell back to the "
-                                  "extractive digest")
+    _fallbacks(db, out, settings, now, report, budget, record=call_model)
     return out
+
+
+def _model_problem(settings: Settings) -> str | None:
+    """What the operator must fix before the model may be called at all."""
+    model = settings.llm_model
+    problem = brief_mod.check_model(model, settings.llm_api_base)
+    if problem is None and settings.llm_budget_usd and not settings.llm_price_per_call_usd \
+            and not brief_mod.known_price(model):
+        problem = (f"model {model!r} has no price in litellm's list, so the daily budget "
+                   "cannot cap it: set NEWSLETTER_LLM_PRICE_PER_CALL_USD or unset "
+                   "NEWSLETTER_LLM_BUDGET_USD")
+    return problem
+
+
+def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
+               settings: Settings, now: datetime, report: RunReport,
+               budget: brief_mod.Budget, record: bool) -> None:
+    """Every brief that fell back to the digest: its reason to the run summary and (unless
+    a dry run) to the brief_fallbacks table for `briefs stats`."""
+    notes: dict[str, int] = {}
+    for (ids, lang), b in out.items():
+        if not b.note:
+            continue
+        notes[b.note] = notes.get(b.note, 0) + 1
+        if record:
+            store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
+                                     settings.llm_model, lang, b.note, now)
+    for note, n in notes.items():
+        if note == brief_mod.BUDGET_REACHED:
+            note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
+                    f"(${budget.spent:.4f} spent today)")
+        report.brief_notes.append(f"{note} - {n} of {len(out)} briefs fell back to the "
+                                  "extractive digest")
 
 
 # --- whole issues ------------------------------------------------------------------------
@@ -329,8 +362,8 @@ def _worker_init(settings: Settings, now: datetime, keep_html: bool) -> None:
 
 
 def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
-    """(subject, the message as bytes, the HTML part when the outbox needs it); for SMTP
-    the bytes have CRLF line ends, ready for the DATA command."""
+    """(subject, the message as it goes out - CRLF, not yet DKIM-signed: the transport
+    signs -, the HTML part when the outbox needs it)."""
     assert _WORKER is not None
     settings, now, keep_html = _WORKER
     issue, message_id = job
@@ -338,9 +371,7 @@ def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
     msg = render.build_message(issue, rendered, settings, now)
     if message_id and msg["Message-ID"] != message_id:
         msg.replace_header("Message-ID", message_id)
-    if keep_html:  # for the outbox: a file as the email package writes it
-        return rendered.subject, bytes(msg), rendered.html
-    return rendered.subject, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")), ""
+    return rendered.subject, headers.to_bytes(msg), rendered.html if keep_html else ""
 
 
 def render_workers(settings: Settings) -> int:
@@ -392,7 +423,8 @@ def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
 
 
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
-        dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
+        dry_run: bool = False, with_briefs: bool = False, only: str | None = None,
+        do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
         sent: Callable[[RunLine], None] | None = None,
         shard: tuple[int, int] | None = None) -> RunReport:
@@ -402,11 +434,13 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
     Streamed: subscribers are planned a batch at a time, their briefs written, their pending
     deliveries recorded, their emails rendered in worker processes and handed to
-    ``smtp_connections`` sending threads while the next batch is planned."""
+    ``smtp_connections`` sending threads while the next batch is planned. A dry run calls
+    no model (briefs come from the cache or the digest) unless ``with_briefs``."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
 
+        send.refuse_unready(settings)
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     if only:
@@ -438,7 +472,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         if dry_run:
             for batch in batches:
                 _dry_batch(db, [b for b in batch if in_shard(b[1].email, shard)], settings,
-                           now, send_all, only, report, index, renderer, sent)
+                           now, send_all, only, report, index, renderer, sent, with_briefs)
             return report
         with _Sending(db, settings, now, report, sent) as sending:
             for batch in batches:
@@ -458,22 +492,23 @@ def renderer_jobs(renderer: _Renderer, planned: list[tuple[Issue, dict[str, Any]
 
 
 def _briefed(db: Database, issues: list[Issue], settings: Settings, now: datetime,
-             report: RunReport) -> list[Issue]:
+             report: RunReport, call_model: bool = True) -> list[Issue]:
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
-                               for i in issues if i.matches], settings, now, report)
+                               for i in issues if i.matches], settings, now, report,
+                          call_model=call_model)
     return [with_brief(i, briefs) for i in issues]
 
 
 def _dry_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
                now: datetime, send_all: bool, only: str | None, report: RunReport,
                index: Callable[[], match.Index], renderer: _Renderer,
-               sent: Callable[[RunLine], None] | None) -> None:
+               sent: Callable[[RunLine], None] | None, with_briefs: bool) -> None:
     due = _due(db, batch, settings, now, send_all, only, True, report, index)
     issues = [i for _, i, _ in due if i.matches or settings.send_empty]
     for _, i, _ in due:
         if not (i.matches or settings.send_empty):
             report.add(RunLine(i.subscriber.email, "skipped", 0, "no new papers"))
-    issues = _briefed(db, issues, settings, now, report)
+    issues = _briefed(db, issues, settings, now, report, call_model=with_briefs)
     for issue, (subject, _, _) in zip(issues, renderer.map([(i, None) for i in issues]),
                                       strict=True):
         line = RunLine(issue.subscriber.email, "would-send",
@@ -500,14 +535,19 @@ def _plan_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Set
             keep.append((sid, issue, row))
     issues = _briefed(db, [i for _, i, _ in keep], settings, now, report)
     begun = store.begin_deliveries(db, [
-        (sid, i.issue_date, render.message_id(i.subscriber.email, i.issue_date,
-                                              settings.from_addr), i.paper_ids)
+        (sid, i.issue_date, render.message_id(i.subscriber.email, i.issue_date, settings),
+         i.paper_ids)
         for (sid, _, row), i in zip(keep, issues, strict=True) if row is None], now)
     out = []
     for (sid, _, row), issue in zip(keep, issues, strict=True):
         delivery = row or begun[sid]
         if delivery["status"] == "sent":
             report.add(RunLine(issue.subscriber.email, "skipped", 0, "already sent today"))
+            continue
+        if delivery["status"] == "failed":  # a 5xx answer: sending again would repeat it
+            report.add(RunLine(issue.subscriber.email, "skipped", 0, "failed earlier, not "
+                               f"retried ({delivery['error']}) - 'newsletter deliveries "
+                               "retry' sends it again"))
             continue
         out.append((issue, delivery))
     return out
@@ -529,10 +569,8 @@ class _Sending:
         self.over_quota = (f"daily sending limit of {limit} reached - goes out with the next "
                            "run after midnight UTC")
         pacer = send.Pacer(settings.smtp_rate)
-        self.mail_from = parseaddr(settings.from_addr)[1]
         self.dispatcher = send.Dispatcher(
-            lambda: send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                                pacer=pacer, per_connection=settings.smtp_per_connection),
+            lambda: send.transport_for(settings, pacer),
             settings.smtp_connections if settings.smtp_url else 1,
             self._before, self._after, depth=4 * max(1, settings.smtp_connections))
 
@@ -601,7 +639,7 @@ class _Sending:
         for issue, row, (_, data, html) in rendered:
             self.dispatcher.put(send.Outgoing(
                 (row["id"], len(issue.matches) + len(issue.more)), issue.subscriber.email,
-                issue.issue_date.isoformat(), data, html, self.mail_from))
+                issue.issue_date.isoformat(), data, html))
 
     def _before(self, item: send.Outgoing) -> None:
         store.mark_sending(self._db(), item.key[0])

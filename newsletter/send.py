@@ -16,8 +16,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
+from newsletter.headers import envelope_sender, from_domain, to_bytes
 from newsletter.lists.addresses import is_loopback
+from newsletter.signing import DkimKey, key_from_settings
 
 
 def safe_name(name: str) -> str:
@@ -28,8 +31,9 @@ def safe_name(name: str) -> str:
 class Outbox:
     """Writes ``<date>_<address>.eml`` and ``.html`` side by side."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, dkim: DkimKey | None = None):
         self.folder = Path(folder)
+        self.dkim = dkim
 
     def __enter__(self) -> Outbox:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -38,13 +42,12 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
-             mail_from: str = "") -> str:
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str) -> str:
         stem = f"{issue_date}_{safe_name(email)}"
         eml = self.folder / f"{stem}.eml"
         tmp = self.folder / f".{stem}.eml.tmp"
         (self.folder / f"{stem}.html").write_text(html, encoding="utf-8")
-        tmp.write_bytes(msg if isinstance(msg, bytes) else bytes(msg))
+        tmp.write_bytes(to_bytes(msg, self.dkim))
         tmp.replace(eml)  # atomic: a crash never leaves half a message
         return str(eml)
 
@@ -73,7 +76,8 @@ class SMTPSender:
     after ``per_connection`` messages when that is set (a provider's per-session limit)."""
 
     def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0,
-                 pacer: Pacer | None = None, per_connection: int = 0):
+                 dkim: DkimKey | None = None, pacer: Pacer | None = None,
+                 per_connection: int = 0):
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
@@ -97,6 +101,7 @@ class SMTPSender:
         self.per_connection = per_connection
         self._on_this_connection = 0
         self.where = f"smtp://{self.host}:{self.port}"
+        self.dkim = dkim
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -140,7 +145,7 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
-    def _hand_over(self, msg: EmailMessage | bytes, email: str, mail_from: str) -> None:
+    def _hand_over(self, raw: bytes, email: str, mail_from: str) -> None:
         """One attempt, on the current connection (opened or renewed as needed)."""
         if self.per_connection and self._on_this_connection >= self.per_connection:
             self._quit()
@@ -148,21 +153,16 @@ class SMTPSender:
             self.conn = self._connect()
         self.pacer.wait()
         self._on_this_connection += 1
-        if isinstance(msg, bytes):
-            international = not (mail_from + email).isascii()
-            self.conn.sendmail(mail_from, [email], msg,
-                               ["SMTPUTF8", "BODY=8BITMIME"] if international else [])
-        else:
-            self.conn.send_message(msg, to_addrs=[email])
+        self.conn.sendmail(mail_from, [email], raw)
 
     def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
-             mail_from: str = "", retries: int = 2, backoff: float = 0.5) -> str:
-        """Send one message (``bytes`` go out as they are, from ``mail_from``). A dropped
-        connection is reopened; a 4xx answer is retried with backoff and then reported as
-        temporary; a 5xx answer is a permanent failure."""
+             retries: int = 2, backoff: float = 0.5) -> str:
+        """Send one message. A dropped connection is reopened; a 4xx answer is retried with
+        backoff and then reported as temporary; a 5xx answer is a permanent failure."""
+        raw, mail_from = to_bytes(msg, self.dkim), envelope_sender(msg)
         for attempt in range(retries + 1):
             try:
-                self._hand_over(msg, email, mail_from)
+                self._hand_over(raw, email, mail_from)
                 return self.where
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
@@ -192,12 +192,39 @@ class SMTPSender:
         raise SendFailed("unreachable")  # pragma: no cover
 
 
+def refuse_unready(settings: Settings) -> None:
+    """Mail over a real (non-loopback) SMTP server must come from a real domain and carry
+    signed unsubscribe tokens: refuse to send otherwise."""
+    if not settings.smtp_url:
+        return
+    host = urlsplit(settings.smtp_url).hostname or ""
+    if is_loopback(host):
+        return
+    if from_domain(settings) in ("localhost", "localhost.localdomain") or \
+            from_domain(settings).endswith(".localhost"):
+        raise ConfigError(f"refusing to send through {host} from {settings.from_addr!r} - set "
+                          "NEWSLETTER_FROM_ADDR to an address at your domain")
+    if not settings.secret:
+        raise ConfigError(f"refusing to send through {host} without NEWSLETTER_SECRET: readers' "
+                          "unsubscribe requests could not be verified - set it (any long "
+                          "random string, kept the same)")
+
+
 def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
-           pacer: Pacer | None = None, per_connection: int = 0) -> Outbox | SMTPSender:
-    if not smtp_url:
-        return Outbox(outbox)
-    return SMTPSender(smtp_url, smtp_password, rate=rate, pacer=pacer,
-                      per_connection=per_connection)
+           dkim: DkimKey | None = None, pacer: Pacer | None = None,
+           per_connection: int = 0) -> Outbox | SMTPSender:
+    return (SMTPSender(smtp_url, smtp_password, rate=rate, dkim=dkim, pacer=pacer,
+                       per_connection=per_connection) if smtp_url
+            else Outbox(outbox, dkim=dkim))
+
+
+def transport_for(settings: Settings, pacer: Pacer | None = None) -> Outbox | SMTPSender:
+    """The transport the settings ask for, DKIM-signing when a key is set; connections
+    that share ``pacer`` share the rate limit. (Callers that send for real call
+    refuse_unready first.)"""
+    return sender(settings.smtp_url, settings.smtp_password, settings.outbox,
+                  settings.smtp_rate, key_from_settings(settings), pacer,
+                  settings.smtp_per_connection)
 
 
 # --- several connections at once -----------------------------------------------------------
@@ -205,14 +232,14 @@ def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message on its way: ``key`` is the caller's (e.g. its delivery row)."""
+    """One message on its way (``data``: the message's bytes, CRLF, not yet signed; the
+    transport signs); ``key`` is the caller's (e.g. its delivery row)."""
 
     key: Any
     email: str
     issue_date: str
     data: bytes
     html: str
-    mail_from: str
 
 
 class Dispatcher:
@@ -248,7 +275,7 @@ class Dispatcher:
                     self.before(item)
                     try:
                         where = transport.send(item.data, item.email, item.issue_date,
-                                               item.html, mail_from=item.mail_from)
+                                               item.html)
                     except SendFailed as e:
                         self.after(item, None, e)
                     else:
