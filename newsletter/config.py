@@ -76,10 +76,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("imap_url", "", "Mailbox read by 'unsubscribes sync', e.g. "
             "imaps://newsletter@mail.example.org:993/INBOX.", secret=True),
     Setting("imap_password", "", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True),
-    Setting("secret", "", "Key that signs unsubscribe links (HMAC).", secret=True),
+    Setting("secret", "", "Key that signs unsubscribe and page links (HMAC); changing it "
+            "revokes them all.", secret=True),
     Setting("confirm_days", 7, "Days a subscriber added with --confirm has to confirm before "
             "being forgotten.", type=int),
     Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
+    Setting("web_url", "", "Public base URL of 'newsletter serve' (the research radar page); "
+            "empty = the email's filter links stay mailto replies."),
+    Setting("link_days", 60, "Days a research radar page link stays valid.", type=int),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -115,6 +119,8 @@ class Settings:
     secret: str = ""
     confirm_days: int = 7
     unsubscribe_url: str = ""
+    web_url: str = ""
+    link_days: int = 60
 
     @property
     def source_names(self) -> list[str]:

@@ -31,7 +31,7 @@ import tomllib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
@@ -45,6 +45,7 @@ from newsletter.config import REPO_ROOT, Settings
 from newsletter.lists.tokens import unsubscribe_token
 from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.web.links import page_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -290,13 +291,17 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     subject_tpl = t["subject_one"] if count == 1 else t["subject"]
     lead = (t["preheader_lead"].format(title=issue.matches[0].paper.title)
             if issue.matches else "")
+    # with a web URL, the chips' x and "more matches" open the subscriber's radar page
+    issued = datetime.combine(issue.issue_date, time(12), UTC)
+    radar = page_url(settings, sub.email, sub.link_generation, issued)
     chips = []
     for label, values in ((t["chip_author"], sub.authors), (t["chip_topic"], sub.topics),
                           (t["chip_category"], sub.categories),
                           (t["chip_exclude"], sub.exclude)):
         for value in values:
-            chips.append({"label": label, "value": value, "remove": _reply_link(
-                settings, t["chip_remove_subject"].format(filter=f"{label}: {value}"))})
+            chips.append({"label": label, "value": value, "remove": radar + "#filters-h"
+                          if radar else _reply_link(settings, t["chip_remove_subject"].format(
+                              filter=f"{label}: {value}"))})
     mailto, web = unsubscribe_links(settings, sub.email)
     fields = t.get("fields", {})
     papers = [_paper_context(n, m, abstract_chars) for n, m in enumerate(issue.matches, 1)]
@@ -327,7 +332,9 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "more": more,
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
-        "change_url": _reply_link(settings, t["change_subject"]),
+        "change_url": radar or _reply_link(settings, t["change_subject"]),
+        "radar_url": radar,
+        "more_url": radar + "#papers" if radar else None,
         "contact": settings.contact,
     }
 

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from newsletter.cli import _settings, cli
+from newsletter.cli import _now, _settings, cli
 
 
 @cli.command()
@@ -41,6 +41,6 @@ def serve(ctx: click.Context, host: str, port: int, rate_limit: float, proxy: st
 
     try:
         endpoint.serve(_settings(ctx), host, port, rate_per_minute=rate_limit, proxy=proxy,
-                       ready=ready)
+                       ready=ready, clock=_now)
     except KeyboardInterrupt:
         pass

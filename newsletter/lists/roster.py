@@ -397,6 +397,27 @@ def confirm_url(settings: Settings, email: str, token: str) -> str | None:
     return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
+def radar_link(db: Database, settings: Settings, email: str, now: datetime, *,
+               days: int | None = None, feed: bool = False, revoke: bool = False) -> str:
+    """EMAIL's signed research radar page (or Atom feed) URL; ``revoke`` first invalidates
+    every link handed out to them so far."""
+    from newsletter.web import links
+
+    if not settings.web_url:
+        raise ConfirmationError("set NEWSLETTER_WEB_URL to the public address of "
+                                "'newsletter serve' first (see README > The research radar)")
+    if not settings.secret:
+        raise ConfirmationError("page links are signed: set NEWSLETTER_SECRET in the "
+                                "environment first")
+    sub = store.get_subscriber(db, email)
+    generation = (store.revoke_links(db, sub.email, "cli", now) if revoke
+                  else sub.link_generation)
+    url = links.page_url(settings, sub.email, generation, now,
+                         path=links.FEED if feed else links.RADAR, days=days)
+    assert url is not None  # web_url and secret are set
+    return url
+
+
 def require_secret(settings: Settings) -> None:
     if not settings.secret:
         raise ConfirmationError("confirmation emails need NEWSLETTER_SECRET to sign their "

@@ -12,3 +12,4 @@ from newsletter.store.merge import *  # noqa: F403
 from newsletter.store.papers import *  # noqa: F403
 from newsletter.store.sources import *  # noqa: F403
 from newsletter.store.subscribers import *  # noqa: F403
+from newsletter.store.web import *  # noqa: F403

@@ -231,3 +231,26 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_web_radar(db: Database) -> None:
+    """The research radar page (`newsletter serve`): a generation number per subscriber in
+    every page link (raising it revokes the links handed out so far), and the reader's
+    relevant / not relevant verdicts on papers, with when and where from (web, mail, ...),
+    for the ranking to learn from."""
+    db.table("subscribers").add_column("link_generation", int, not_null_default=0)
+    db.table("feedback").create(
+        {
+            "id": int,
+            "subscriber_id": int,
+            "paper_id": str,
+            "verdict": str,  # relevant, not_relevant
+            "origin": str,  # web, mail, cli
+            "created": str,
+        },
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"subscriber_id", "paper_id", "verdict", "origin", "created"},
+    )
+    db.table("feedback").create_index(["subscriber_id", "paper_id"])

@@ -49,6 +49,7 @@ def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscr
         exclude=tuple(filters.get("exclude", ())),
         weekday=row.get("weekday") or None,
         confirmed_at=datetime.fromisoformat(confirmed) if confirmed else None,
+        link_generation=int(row.get("link_generation") or 0),
     )
 
 
@@ -231,7 +232,7 @@ def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
                 " group by issue_date, status"
                 " on conflict (issue_date, status) do update set count = count + excluded.count",
                 (sid,))
-        for table in ("filters", "deliveries", "subscriber_events"):
+        for table in ("filters", "deliveries", "subscriber_events", "feedback"):
             conn.execute(f"delete from {table} where subscriber_id = ?", (sid,))
         conn.execute("delete from subscribers where id = ?", (sid,))
         _insert_event(conn, None, event, origin, "", now)

@@ -24,6 +24,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -375,11 +376,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BODY,
-               rate_per_minute: float = 120.0, burst: int = 60) -> ASGIApp:
+               rate_per_minute: float = 120.0, burst: int = 60,
+               clock: Callable[[], datetime] | None = None) -> ASGIApp:
     """The ASGI app ``newsletter serve`` runs (``uvicorn.run(create_app(settings))``).
 
     Needs ``settings.secret`` (the links are signed with it) and opens ``settings.db``
-    once, migrating it. ``rate_per_minute`` = 0 turns the rate limit off."""
+    once, migrating it. ``rate_per_minute`` = 0 turns the rate limit off; ``clock`` gives
+    the time page links are checked against (default: now)."""
     if not settings.secret:
         raise NewsletterError("set NEWSLETTER_SECRET first: the links are signed with it")
     pool = store.Pool(settings.db, size=pool_size)
@@ -392,6 +395,9 @@ def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BO
         Route("/confirm", app.subscription_page, methods=["GET"]),
         Route("/confirm", app.change, methods=["POST"]),
     ]
+    from newsletter.web import radar
+
+    routes += radar.routes(app, clock or (lambda: datetime.now(UTC)))
     starlette = Starlette(routes=routes, exception_handlers={
         404: _not_found, 405: _http_error, 413: _http_error, 400: _http_error},
         lifespan=_closing(pool))
@@ -400,14 +406,15 @@ def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BO
 
 
 def serve(settings: Settings, host: str, port: int, *, rate_per_minute: float = 120.0,
-          proxy: str = "", ready: Callable[[int], None] | None = None) -> None:
+          proxy: str = "", ready: Callable[[int], None] | None = None,
+          clock: Callable[[], datetime] | None = None) -> None:
     """Run the endpoint with Uvicorn until interrupted. ``proxy``: the reverse proxy's
     address(es), whose X-Forwarded-For / -Proto headers are then trusted."""
     import asyncio
 
     import uvicorn
 
-    app = create_app(settings, rate_per_minute=rate_per_minute)
+    app = create_app(settings, rate_per_minute=rate_per_minute, clock=clock)
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
                             proxy_headers=bool(proxy), forwarded_allow_ips=proxy or None,
                             server_header=False, h11_max_incomplete_event_size=16 * 1024,
