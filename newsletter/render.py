@@ -207,7 +207,7 @@ def _reply_link(settings: Settings, subject: str) -> str:
     return f"mailto:{to}?subject={quote(subject)}"
 
 
-def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
+def paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
     p = m.paper
     followed = {fold(a) for a in m.followed_authors}
     authors = [(a, fold(a) in followed) for a in p.authors]
@@ -304,8 +304,8 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
                               filter=f"{label}: {value}"))})
     mailto, web = unsubscribe_links(settings, sub.email)
     fields = t.get("fields", {})
-    papers = [_paper_context(n, m, abstract_chars) for n, m in enumerate(issue.matches, 1)]
-    more = [_paper_context(n, m, 0) for n, m in
+    papers = [paper_context(n, m, abstract_chars) for n, m in enumerate(issue.matches, 1)]
+    more = [paper_context(n, m, 0) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []

@@ -322,3 +322,12 @@ def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable) -
     conn = db(radar)
     assert [tuple(r) for r in conn.execute("select verdict, origin from feedback")] == [
         ("not_relevant", "web")]
+
+
+def test_forgetting_a_subscriber_erases_their_feedback(radar: Path) -> None:
+    conn = store.open_db(radar / "newsletter.db")
+    paper = store.sent_issues(conn, ADA)[0]["paper_ids"][0]
+    store.add_feedback(conn, ADA, paper, "relevant", "web")
+    assert store.feedback_for(conn, ADA) == {paper: "relevant"}
+    invoke("subscribers", "forget", ADA)
+    assert db(radar).execute("select count(*) from feedback").fetchone()[0] == 0

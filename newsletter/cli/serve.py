@@ -6,10 +6,10 @@ import logging
 
 import click
 
-from newsletter.cli import _now, _settings, cli
+from newsletter.cli._common import get_now, get_settings
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535),
@@ -40,7 +40,7 @@ def serve(ctx: click.Context, host: str, port: int, rate_limit: float, proxy: st
         click.echo(f"Serving on http://{host}:{bound} (Ctrl-C to stop)", err=True)
 
     try:
-        endpoint.serve(_settings(ctx), host, port, rate_per_minute=rate_limit, proxy=proxy,
-                       ready=ready, clock=_now)
+        endpoint.serve(get_settings(ctx), host, port, rate_per_minute=rate_limit, proxy=proxy,
+                       ready=ready, clock=get_now)
     except KeyboardInterrupt:
         pass

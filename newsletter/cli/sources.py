@@ -6,10 +6,10 @@ import json
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def sources() -> None:
     """List, add, switch on and off, and check the sources papers come from."""
 
@@ -28,9 +28,9 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
     from newsletter import pipeline, store
     from newsletter import sources as src
 
-    db = _db(ctx)
+    db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
-    active = set(pipeline.source_names(db, _settings(ctx)))
+    active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
         rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
                                else name, "enabled": 1})
@@ -75,7 +75,7 @@ def sources_add(ctx: click.Context, name: str, url: str, label: str | None) -> N
 
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("give the feed's http:// or https:// URL", param_hint="URL")
-    store.add_feed(_db(ctx), name, url, label or name)
+    store.add_feed(get_db(ctx), name, url, label or name)
     click.echo(f"Added {name} ({url})")
 
 
@@ -91,7 +91,7 @@ def sources_remove(ctx: click.Context, name: str) -> None:
     """
     from newsletter import store
 
-    store.remove_source(_db(ctx), name)
+    store.remove_source(get_db(ctx), name)
     click.echo(f"Removed {name}")
 
 
@@ -107,7 +107,7 @@ def sources_enable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    row = source_admin.set_source_enabled(_db(ctx), name, True)
+    row = source_admin.set_source_enabled(get_db(ctx), name, True)
     click.echo(f"Enabled {name}" + (f" ({row['url']})" if row.get("url") else ""))
 
 
@@ -123,7 +123,7 @@ def sources_disable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    source_admin.set_source_enabled(_db(ctx), name, False)
+    source_admin.set_source_enabled(get_db(ctx), name, False)
     click.echo(f"Disabled {name}")
 
 
@@ -141,7 +141,7 @@ def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     from newsletter.cli.papers import paper_json
     from newsletter.ops import source_admin
 
-    result = source_admin.check_source(_db(ctx), name, _settings(ctx), _now())
+    result = source_admin.check_source(get_db(ctx), name, get_settings(ctx), get_now())
     if as_json:
         click.echo(json.dumps([paper_json(p) for p in result.papers], indent=2,
                               ensure_ascii=False))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
 
 
-@cli.group(cls=SubGroup, default="sync", default_if_no_args=True)
+@click.group(cls=SubGroup, default="sync", default_if_no_args=True)
 def unsubscribes() -> None:
     """Apply unsubscribe requests, hard bounces and confirmation replies from the mailbox."""
 
@@ -25,7 +25,7 @@ def unsubscribes_sync(ctx: click.Context) -> None:
     """
     from newsletter.lists import mailbox
 
-    report = mailbox.sync(_db(ctx), _settings(ctx), _now())
+    report = mailbox.sync(get_db(ctx), get_settings(ctx), get_now())
     for address in report.unsubscribed:
         click.echo(f"unsubscribed {address}")
     for address, status in report.bounced:
@@ -37,4 +37,3 @@ def unsubscribes_sync(ctx: click.Context) -> None:
     click.echo(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
                f"{len(report.confirmed)} confirmed, {len(report.rejected)} rejected, "
                f"{report.ignored} other messages left unread")
-

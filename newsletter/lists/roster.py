@@ -180,7 +180,7 @@ def status_counts(subs: Sequence[Subscriber]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
-def table(subs: list[Subscriber], filtered: bool = False) -> list[str]:
+def table_lines(subs: list[Subscriber], filtered: bool = False) -> list[str]:
     if not subs:
         return ["No subscribers match" if filtered else
                 "No subscribers yet - add one with \"newsletter subscribers add EMAIL\""]

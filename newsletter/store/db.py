@@ -18,7 +18,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(dt: datetime | None) -> str | None:
+def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
 
 

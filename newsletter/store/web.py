@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.store.db import _iso, transaction, utcnow
-from newsletter.store.events import _insert_event
-from newsletter.store.subscribers import _subscriber_row
+from newsletter.store.db import iso, transaction, utcnow
+from newsletter.store.events import insert_event
+from newsletter.store.rows import subscriber_row
 
 VERDICTS = ("relevant", "not_relevant")
 
@@ -19,7 +19,7 @@ VERDICTS = ("relevant", "not_relevant")
 def sent_issues(db: Database, email: str) -> list[dict[str, Any]]:
     """EMAIL's delivered issues, newest first: issue_date (a date), paper_ids (a list),
     created (when it was planned) and sent_at."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     out = []
     for d in db.query(
             "select issue_date, paper_ids, created, sent_at from deliveries"
@@ -33,19 +33,19 @@ def sent_issues(db: Database, email: str) -> list[dict[str, Any]]:
 
 
 def link_generation(db: Database, email: str) -> int:
-    return int(_subscriber_row(db, email)["link_generation"] or 0)
+    return int(subscriber_row(db, email)["link_generation"] or 0)
 
 
 def revoke_links(db: Database, email: str, origin: str = "cli",
                  now: datetime | None = None) -> int:
     """Make every page link handed out to EMAIL so far invalid; returns the new
     generation."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     generation = int(row["link_generation"] or 0) + 1
     with transaction(db):
         db.conn.execute("update subscribers set link_generation = ? where id = ?",
                         (generation, row["id"]))
-        _insert_event(db.conn, row["id"], "links revoked", origin, "", now)
+        insert_event(db.conn, row["id"], "links revoked", origin, "", now)
     return generation
 
 
@@ -54,19 +54,19 @@ def add_feedback(db: Database, email: str, paper_id: str, verdict: str, origin: 
     """Record EMAIL's verdict on a paper (the latest one counts), in their history too."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}")
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     with transaction(db):
         db.conn.execute(
             "insert into feedback (subscriber_id, paper_id, verdict, origin, created)"
             " values (?, ?, ?, ?, ?)",
-            (row["id"], paper_id, verdict, origin, _iso(now or utcnow())))
-        _insert_event(db.conn, row["id"], "feedback", origin,
+            (row["id"], paper_id, verdict, origin, iso(now or utcnow())))
+        insert_event(db.conn, row["id"], "feedback", origin,
                       f"{verdict.replace('_', ' ')}: {paper_id}", now)
 
 
 def feedback_for(db: Database, email: str) -> dict[str, str]:
     """EMAIL's latest verdict per paper id."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     out: dict[str, str] = {}
     for r in db.query("select paper_id, verdict from feedback where subscriber_id = ?"
                       " order by id", [row["id"]]):

@@ -36,18 +36,7 @@ from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError, SubscriberNotFound
 from newsletter.models import Issue, Match, Subscriber
-from newsletter.web import links
-from newsletter.web.endpoint import (
-    LANGUAGES,
-    App,
-    csrf_cookie,
-    csrf_ok,
-    link,
-    message,
-    page,
-    read_form,
-    web_strings,
-)
+from newsletter.web import links, pages
 
 BATCH = 5  # papers per "another batch"
 ABSTRACT_CHARS = 4000
@@ -139,9 +128,9 @@ def next_batch(db: Any, sub: Subscriber, settings: Settings, issues: list[dict[s
 
 
 def _card(n: int, m: Match, verdicts: dict[str, str]) -> dict[str, Any]:
-    from newsletter.render import _paper_context
+    from newsletter.render import paper_context
 
-    card = _paper_context(n, m, ABSTRACT_CHARS)
+    card = paper_context(n, m, ABSTRACT_CHARS)
     card["id"] = m.paper.id
     card["url"] = safe_url(card["url"])
     card["links"] = [(label, u) for label, u in card["links"] if safe_url(u)]
@@ -176,7 +165,7 @@ def radar_view(db: Any, settings: Settings, signed: PageLink, lang: str | None,
     from newsletter.render import format_date, strings
 
     sub = _current(db, signed)
-    lang = lang or (sub.language if sub.language in LANGUAGES else "en")
+    lang = lang or (sub.language if sub.language in pages.LANGUAGES else "en")
     issues = store.sent_issues(db, sub.email)
     row = issues[0] if issues else None
     if day is not None:
@@ -240,9 +229,9 @@ def feed_xml(db: Any, settings: Settings, signed: PageLink, base: str, now: date
     feed = ET.Element(f"{{{ATOM}}}feed")
     el(feed, "title", f"{settings.brand} · {e['tagline']}")
     el(feed, "id", f"tag:academichub.invalid,2026:radar/{who}")
-    page_url = base + link(links.RADAR, **signed.params)
+    page_url = base + pages.link(links.RADAR, **signed.params)
     el(feed, "link", href=page_url, rel="alternate", type="text/html")
-    el(feed, "link", href=base + link(links.FEED, **signed.params), rel="self",
+    el(feed, "link", href=base + pages.link(links.FEED, **signed.params), rel="self",
        type="application/atom+xml")
     author = el(feed, "author")
     el(author, "name", settings.brand)
@@ -255,7 +244,7 @@ def feed_xml(db: Any, settings: Settings, signed: PageLink, base: str, now: date
         day = row["issue_date"]
         el(entry, "title", f"{format_date(day, e)} · {len(papers)}")
         el(entry, "id", f"tag:academichub.invalid,2026:radar/{who}/{day.isoformat()}")
-        el(entry, "link", href=base + link(links.RADAR, **signed.params, day=day.isoformat()),
+        el(entry, "link", href=base + pages.link(links.RADAR, **signed.params, day=day.isoformat()),
            rel="alternate", type="text/html")
         when = (row["sent_at"] or row["created"] or now).astimezone(UTC)
         el(entry, "updated", when.isoformat(timespec="seconds"))
@@ -277,11 +266,11 @@ def feed_xml(db: Any, settings: Settings, signed: PageLink, base: str, now: date
 
 
 class Radar:
-    def __init__(self, app: App, clock: Callable[[], datetime]) -> None:
+    def __init__(self, app: pages.Handlers, clock: Callable[[], datetime]) -> None:
         self.app, self.clock = app, clock
 
     def _invalid(self, request: Request) -> Response:
-        return message(request, 403, "invalid_title", "invalid")
+        return pages.message(request, 403, "invalid_title", "invalid")
 
     async def show(self, request: Request, error: str = "", status: int = 200,
                    entered: tuple[str, str] = ("", "")) -> Response:
@@ -293,39 +282,39 @@ class Radar:
             day = date.fromisoformat(q["day"]) if q.get("day") else None
             batch = int(q.get("batch") or 0)
         except ValueError:
-            return message(request, 400, "error_title", "bad_request")
+            return pages.message(request, 400, "error_title", "bad_request")
         if not 0 <= batch <= 1000:
-            return message(request, 400, "error_title", "bad_request")
+            return pages.message(request, 400, "error_title", "bad_request")
         lang_asked = q.get("lang", "")
         try:
             view = await self.app.db_call(radar_view, self.app.settings, signed,
-                                          lang_asked if lang_asked in LANGUAGES else None,
+                                          lang_asked if lang_asked in pages.LANGUAGES else None,
                                           day, batch, self.clock())
         except (SubscriberNotFound, Revoked):
             return self._invalid(request)
         except LookupError:
-            return message(request, 404, "not_found_title", "not_found")
-        t = web_strings(view["lang"])
-        cookie = csrf_cookie(request)
+            return pages.message(request, 404, "not_found_title", "not_found")
+        t = pages.web_strings(view["lang"])
+        cookie = pages.csrf_cookie(request)
         params = signed.params
 
         def here(**extra: Any) -> str:
-            keep = {"lang": lang_asked if lang_asked in LANGUAGES else None,
+            keep = {"lang": lang_asked if lang_asked in pages.LANGUAGES else None,
                     "day": q.get("day") or None, "batch": batch or None}
-            return link(request.url.path, **params, **{**keep, **extra})
+            return pages.link(request.url.path, **params, **{**keep, **extra})
 
         mark = _mark(entered[1], error) if error else None
-        return page(
+        return pages.page(
             "radar.html.j2", status, cookie=cookie, secure=request.url.scheme == "https",
             t=t, title=t["radar_title"], csrf=cookie, error=error, entered=entered,
             mark=mark, done=t.get(f"done_{q.get('done', '')}", "") if q.get("done") else "",
-            feed_url=link(links.FEED, **params), here=here,
-            action=lambda path: link(path, **params, lang=lang_asked or None,
+            feed_url=pages.link(links.FEED, **params), here=here,
+            action=lambda path: pages.link(path, **params, lang=lang_asked or None,
                                      day=q.get("day") or None, batch=batch or None),
             switch_url=here(lang=t["switch_lang"]),
-            day_url=lambda d: link(links.RADAR, **params, lang=lang_asked or None,
+            day_url=lambda d: pages.link(links.RADAR, **params, lang=lang_asked or None,
                                    day=d.isoformat()),
-            batch_url=lambda n: link(links.RADAR, **params, lang=lang_asked or None,
+            batch_url=lambda n: pages.link(links.RADAR, **params, lang=lang_asked or None,
                                      batch=n or None),
             frequencies=("daily", "weekdays", "weekly"),
             weekdays=("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
@@ -353,9 +342,9 @@ class Radar:
         signed = check_page(request, self.app.settings, self.clock())
         if signed is None:
             return self._invalid(request)
-        form = await read_form(request)
-        if not csrf_ok(request, form):
-            return message(request, 403, "error_title", "csrf_failed")
+        form = await pages.read_form(request)
+        if not pages.csrf_ok(request, form):
+            return pages.message(request, 403, "error_title", "csrf_failed")
         what = request.url.path.rsplit("/", 1)[-1]
         now = self.clock()
         try:
@@ -367,7 +356,7 @@ class Radar:
             return await self.show(request, error=str(e), status=400,
                                    entered=(kind, form.get("value", "")))
         q = request.query_params
-        target = link(links.RADAR, **signed.params, lang=q.get("lang") or None,
+        target = pages.link(links.RADAR, **signed.params, lang=q.get("lang") or None,
                       day=q.get("day") or None, batch=q.get("batch") or None, done=done)
         anchor = form.get("anchor", "")
         if re.fullmatch(r"[a-z0-9-]{1,40}", anchor):
@@ -432,7 +421,7 @@ def _mark(value: str, error: str) -> tuple[str, str, str] | None:
     return value[:i], value[i:i + 1] or " ", value[i + 1:]
 
 
-def routes(app: App, clock: Callable[[], datetime]) -> list[Route]:
+def routes(app: pages.Handlers, clock: Callable[[], datetime]) -> list[Route]:
     radar = Radar(app, clock)
     posts = [Route(f"/radar/{name}", radar.change, methods=["POST"])
              for name in ("filters/remove", "filters/add", "feedback", "settings", "status",
