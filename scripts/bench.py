@@ -526,6 +526,9 @@ def bench_radar(tmp: Path, readers: int = 100, rounds: int = 5,
     try:
         with measure(f"{readers * rounds} page loads by {readers} readers") as m:
             asyncio.run(crowd())
+    except httpx.HTTPError:
+        print(log.read_text()[-3000:])
+        raise
     finally:
         server.terminate()
         server.wait(timeout=10)
