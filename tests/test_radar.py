@@ -331,3 +331,23 @@ def test_forgetting_a_subscriber_erases_their_feedback(radar: Path) -> None:
     assert store.feedback_for(conn, ADA) == {paper: "relevant"}
     invoke("subscribers", "forget", ADA)
     assert db(radar).execute("select count(*) from feedback").fetchone()[0] == 0
+
+
+def test_state_merge_keeps_web_feedback_and_revocations(radar: Path, tmp_path: Path) -> None:
+    """A change made on the page (serve's copy) survives `state push` merging it with the
+    scheduled run's copy: feedback is the union; a revocation is never undone."""
+    a = store.open_db(radar / "newsletter.db")
+    b = store.open_db(tmp_path / "run-copy.db")
+    store.restore_chunks(b, store.dump_chunks(a))
+    paper = store.sent_issues(a, ADA)[0]["paper_ids"][0]
+    store.add_feedback(a, ADA, paper, "not_relevant", "web")
+    store.revoke_links(a, ADA, "web")
+    invoke("subscribers", "edit", ADA, "--name", "Ada")  # a later settings edit on a
+    counts = store.merge_state(b, a)
+    assert counts["feedback"] == 1
+    assert store.feedback_for(b, ADA) == {paper: "not_relevant"}
+    assert store.link_generation(b, ADA) == 1
+    again = store.merge_state(b, a)  # idempotent
+    assert again["feedback"] == 0
+    store.merge_state(a, b)  # and the other way round changes nothing back
+    assert store.link_generation(a, ADA) == 1
