@@ -74,5 +74,13 @@ def feedback_for(db: Database, email: str) -> dict[str, str]:
     return out
 
 
-__all__ = ["VERDICTS", "add_feedback", "feedback_for", "link_generation", "revoke_links",
-           "sent_issues"]
+def data_version(db: Database) -> tuple[int, ...]:
+    """Changes whenever anything a radar page shows may have changed (any subscriber change
+    or feedback writes an event; a run adds deliveries, papers, briefs): the largest row id
+    of each of those tables, one index lookup each."""
+    return tuple(db.execute(f"select coalesce(max(rowid), 0) from {table}").fetchone()[0]
+                 for table in ("subscriber_events", "deliveries", "papers", "briefs"))
+
+
+__all__ = ["VERDICTS", "add_feedback", "data_version", "feedback_for", "link_generation",
+           "revoke_links", "sent_issues"]

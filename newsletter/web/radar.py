@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -158,6 +160,32 @@ def _brief_context(brief: Any, e: dict[str, Any], count: int) -> dict[str, Any] 
             "connections": "", "note": e["brief_extractive"]}
 
 
+class ViewCache:
+    """Recent page views, reused while ``store.data_version`` says nothing they show has
+    changed (so a reader who reloads, or a crowd of readers, costs one lookup each)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.views: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, db: Any, settings: Settings, signed: PageLink, lang: str | None,
+            day: date | None, batch: int, now: datetime) -> dict[str, Any]:
+        key = (signed.email.lower(), signed.generation, lang, day, batch,
+               store.data_version(db))
+        with self.lock:
+            hit = self.views.get(key)
+            if hit is not None:
+                self.views.move_to_end(key)
+                return hit
+        view = radar_view(db, settings, signed, lang, day, batch, now)
+        with self.lock:
+            self.views[key] = view
+            while len(self.views) > self.size:
+                self.views.popitem(last=False)
+        return view
+
+
 def radar_view(db: Any, settings: Settings, signed: PageLink, lang: str | None,
                day: date | None, batch: int, now: datetime) -> dict[str, Any]:
     """Everything the page template needs, in ``lang`` (None: the subscriber's language).
@@ -268,6 +296,7 @@ def feed_xml(db: Any, settings: Settings, signed: PageLink, base: str, now: date
 class Radar:
     def __init__(self, app: pages.Handlers, clock: Callable[[], datetime]) -> None:
         self.app, self.clock = app, clock
+        self.views = ViewCache()
 
     def _invalid(self, request: Request) -> Response:
         return pages.message(request, 403, "invalid_title", "invalid")
@@ -287,7 +316,7 @@ class Radar:
             return pages.message(request, 400, "error_title", "bad_request")
         lang_asked = q.get("lang", "")
         try:
-            view = await self.app.db_call(radar_view, self.app.settings, signed,
+            view = await self.app.db_call(self.views.get, self.app.settings, signed,
                                           lang_asked if lang_asked in pages.LANGUAGES else None,
                                           day, batch, self.clock())
         except (SubscriberNotFound, Revoked):
