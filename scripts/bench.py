@@ -655,6 +655,14 @@ def bench_radar(tmp: Path, readers: int = 100, rounds: int = 5,
             await asyncio.gather(*(reader(client, url) for url in urls))
 
     try:
+        with httpx.Client(timeout=60) as one:  # one reader alone, first (uncached) loads
+            alone = []
+            for url in urls[1:11]:
+                started = time.perf_counter()
+                one.get(url).raise_for_status()
+                alone.append(time.perf_counter() - started)
+        print(f"  one reader alone, 10 first page loads: median "
+              f"{sorted(alone)[5] * 1000:.0f} ms")
         with measure(f"{readers * rounds} page loads by {readers} readers") as m:
             asyncio.run(crowd())
     except httpx.HTTPError:

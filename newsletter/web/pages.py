@@ -4,10 +4,11 @@ pool. Imported by ``endpoint`` (the subscription pages) and ``radar`` (the radar
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -108,10 +109,18 @@ class Handlers:
 
     def __init__(self, settings: Settings, pool: store.Pool) -> None:
         self.settings, self.pool = settings, pool
+        self._slots: asyncio.Semaphore | None = None
 
-    def db_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        """Run ``fn(db, *args)`` on a pooled connection in a worker thread."""
+    async def db_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(db, *args)`` on a pooled connection in a worker thread. At most as many
+        calls run at once as the pool has connections; the others wait here, in the event
+        loop, rather than as threads contending for the GIL."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.pool.size)
+
         def call() -> Any:
             with self.pool.connection() as db:
                 return fn(db, *args, **kwargs)
-        return run_in_threadpool(call)
+
+        async with self._slots:
+            return await run_in_threadpool(call)
