@@ -72,6 +72,11 @@ class Settings:
     llm_timeout: float = setting(60.0, "Seconds to wait for one LLM answer.")
     llm_budget_usd: float = setting(0.0, "Daily LLM budget in US dollars; 0 = no cap.")
     llm_concurrency: int = setting(4, "How many LLM calls may run at once.")
+    llm_max_tokens: int = setting(1500, "Longest answer (tokens) the model may write for one "
+                                  "brief; the budget reserves this much per call.")
+    llm_price_per_call_usd: float = setting(0.0, "Worst-case USD per LLM call, for a model "
+                                            "litellm has no price for; needed for such a model "
+                                            "when a budget is set.")
     arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.")
     arxiv_rss_url: str = setting("https://rss.arxiv.org/rss", "Base of arXiv's listing feeds.")
     arxiv_delay: float = setting(3.0, "Seconds between arXiv API requests (at least 3).")

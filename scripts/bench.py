@@ -254,18 +254,30 @@ def _fake_llm_server() -> tuple[str, Any]:
 
     import litellm
 
-    answer = json.dumps({
-        "headline": "Today's papers, read together", "connections": "They connect.",
-        "themes": [{"title": "One", "text": "A theme.", "cites": [1]},
-                   {"title": "Two", "text": "Another theme.", "cites": [1]}],
-        "papers": [{"n": 1, "sentence": "A finding."}]})
-    out_tokens = litellm.token_counter(model="gpt-4o-mini", text=answer)
+    def answer_for(request: dict[str, Any]) -> str:
+        """A grounded brief: every claim quotes the first words of the abstract it cites."""
+        user = request["messages"][1]["content"]
+        papers = json.loads(user.split("<papers>\n")[1].split("\n</papers>")[0])
+
+        def claim(text: str, n: int) -> dict[str, Any]:
+            quote = " ".join(papers[n - 1]["abstract"].split()[:12])
+            return {"text": text, "cites": [n], "evidence": [{"paper": n, "quote": quote}]}
+
+        last = len(papers)
+        return json.dumps({
+            "headline": claim("Today's papers, read together", 1),
+            "themes": [{"title": "One", **claim("A theme.", 1)},
+                       {"title": "Two", **claim("Another theme.", last)}],
+            "connections": [claim("They connect.", last)],
+            "papers": [{"paper": n, "note": "A finding."} for n in range(1, last + 1)]})
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = answer_for(request)
+            out_tokens = litellm.token_counter(model="gpt-4o-mini", text=answer)
             prompt = litellm.token_counter(model="gpt-4o-mini", messages=request["messages"])
             body = json.dumps({
                 "id": "chatcmpl-bench", "object": "chat.completion", "created": 0,

@@ -256,7 +256,22 @@ def m011_tombstones_and_pruning(db: Database) -> None:
 
 
 @migrations()
-def m012_web_radar(db: Database) -> None:
+def m012_brief_grounding(db: Database) -> None:
+    """Grounded briefs: per model call the claims it made and how many were dropped for a
+    missing or unfound quote; per brief that fell back to the digest, the reason (for
+    `briefs stats`; readers never see it)."""
+    db.table("llm_calls").add_column("claims", int)
+    db.table("llm_calls").add_column("dropped_claims", int)
+    db.table("brief_fallbacks").create(
+        {"id": int, "brief_key": str, "model": str, "language": str, "reason": str,
+         "created": str},
+        pk="id",
+    )
+    db.table("brief_fallbacks").create_index(["created"])
+
+
+@migrations()
+def m013_web_radar(db: Database) -> None:
     """The research radar page (`newsletter serve`): a generation number per subscriber in
     every page link (raising it revokes the links handed out so far), and the reader's
     relevant / not relevant verdicts on papers, with when and where from (web, mail, ...),

@@ -43,6 +43,8 @@ def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
                                             (cutoff,)).rowcount
         dropped["brief_hits"] = conn.execute("delete from brief_hits where created < ?",
                                              (cutoff,)).rowcount
+        dropped["brief_fallbacks"] = conn.execute(
+            "delete from brief_fallbacks where created < ?", (cutoff,)).rowcount
         keep: set[str] = set()
         for (ids,) in conn.execute("select paper_ids from deliveries union all"
                                    " select paper_ids from briefs"):

@@ -129,10 +129,10 @@ def next_batch(db: Any, sub: Subscriber, settings: Settings, issues: list[dict[s
     return found[BATCH * (n - 1): BATCH * n], len(found) > BATCH * n
 
 
-def _card(n: int, m: Match, verdicts: dict[str, str]) -> dict[str, Any]:
+def _card(n: int, m: Match, verdicts: dict[str, str], e: dict[str, Any]) -> dict[str, Any]:
     from newsletter.render import paper_context
 
-    card = paper_context(n, m, ABSTRACT_CHARS)
+    card = paper_context(n, m, ABSTRACT_CHARS, e)
     card["id"] = m.paper.id
     card["url"] = safe_url(card["url"])
     card["links"] = [(label, u) for label, u in card["links"] if safe_url(u)]
@@ -209,9 +209,9 @@ def radar_view(db: Any, settings: Settings, signed: PageLink, lang: str | None,
         shown = set(issue.paper_ids)
         found, more_left = next_batch(db, sub, settings, issues, shown, batch, now)
         start = len(issue.matches) + len(issue.more) + BATCH * (batch - 1) + 1
-        cards = [_card(n, m, verdicts) for n, m in enumerate(found, start)]
+        cards = [_card(n, m, verdicts, e) for n, m in enumerate(found, start)]
     else:
-        cards = [_card(n, m, verdicts) for n, m in enumerate(issue.matches + issue.more, 1)]
+        cards = [_card(n, m, verdicts, e) for n, m in enumerate(issue.matches + issue.more, 1)]
         more_left = latest
         batch = 0
     chips = [{"kind": kind, "label": e[f"chip_{kind}"], "value": v}
