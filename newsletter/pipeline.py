@@ -6,6 +6,7 @@ The only module that imports every stage. Plain functions taking their inputs as
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
@@ -45,6 +46,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
     for name in source_names(db, settings):
         if progress:
             progress(name)
+        started = time.monotonic()
         state = store.source_state(db, name)
         last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
@@ -73,7 +75,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
             fields["retry_from"] = None
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
-                               result.not_modified, result.partial, note))
+                               result.not_modified, result.partial, note,
+                               seconds=round(time.monotonic() - started, 3)))
     return lines
 
 
@@ -255,9 +258,11 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
         dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
-        sent: Callable[[RunLine], None] | None = None) -> RunReport:
+        sent: Callable[[RunLine], None] | None = None,
+        planned: Callable[[int], None] | None = None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
-    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
+    per-day rule); ``only`` runs for one subscriber; ``planned`` is told how many issues
+    will be delivered, before the first; ``sent`` is told about each delivery."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
@@ -293,6 +298,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         issues += [plan_issue(db, s, settings, now, index) for s in fresh]
     if not issues:
         return report
+    if planned:
+        planned(len(issues))
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report)
     with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,

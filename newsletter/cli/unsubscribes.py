@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli.output import Console, json_option, verbosity_options
 
 
 @cli.group(cls=SubGroup, default="sync", default_if_no_args=True)
@@ -13,8 +14,10 @@ def unsubscribes() -> None:
 
 
 @unsubscribes.command(name="sync")
+@json_option
+@verbosity_options
 @click.pass_context
-def unsubscribes_sync(ctx: click.Context) -> None:
+def unsubscribes_sync(ctx: click.Context, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Read the sender's mailbox over IMAP (NEWSLETTER_IMAP_URL) and apply every valid
     unsubscribe request, hard bounce and confirmation reply; run it before sending.
 
@@ -22,21 +25,35 @@ def unsubscribes_sync(ctx: click.Context) -> None:
     Example:
         NEWSLETTER_IMAP_URL=imaps://newsletter@mail.example.org/INBOX \\
             newsletter unsubscribes sync
+        newsletter unsubscribes sync --json | jq '.counts'
     """
+    import time
+
     from newsletter.lists import mailbox
 
-    report = mailbox.sync(_db(ctx), _settings(ctx), _now())
-    for address in report.unsubscribed:
-        click.echo(f"unsubscribed {address}")
-    for address, status in report.bounced:
-        click.echo(f"bounced      {address} ({status})")
-    for address in report.confirmed:
-        click.echo(f"confirmed    {address}")
-    for why in report.rejected:
-        click.echo(f"rejected     {why}")
-    click.echo(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
+    out = Console(as_json, quiet, verbose)
+    started, clock = _now(), time.monotonic()
+    report = mailbox.sync(_db(ctx), _settings(ctx), started)
+    records = ([{"email": a, "status": "unsubscribed", "reason": None}
+                for a in report.unsubscribed]
+               + [{"email": a, "status": "bounced", "reason": why} for a, why in report.bounced]
+               + [{"email": a, "status": "confirmed", "reason": None} for a in report.confirmed]
+               + [{"email": None, "status": "rejected", "reason": why}
+                  for why in report.rejected])
+    for r in records:
+        who = r["email"] or ""
+        why = (f" ({r['reason']})" if r["email"] else r["reason"]) if r["reason"] else ""
+        out.line(f"{r['status']:<12} {who}{why}".rstrip())
+    out.result(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
                f"{len(report.confirmed)} confirmed, {len(report.rejected)} rejected, "
                f"{report.ignored} other messages left unread")
+    out.document({"started": started.isoformat(timespec="seconds"),
+                  "seconds": round(time.monotonic() - clock, 3),
+                  "counts": {"unsubscribed": len(report.unsubscribed),
+                             "bounced": len(report.bounced),
+                             "confirmed": len(report.confirmed),
+                             "rejected": len(report.rejected), "ignored": report.ignored},
+                  "records": records})
 
 
 @cli.command()
