@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonshape
 import pytest
 from click.testing import CliRunner, Result
 
@@ -66,9 +67,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def invoke(*args: str, input: str | None = None, ok: bool = True) -> Result:
+    """Run the CLI in-process. Every --json output that is printed is checked against its
+    documented shape (docs/json/), whatever the test itself looks at."""
     result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=not ok)
     if ok:
         assert result.exit_code == 0, result.output
+    if "--json" in args and result.stdout:
+        jsonshape.check(cli, list(args), result.stdout)
     return result
 
 

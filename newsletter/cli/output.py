@@ -105,7 +105,8 @@ class Console:
             return
         stderr = sys.stderr
         bar: Any = click.progressbar(  # redrawn at most ~200 times
-            length=length, label=label, file=stderr, show_pos=True, show_eta=True, width=24,
+            length=length, label=label, file=stderr, show_pos=True, show_percent=True,
+            show_eta=True, width=24,
             item_show_func=_show, update_min_steps=max(1, length // 200))
         with bar:
             self._bar = bar
