@@ -304,12 +304,12 @@ class Index:
         """Papers matching a topic query, with their relevance (cached per run)."""
         found = self._searches.get(text)
         if found is None:
-            node = self.query(text)
+            node = self.compiled(text)
             found = self._searches[text] = {n: self.score(node, n)
                                             for n in self.evaluate(node)}
         return found
 
-    def query(self, text: str) -> Node:
+    def compiled(self, text: str) -> Node:
         """compile_query, cached: a lab's subscribers share many topics."""
         node = self._queries.get(text)
         if node is None:
@@ -395,6 +395,20 @@ def match_subscriber(sub: Subscriber, index: Index,
     return rank(sub, index, already_sent, None, rejected)[0]
 
 
+def _excluded(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str]
+              ) -> set[int]:
+    """Positions of the papers already sent and of those the subscriber's excludes name."""
+    excluded: set[int] = {index.position[pid] for pid in already_sent if pid in index.position}
+    for ex in sub.exclude:
+        if ex.lower().startswith("author:"):
+            key = name_key(ex.split(":", 1)[1])
+            excluded.update(n for n in index.candidates_by_family(key[-1] if key else "")
+                            if any(same_author(key, k) for k in index.author_keys[n]))
+        else:
+            excluded.update(index.evaluate(index.compiled(ex)))
+    return excluded
+
+
 def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] = frozenset(),
          limit: int | None = None, rejected: list[tuple[Paper, str]] | None = None
          ) -> tuple[list[Match], int]:
@@ -423,15 +437,7 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
         for n in index.in_category(pattern):
             scores[n] += 0.5
 
-    excluded: set[int] = {index.position[pid] for pid in already_sent if pid in index.position}
-    for ex in sub.exclude:
-        if ex.lower().startswith("author:"):
-            key = name_key(ex.split(":", 1)[1])
-            excluded.update(n for n in index.candidates_by_family(key[-1] if key else "")
-                            if any(same_author(key, k) for k in index.author_keys[n]))
-        else:
-            excluded.update(index.evaluate(index.query(ex)))
-
+    excluded = _excluded(sub, index, already_sent)
     candidates = [n for n in scores if n not in excluded]
 
     def order(n: int) -> tuple[float, float, str]:

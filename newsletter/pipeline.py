@@ -259,7 +259,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
         sent: Callable[[RunLine], None] | None = None,
-        planned: Callable[[int], None] | None = None) -> RunReport:
+        planned: Callable[[int], None] = lambda total: None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
     per-day rule); ``only`` runs for one subscriber; ``planned`` is told how many issues
     will be delivered, before the first; ``sent`` is told about each delivery."""
@@ -298,8 +298,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         issues += [plan_issue(db, s, settings, now, index) for s in fresh]
     if not issues:
         return report
-    if planned:
-        planned(len(issues))
+    planned(len(issues))
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report)
     with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,

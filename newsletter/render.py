@@ -36,7 +36,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 import markupsafe
@@ -195,8 +195,8 @@ def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
     mailto = f"mailto:{sender}?subject={quote(subject)}"
     web = None
     if settings.unsubscribe_url and token:
-        web = (f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?"
-               f"email={quote(email)}&token={token}")
+        query = urlencode({"email": email, "token": token})
+        web = f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?{query}"
     return mailto, web
 
 

@@ -34,34 +34,40 @@ def problems(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
     if "anyOf" in schema:
         if all(problems(value, alt, where) for alt in schema["anyOf"]):
             return [f"{where}: matches none of the alternatives"]
-    if "type" in schema:
-        types = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
-
-        def fits(t: str) -> bool:
-            if isinstance(value, bool) and t in ("integer", "number"):
-                return False
-            return isinstance(value, TYPES[t])
-
-        if not any(fits(t) for t in types):
-            return [f"{where}: {type(value).__name__} {value!r:.60} is not {'/'.join(types)}"]
+    if "type" in schema and not _fits(value, schema["type"]):
+        want = schema["type"] if isinstance(schema["type"], str) else "/".join(schema["type"])
+        return [f"{where}: {type(value).__name__} {value!r:.60} is not {want}"]
     if "enum" in schema and value not in schema["enum"]:
         return [f"{where}: {value!r} is not one of {schema['enum']}"]
     out: list[str] = []
     if "minimum" in schema and isinstance(value, int | float) and value < schema["minimum"]:
         out.append(f"{where}: {value} is below {schema['minimum']}")
     if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                out.append(f"{where}: missing {key!r}")
-        props = schema.get("properties", {})
-        for key, item in value.items():
-            if key in props:
-                out += problems(item, props[key], f"{where}.{key}")
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{where}: {key!r} is not documented")
+        out += _object_problems(value, schema, where)
     if isinstance(value, list) and "items" in schema:
         for n, item in enumerate(value):
             out += problems(item, schema["items"], f"{where}[{n}]")
+    return out
+
+
+def _fits(value: Any, types: str | list[str]) -> bool:
+    for t in [types] if isinstance(types, str) else types:
+        if isinstance(value, bool) and t in ("integer", "number"):
+            continue
+        if isinstance(value, TYPES[t]):
+            return True
+    return False
+
+
+def _object_problems(value: dict[str, Any], schema: dict[str, Any], where: str) -> list[str]:
+    out = [f"{where}: missing {key!r}" for key in schema.get("required", [])
+           if key not in value]
+    props = schema.get("properties", {})
+    for key, item in value.items():
+        if key in props:
+            out += problems(item, props[key], f"{where}.{key}")
+        elif schema.get("additionalProperties") is False:
+            out.append(f"{where}: {key!r} is not documented")
     return out
 
 

@@ -209,7 +209,7 @@ def test_import_is_one_transaction(isolated, tmp_path, monkeypatch):
     import newsletter.store.subscribers as store_subs
 
     calls = []
-    real = store_subs._insert_event
+    real = store_subs.insert_event
 
     def fail_on_third(*args, **kwargs):
         calls.append(args)
@@ -217,7 +217,7 @@ def test_import_is_one_transaction(isolated, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store_subs, "_insert_event", fail_on_third)
+    monkeypatch.setattr(store_subs, "insert_event", fail_on_third)
     path = write(tmp_path, "a.csv", "email\na@example.org\nb@example.org\nc@example.org\n")
     with pytest.raises(RuntimeError, match="disk on fire"):
         roster.import_file(db(isolated), path)

@@ -1,5 +1,6 @@
-"""arXiv through the real `arxiv` client and feed fetcher, against a loopback server that
-answers in the API's exact Atom format (tests/data/arxiv) and arXiv's listing RSS."""
+"""arXiv through the real API client (requests + urllib3 retries) and feed fetcher, against
+a loopback server that answers in the API's exact Atom format (tests/data/arxiv) and
+arXiv's listing RSS."""
 
 import math
 import time

@@ -8,78 +8,39 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-from click_default_group import DefaultGroup
 
+from newsletter.cli import (
+    briefs,
+    deliveries,
+    papers,
+    preview,
+    serve,
+    sources,
+    state,
+    subscribers,
+    unsubscribes,
+)
+from newsletter.cli._common import (
+    CONTEXT,
+    ErrorsAsMessages,
+    get_db,
+    get_now,
+    get_settings,
+    load_config,
+    settings_options,
+)
 from newsletter.cli.output import Console, json_option, verbosity_options
-from newsletter.config import SETTINGS, Settings, display_value, load_toml
-from newsletter.errors import NewsletterError
-
-F = TypeVar("F", bound=Callable[..., Any])
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class ErrorsAsMessages(click.Group):
-    """Turn domain errors into one-line ``Error: ...`` messages (exit 1).
-
-    Set NEWSLETTER_RAISE_ERRORS=1 to see the traceback instead.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except NewsletterError as e:
-            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
-                raise
-            raise click.ClickException(str(e)) from e
-
-
-class SubGroup(ErrorsAsMessages, DefaultGroup):
-    pass
-
-
-def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    path = value or "newsletter.toml"
-    try:
-        ctx.default_map = {**(ctx.default_map or {}), **load_toml(path)}
-    except NewsletterError as e:
-        raise click.BadParameter(str(e)) from e
-    return value
-
-
-def settings_options(fn: F) -> F:
-    for s in reversed(SETTINGS):
-        fn = click.option(
-            s.flag, s.name, envvar=s.envvar, show_envvar=True, type=s.type,
-            default=s.default, show_default=not s.secret and s.default != "",
-            help=s.help, metavar="TEXT" if s.type is str else None,
-        )(fn)
-    return fn
-
-
-def _settings(ctx: click.Context) -> Settings:
-    obj: Settings = ctx.find_root().obj
-    return obj
-
-
-def _db(ctx: click.Context) -> Any:
-    from newsletter import store
-
-    return store.open_db(_settings(ctx).db)
-
-
-def _now() -> datetime:
-    fixed = os.environ.get("NEWSLETTER_NOW")  # for reproducible demos and tests
-    return datetime.fromisoformat(fixed) if fixed else datetime.now(UTC)
+from newsletter.config import SETTINGS, Settings, display_value
 
 
 @click.group(cls=ErrorsAsMessages, context_settings=CONTEXT)
 @click.version_option(package_name="academichub-newsletter")
 @click.option("--config", envvar="NEWSLETTER_CONFIG", show_envvar=True, is_eager=True,
-              callback=_load_config, expose_value=False, metavar="PATH",
+              callback=load_config, expose_value=False, metavar="PATH",
               help="Settings file (TOML); default ./newsletter.toml if present.")
 @settings_options
 @click.pass_context
@@ -126,7 +87,7 @@ def _fetch_progress(out: Any, ctx: click.Context) -> Iterator[Callable[[str], No
     if not out.interactive:
         yield lambda name: out.line(f"Fetching {name}...", err=True)
         return
-    names = pipeline.source_names(_db(ctx), _settings(ctx))
+    names = pipeline.source_names(get_db(ctx), get_settings(ctx))
     with out.progress(len(names), "Fetching") as bar:
         done = iter(range(len(names) + 1))
         yield lambda name: bar.to(next(done), name)
@@ -151,10 +112,10 @@ def fetch(ctx: click.Context, as_json: bool, quiet: bool, verbose: bool) -> None
     from newsletter.ops.report import fetch_counts, fetch_record
 
     out = Console(as_json, quiet, verbose)
-    settings = _settings(ctx)
-    started, clock = _now(), time.monotonic()
+    settings = get_settings(ctx)
+    started, clock = get_now(), time.monotonic()
     with _fetch_progress(out, ctx) as progress:
-        lines = pipeline.fetch(_db(ctx), settings, started, progress=progress)
+        lines = pipeline.fetch(get_db(ctx), settings, started, progress=progress)
     _print_fetch(out, lines)
     c = fetch_counts(lines)
     failed = [f.source for f in lines if f.failed]
@@ -186,11 +147,11 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
     """
     from newsletter import pipeline, store
 
-    now = _now()
+    now = get_now()
     if on:
-        sub = store.get_subscriber(_db(ctx), email)
+        sub = store.get_subscriber(get_db(ctx), email)
         now = on.replace(hour=sub.send_hour, tzinfo=ZoneInfo(sub.timezone))
-    issue, rejected = pipeline.explain(_db(ctx), email, _settings(ctx), now)
+    issue, rejected = pipeline.explain(get_db(ctx), email, get_settings(ctx), now)
     rows: list[dict[str, Any]] = [
         {"n": n, "id": m.paper.id, "title": m.paper.title, "badge": m.paper.badge,
          "score": m.score, "reasons": list(m.reasons), "in_issue": n <= len(issue.matches)}
@@ -245,8 +206,8 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
     from newsletter.ops.lock import run_lock
 
     out = Console(as_json, quiet, verbose)
-    settings = _settings(ctx)
-    now = on.replace(hour=12, tzinfo=UTC) if on else _now()
+    settings = get_settings(ctx)
+    now = on.replace(hour=12, tzinfo=UTC) if on else get_now()
     clock = time.monotonic()
     with run_lock(settings.db, wait), ExitStack() as stack:
         progress = stack.enter_context(_fetch_progress(out, ctx)) if not no_fetch else None
@@ -268,7 +229,7 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
                 bar[0].advance(1, line.email)
 
         report = pipeline.run(
-            _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
+            get_db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
             do_fetch=not no_fetch, progress=progress, sent=sent, planned=planned)
     seconds = time.monotonic() - clock
     for line in report_mod.summary(report, settings, dry_run):
@@ -312,7 +273,7 @@ def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
     """
     from newsletter.ops import demo as demo_mod
 
-    for line in demo_mod.run(_settings(ctx), db_path, outbox, _now()):
+    for line in demo_mod.run(get_settings(ctx), db_path, outbox, get_now()):
         click.echo(line)
 
 
@@ -334,11 +295,13 @@ def config_cmd(ctx: click.Context) -> None:
         click.echo(f"{s.name:<18} {value!s:<44} ({origin})")
 
 
-from newsletter.cli import briefs as _briefs  # noqa: E402,F401
-from newsletter.cli import deliveries as _deliveries  # noqa: E402,F401  (registers groups)
-from newsletter.cli import papers as _papers  # noqa: E402,F401
-from newsletter.cli import preview as _preview  # noqa: E402,F401
-from newsletter.cli import sources as _sources  # noqa: E402,F401
-from newsletter.cli import state as _state  # noqa: E402,F401
-from newsletter.cli import subscribers as _subscribers  # noqa: E402,F401
-from newsletter.cli import unsubscribes as _unsubscribes  # noqa: E402,F401
+
+cli.add_command(briefs.briefs)
+cli.add_command(deliveries.deliveries)
+cli.add_command(papers.papers)
+cli.add_command(preview.preview)
+cli.add_command(sources.sources)
+cli.add_command(state.state)
+cli.add_command(subscribers.subscribers)
+cli.add_command(unsubscribes.unsubscribes)
+cli.add_command(serve.serve)

@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def briefs() -> None:
     """The cross-field briefs: the cache, and the LLM calls with their tokens and cost."""
 
@@ -35,7 +35,7 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
     """
     from newsletter import brief, store
 
-    rows = store.llm_usage(_db(ctx), since.date() if since else None)
+    rows = store.llm_usage(get_db(ctx), since.date() if since else None)
     total = brief.usage_totals(rows)
     if as_json:
         click.echo(json.dumps({"rows": rows, "total": total}, indent=2))
@@ -63,7 +63,7 @@ def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     from newsletter import brief, store
 
     rows = [{**r, "papers": len(json.loads(r.pop("paper_ids") or "[]"))}
-            for r in store.list_briefs(_db(ctx), limit)]
+            for r in store.list_briefs(get_db(ctx), limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -7,12 +7,12 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db
 
 STATUSES = ["pending", "sending", "sent", "deferred", "failed"]
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def deliveries() -> None:
     """The delivery record: one row per subscriber and issue date."""
 
@@ -32,7 +32,7 @@ def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
     """
     from newsletter import store
 
-    rows = store.list_deliveries(_db(ctx), on.date() if on else None, status)
+    rows = store.list_deliveries(get_db(ctx), on.date() if on else None, status)
     for row in rows:
         row["paper_ids"] = json.loads(row["paper_ids"] or "[]")
     if as_json:

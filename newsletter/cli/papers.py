@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db
 from newsletter.models import Paper
 
 
@@ -22,7 +22,7 @@ def paper_json(p: Paper) -> dict[str, Any]:
     }
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def papers() -> None:
     """Browse the papers stored by fetch."""
 
@@ -44,7 +44,7 @@ def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
     """
     from newsletter import store
 
-    found = store.list_papers(_db(ctx), source=source,
+    found = store.list_papers(get_db(ctx), source=source,
                               since=since.replace(tzinfo=UTC) if since else None, limit=limit)
     if as_json:
         click.echo(json.dumps([paper_json(p) for p in found], indent=2, ensure_ascii=False))
@@ -67,7 +67,7 @@ def papers_show(ctx: click.Context, paper_id: str, as_json: bool) -> None:
     """
     from newsletter import store
 
-    data = paper_json(store.get_paper(_db(ctx), paper_id))
+    data = paper_json(store.get_paper(get_db(ctx), paper_id))
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return

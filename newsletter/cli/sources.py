@@ -6,11 +6,11 @@ import json
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
 from newsletter.cli.output import Console, confirm, json_option, yes_option
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def sources() -> None:
     """List, add, switch on and off, and check the sources papers come from."""
 
@@ -29,9 +29,9 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
     from newsletter import pipeline, store
     from newsletter import sources as src
 
-    db = _db(ctx)
+    db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
-    active = set(pipeline.source_names(db, _settings(ctx)))
+    active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
         rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
                                else name, "enabled": 1})
@@ -76,7 +76,7 @@ def sources_add(ctx: click.Context, name: str, url: str, label: str | None) -> N
 
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("give the feed's http:// or https:// URL", param_hint="URL")
-    store.add_feed(_db(ctx), name, url, label or name)
+    store.add_feed(get_db(ctx), name, url, label or name)
     click.echo(f"Added {name} ({url})")
 
 
@@ -94,7 +94,7 @@ def sources_remove(ctx: click.Context, name: str, yes: bool) -> None:
     """
     from newsletter import store
 
-    db = _db(ctx)
+    db = get_db(ctx)
     if store.source_state(db, name):  # an unknown name is refused without asking
         confirm(yes, f"Remove the source {name}?")
     store.remove_source(db, name)
@@ -113,7 +113,7 @@ def sources_enable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    row = source_admin.set_source_enabled(_db(ctx), name, True)
+    row = source_admin.set_source_enabled(get_db(ctx), name, True)
     click.echo(f"Enabled {name}" + (f" ({row['url']})" if row.get("url") else ""))
 
 
@@ -129,7 +129,7 @@ def sources_disable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    source_admin.set_source_enabled(_db(ctx), name, False)
+    source_admin.set_source_enabled(get_db(ctx), name, False)
     click.echo(f"Disabled {name}")
 
 
@@ -154,7 +154,7 @@ def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
 
     out = Console(as_json)
     clock = time.monotonic()
-    result = source_admin.check_source(_db(ctx), name, _settings(ctx), _now())
+    result = source_admin.check_source(get_db(ctx), name, get_settings(ctx), get_now())
     failed = bool(result.error) and not result.partial
     for p in result.papers:
         out.line(f"{p.id}  {p.published:%Y-%m-%d}  {p.title}")

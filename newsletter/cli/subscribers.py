@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from newsletter.cli import F, SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings
 from newsletter.cli.output import Console, confirm, json_option, verbosity_options, yes_option
 
 STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
@@ -18,7 +18,7 @@ FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
 # --- subscribers -------------------------------------------------------------------------
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def subscribers() -> None:
     """Add, edit, pause, import, export, confirm and forget subscribers (lists them when
     given no subcommand)."""
@@ -97,16 +97,16 @@ def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
     """
     from newsletter.lists import roster
 
-    settings, db = _settings(ctx), _db(ctx)
+    settings, db = get_settings(ctx), get_db(ctx)
     if confirm:
         roster.require_secret(settings)
     extra = roster.load_filter_file(filters_file) if filters_file else {}
     for key, values in extra.items():
         fields[key] = tuple(fields[key]) + tuple(values)
-    sub = roster.add(db, email, status="pending" if confirm else "active", now=_now(), **fields)
+    sub = roster.add(db, email, status="pending" if confirm else "active", now=get_now(), **fields)
     click.echo(f"Added {sub.email} ({roster.describe(sub)})")
     if confirm:
-        where = roster.request_confirmation(db, settings, sub.email, now=_now())
+        where = roster.request_confirmation(db, settings, sub.email, now=get_now())
         click.echo(f"Pending until they confirm: confirmation email sent ({where})")
 
 
@@ -128,7 +128,7 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
     from newsletter.lists import roster
 
     given = {k: v for k, v in options.items() if v not in (None, ())}
-    done = roster.edit(_db(ctx), email, now=_now(), **given)  # type: ignore[arg-type]
+    done = roster.edit(get_db(ctx), email, now=get_now(), **given)  # type: ignore[arg-type]
     for line in done or [f"Nothing changed for {email.strip()}"]:
         click.echo(line)
 
@@ -151,11 +151,11 @@ def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
     """
     from newsletter.lists import listio, roster
 
-    rows = roster.find(_db(ctx), status=status, author=author, topic=topic)
+    rows = roster.find(get_db(ctx), status=status, author=author, topic=topic)
     if as_json:
         click.echo(json.dumps([listio.record(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    for line in roster.table(rows, filtered=bool(status or author or topic)):
+    for line in roster.table_lines(rows, filtered=bool(status or author or topic)):
         click.echo(line)
 
 
@@ -174,7 +174,7 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
     from newsletter import store
     from newsletter.lists import listio, roster
 
-    db = _db(ctx)
+    db = get_db(ctx)
     sub = store.get_subscriber(db, email)
     events = store.subscriber_history(db, sub.email) if history else None
     if as_json:
@@ -197,7 +197,7 @@ def subscribers_pause(ctx: click.Context, email: str) -> None:
     """
     from newsletter.lists import roster
 
-    sub, changed = roster.pause(_db(ctx), email, now=_now())
+    sub, changed = roster.pause(get_db(ctx), email, now=get_now())
     click.echo(f"Paused {sub.email}" if changed else f"{sub.email} is already paused")
 
 
@@ -213,7 +213,7 @@ def subscribers_resume(ctx: click.Context, email: str) -> None:
     """
     from newsletter.lists import roster
 
-    sub, changed = roster.resume(_db(ctx), email, now=_now())
+    sub, changed = roster.resume(get_db(ctx), email, now=get_now())
     click.echo(f"Resumed {sub.email}" if changed else f"{sub.email} is already active")
 
 
@@ -253,12 +253,12 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
 
     from newsletter.lists import roster
 
-    settings = _settings(ctx)
+    settings = get_settings(ctx)
     out = Console(as_json, quiet, verbose)
     clock = time.monotonic()
     with out.ticker("Checking rows") as tick:
-        report = roster.import_file(_db(ctx), file, encoding=encoding, dry_run=dry_run,
-                                    skip_invalid=skip_invalid, now=_now(),
+        report = roster.import_file(get_db(ctx), file, encoding=encoding, dry_run=dry_run,
+                                    skip_invalid=skip_invalid, now=get_now(),
                                     confirm_with=settings if confirm else None, tick=tick)
     for line in report.lines:
         if line.outcome == "rejected":
@@ -300,7 +300,7 @@ def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None,
 
     fmt = fmt or ("json" if out and out.lower().endswith(".json") else "csv")
     with Console(quiet=quiet).ticker("Exporting") as tick:
-        text, count = roster.export(_db(ctx), fmt, tick)
+        text, count = roster.export(get_db(ctx), fmt, tick)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -324,12 +324,12 @@ def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
     """
     from newsletter.lists import roster
 
-    db = _db(ctx)
+    db = get_db(ctx)
     if resend:
-        where = roster.request_confirmation(db, _settings(ctx), email, now=_now())
+        where = roster.request_confirmation(db, get_settings(ctx), email, now=get_now())
         click.echo(f"Confirmation email sent to {email.strip()} ({where})")
         return
-    sub = roster.confirm(db, email, token, origin="cli", now=_now())
+    sub = roster.confirm(db, email, token, origin="cli", now=get_now())
     click.echo(f"Confirmed {sub.email}: they now receive issues")
 
 
@@ -351,7 +351,7 @@ def subscribers_expire(ctx: click.Context, days: int, yes: bool, as_json: bool) 
 
     out = Console(as_json)
     confirm(yes, f"Forget every subscriber still unconfirmed after {days} days?")
-    gone = roster.expire_pending(_db(ctx), _now(), days, outbox=_settings(ctx).outbox)
+    gone = roster.expire_pending(get_db(ctx), get_now(), days, outbox=get_settings(ctx).outbox)
     for email in gone:
         out.line(f"Expired {email}")
     out.result(f"{len(gone)} unconfirmed subscribers forgotten")
@@ -376,10 +376,10 @@ def subscribers_forget(ctx: click.Context, email: str, yes: bool, as_json: bool)
     from newsletter.lists import roster
 
     out = Console(as_json)
-    db = _db(ctx)
+    db = get_db(ctx)
     sub = store.get_subscriber(db, email)  # an unknown address is refused without asking
     confirm(yes, f"Erase {sub.email} and everything about them?")
-    done = roster.forget(db, email, now=_now(), outbox=_settings(ctx).outbox)
+    done = roster.forget(db, email, now=get_now(), outbox=get_settings(ctx).outbox)
     out.result(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
                f"{done.deliveries} deliveries (kept as anonymous counts), "
                f"{len(done.files)} outbox files")
@@ -407,7 +407,7 @@ def subscribers_remove(ctx: click.Context, email: str, yes: bool) -> None:
     """
     from newsletter import store
 
-    sub = store.get_subscriber(_db(ctx), email)  # an unknown address is refused first
+    sub = store.get_subscriber(get_db(ctx), email)  # an unknown address is refused first
     confirm(yes, f"Remove {sub.email}, their filters and delivery records?")
-    store.remove_subscriber(_db(ctx), email, now=_now())
+    store.remove_subscriber(get_db(ctx), email, now=get_now())
     click.echo(f"Removed {email.strip()}")

@@ -1,14 +1,14 @@
-"""`newsletter unsubscribes sync` and `newsletter serve`: leaving the list."""
+"""`newsletter unsubscribes sync`: leaving the list by email."""
 
 from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
 from newsletter.cli.output import Console, json_option, verbosity_options
 
 
-@cli.group(cls=SubGroup, default="sync", default_if_no_args=True)
+@click.group(cls=SubGroup, default="sync", default_if_no_args=True)
 def unsubscribes() -> None:
     """Apply unsubscribe requests, hard bounces and confirmation replies from the mailbox."""
 
@@ -32,8 +32,8 @@ def unsubscribes_sync(ctx: click.Context, as_json: bool, quiet: bool, verbose: b
     from newsletter.lists import mailbox
 
     out = Console(as_json, quiet, verbose)
-    started, clock = _now(), time.monotonic()
-    report = mailbox.sync(_db(ctx), _settings(ctx), started)
+    started, clock = get_now(), time.monotonic()
+    report = mailbox.sync(get_db(ctx), get_settings(ctx), started)
     records = ([{"email": a, "status": "unsubscribed", "reason": None}
                 for a in report.unsubscribed]
                + [{"email": a, "status": "bounced", "reason": why} for a, why in report.bounced]
@@ -54,28 +54,3 @@ def unsubscribes_sync(ctx: click.Context, as_json: bool, quiet: bool, verbose: b
                              "confirmed": len(report.confirmed),
                              "rejected": len(report.rejected), "ignored": report.ignored},
                   "records": records})
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Answer the signed links in every issue: RFC 8058 one-click unsubscribe (POST), a
-    manage page (pause, resume, unsubscribe) and confirmations. Put it behind HTTPS and set
-    NEWSLETTER_UNSUBSCRIBE_URL to its public address.
-
-    \b
-    Example:
-        NEWSLETTER_SECRET=... newsletter serve --port 8025
-    """
-    from newsletter.web import endpoint
-
-    settings = _settings(ctx)
-    _db(ctx)  # migrate before serving
-    server = endpoint.make_server(settings.db, settings, host, port)
-    click.echo(f"Serving on http://{host}:{server.server_address[1]} (Ctrl-C to stop)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass

@@ -180,7 +180,7 @@ def status_counts(subs: Sequence[Subscriber]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
-def table(subs: list[Subscriber], filtered: bool = False) -> list[str]:
+def table_lines(subs: list[Subscriber], filtered: bool = False) -> list[str]:
     if not subs:
         return ["No subscribers match" if filtered else
                 "No subscribers yet - add one with \"newsletter subscribers add EMAIL\""]
@@ -389,12 +389,12 @@ _CONFIRM_TEXT = {
 
 
 def confirm_url(settings: Settings, email: str, token: str) -> str | None:
-    from urllib.parse import quote
+    from urllib.parse import urlencode
 
     if not settings.unsubscribe_url:
         return None
-    return (f"{settings.unsubscribe_url.rstrip('/')}/confirm?email={quote(email)}"
-            f"&token={token}")
+    query = urlencode({"email": email, "token": token})
+    return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
 def require_secret(settings: Settings) -> None:
