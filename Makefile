@@ -17,7 +17,7 @@ PIP := $(BIN)/pip install -qq --disable-pip-version-check
 
 # Runtime dependencies, exactly as locked (with hashes), then the project itself.
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
-	@echo "Installing the locked dependencies into $(VENV) (once; about a minute)"
+	@echo "Installing the locked dependencies into $(VENV) (once; a few minutes)"
 	@$(PIP) --require-hashes -r requirements.lock
 	@$(PIP) --no-deps -e .
 	@touch $@

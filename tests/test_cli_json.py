@@ -237,3 +237,15 @@ def test_no_actions_output_without_github_actions(isolated, monkeypatch):
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = invoke("run", "--all").output
     assert not summary.exists() and "::" not in out
+
+
+def test_config_json_masks_secrets(isolated, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://me:hunter2@mail.example.org:25")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "sign-with-this")
+    result = invoke("config", "--json")
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["smtp_url"] == {"name": "smtp_url", "value": "smtp://me:***@mail.example.org:25",
+                                "secret": True, "origin": "NEWSLETTER_SMTP_URL"}
+    assert rows["secret"]["value"] == "***" and rows["llm_concurrency"]["value"] == 4
+    assert rows["send_empty"]["value"] is False and rows["db"]["origin"] == "NEWSLETTER_DB"
+    assert "hunter2" not in result.output and "sign-with-this" not in result.output

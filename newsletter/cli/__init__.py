@@ -278,21 +278,30 @@ def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
 
 
 @cli.command(name="config")
+@json_option
 @click.pass_context
-def config_cmd(ctx: click.Context) -> None:
+def config_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show every setting, its value and where it came from (secrets masked).
 
     \b
     Example:
         NEWSLETTER_LLM_MODEL=openai/gpt-4o-mini newsletter config
+        newsletter config --json | jq -r '.[] | select(.origin != "default") | .name'
     """
     root = ctx.find_root()
+    rows = []
     for s in SETTINGS:
         source = root.get_parameter_source(s.name)
         origin = {"COMMANDLINE": "flag", "ENVIRONMENT": s.envvar, "DEFAULT_MAP": "toml",
                   "DEFAULT": "default"}.get(source.name if source else "DEFAULT", "default")
-        value = display_value(s, root.params[s.name])
-        click.echo(f"{s.name:<18} {value!s:<44} ({origin})")
+        value = root.params[s.name]
+        shown = display_value(s, value)
+        rows.append({"name": s.name, "value": shown if s.secret or value is None
+                     or not isinstance(value, bool | int | float) else value,
+                     "secret": s.secret, "origin": origin})
+        if not as_json:
+            click.echo(f"{s.name:<18} {shown!s:<44} ({origin})")
+    Console(as_json).document(rows)
 
 
 
