@@ -249,3 +249,28 @@ def test_config_json_masks_secrets(isolated, monkeypatch):
     assert rows["secret"]["value"] == "***" and rows["llm_concurrency"]["value"] == 4
     assert rows["send_empty"]["value"] is False and rows["db"]["origin"] == "NEWSLETTER_DB"
     assert "hunter2" not in result.output and "sign-with-this" not in result.output
+
+
+def test_unsubscribes_sync_json_over_a_real_mailbox(isolated, imap_server, monkeypatch):
+    from test_unsubscribe import SECRET, bounce, mail
+
+    from newsletter.render import unsubscribe_token
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    monkeypatch.setenv("NEWSLETTER_IMAP_URL", imap_server.url)
+    for who in ("ada@example.org", "cy@example.org"):
+        invoke("subscribers", "add", who, "--author", "Taiming Lu")
+    imap_server.deliver(mail("ada@example.org",
+                             f"unsubscribe {unsubscribe_token(SECRET, 'ada@example.org')}"))
+    imap_server.deliver(mail("cy@example.org", "unsubscribe 0123456789abcdef0123456789abcdef"))
+    imap_server.deliver(bounce("cy@example.org"))
+    imap_server.deliver(mail("colleague@example.org", "Great issue today!", "thanks"))
+    result = invoke("unsubscribes", "sync", "--json")
+    doc = json.loads(result.stdout)
+    assert doc["counts"] == {"unsubscribed": 1, "bounced": 1, "confirmed": 0, "rejected": 1,
+                             "ignored": 1}
+    by = {(r["status"], r["email"]): r["reason"] for r in doc["records"]}
+    assert by[("unsubscribed", "ada@example.org")] is None
+    assert by[("bounced", "cy@example.org")].startswith("5.1.1")
+    assert "no valid token" in by[("rejected", None)]
+    assert "1 unsubscribed, 1 bounced" in result.stderr

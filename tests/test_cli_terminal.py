@@ -82,11 +82,13 @@ def test_run_and_export_show_bars_on_a_terminal(isolated):
     invoke("subscribers", "import", str(big_csv(isolated / "people.csv", 30)))
     code, shown = in_terminal("run", "--all", "--dry-run")
     assert code == 0, shown
-    assert "Fetching" in shown and "Sending" in shown and "30/30" in shown
+    assert "Fetching  [" in shown and "Fetching sample..." not in shown  # a bar per source
+    assert "Sending  [" in shown and "30/30" in shown  # and one over the subscribers
     assert "would-send" not in shown.split("Summary:")[0]  # no line per delivery...
     assert "Summary: 30 due, 30 would-send" in shown
     result = piped("run", "--all", "--dry-run")
     assert "Sending" not in result.stderr and "\r" not in result.stderr
+    assert "Fetching sample..." in result.stderr
     assert result.stdout.count("would-send ") == 30  # ...but in a log, every delivery
     code, shown = in_terminal("subscribers", "export", "--out", str(isolated / "out.csv"))
     assert code == 0 and "Exporting" in shown and "30/30" in shown
