@@ -110,7 +110,7 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           db: Database, rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None
            ) -> tuple[list[Any], list[Any]]:
     """(papers in the issue, "more matches"), after the per-subscriber cap."""
     found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
@@ -207,7 +207,7 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since)
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -219,7 +219,7 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, db, rejected)
+                          since, rejected)
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     return issue, rejected
@@ -269,8 +269,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if do_fetch:
-        report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
     for sub in [s for s in subs if s.status != "active"]:
@@ -292,6 +290,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         fresh.append(sub)
     report.due = len(issues) + len(fresh)
+    if do_fetch and fresh:  # nobody due, nothing fetched: the state stays as it was
+        report.fetched = fetch(db, settings, now, progress)
     if fresh:
         earliest = min(window_start(db, s, settings, now) for s in fresh)
         index = build_index(db, earliest)

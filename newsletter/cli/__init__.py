@@ -30,10 +30,11 @@ from newsletter.cli._common import (
     get_db,
     get_now,
     get_settings,
+    json_option,
     load_config,
     settings_options,
 )
-from newsletter.cli.output import Console, json_option, verbosity_options
+from newsletter.cli.output import JSON_HELP, Console, verbosity_options
 from newsletter.config import SETTINGS, Settings, display_value
 
 
@@ -95,7 +96,7 @@ def _fetch_progress(out: Any, ctx: click.Context) -> Iterator[Callable[[str], No
 
 
 @cli.command()
-@json_option
+@json_option(JSON_HELP)
 @verbosity_options
 @click.pass_context
 def fetch(ctx: click.Context, as_json: bool, quiet: bool, verbose: bool) -> None:
@@ -135,7 +136,7 @@ def fetch(ctx: click.Context, as_json: bool, quiet: bool, verbose: bool) -> None
               help="The issue of this day (at the subscriber's send hour); default now.")
 @click.option("--explain", is_flag=True,
               help="Show which filter matched each paper, its score, and near misses.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool,
               as_json: bool) -> None:
@@ -183,7 +184,7 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
 @click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another run to finish before giving up.")
-@json_option
+@json_option(JSON_HELP)
 @verbosity_options
 @click.pass_context
 def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
@@ -278,7 +279,7 @@ def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
 
 
 @cli.command(name="config")
-@json_option
+@json_option(JSON_HELP)
 @click.pass_context
 def config_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show every setting, its value and where it came from (secrets masked).

@@ -20,10 +20,8 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print one JSON document on standard output (human lines go to "
-                        "standard error); the shape is in the README.")(fn)
+JSON_HELP = ("Print one JSON document on standard output (human lines go to standard "
+             "error); the shape is in the README.")
 
 
 def verbosity_options(fn: F) -> F:

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
-from newsletter.cli.output import Console, confirm, json_option, yes_option
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.cli.output import JSON_HELP, Console, confirm, yes_option
 
 
 @click.group(cls=SubGroup, default="list", default_if_no_args=True)
@@ -17,7 +17,7 @@ def sources() -> None:
 
 @sources.command(name="list")
 @click.option("--catalogue", is_flag=True, help="Also list the well-known feeds not yet on.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
     """List sources with their last fetch: status, new papers, requests.
@@ -27,16 +27,17 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
         newsletter sources list --catalogue
     """
     from newsletter import pipeline, store
-    from newsletter import sources as src
+    from newsletter.sources import BUILTIN
+    from newsletter.sources import catalogue as well_known
 
     db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
     active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
-        rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
+        rows.setdefault(name, {"name": name, "kind": "feed" if name not in BUILTIN
                                else name, "enabled": 1})
     if catalogue:
-        for name, entry in src.catalogue().items():
+        for name, entry in well_known().items():
             rows.setdefault(name, {"name": name, "kind": "feed", "url": entry["url"],
                                    "label": entry["label"], "enabled": 0,
                                    "last_status": "catalogue"})
@@ -135,7 +136,7 @@ def sources_disable(ctx: click.Context, name: str) -> None:
 
 @sources.command(name="check")
 @click.argument("name")
-@json_option
+@json_option(JSON_HELP)
 @click.pass_context
 def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     """Fetch a source once and print what was parsed; nothing is stored.

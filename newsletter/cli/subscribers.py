@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings
-from newsletter.cli.output import Console, confirm, json_option, verbosity_options, yes_option
+from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.cli.output import JSON_HELP, Console, confirm, verbosity_options, yes_option
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 
-STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
-WEEKDAY_CHOICE = click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              case_sensitive=False)
-FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
+STATUS_CHOICE = click.Choice(STATUSES)
+WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
+FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
 
 # --- subscribers -------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
               "one word matches the family name).")
 @click.option("--topic", help="Only those with a topic containing this text "
               "(case-insensitive).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
                      topic: str | None, as_json: bool) -> None:
@@ -162,7 +162,7 @@ def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
 @subscribers.command(name="show")
 @click.argument("email")
 @click.option("--history", is_flag=True, help="Also show every change, when and from where.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: bool) -> None:
     """Show one subscriber, their filters and (with --history) every change to them.
@@ -225,7 +225,7 @@ def subscribers_resume(ctx: click.Context, email: str) -> None:
 @click.option("--encoding", help="The file's encoding if not UTF-8, e.g. gb18030 or latin-1.")
 @click.option("--confirm", is_flag=True, help="New subscribers stay pending and get a "
               "confirmation email (needs NEWSLETTER_SECRET).")
-@json_option
+@json_option(JSON_HELP)
 @verbosity_options
 @click.pass_context
 def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invalid: bool,
@@ -337,7 +337,7 @@ def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
 @click.option("--days", type=click.IntRange(1), default=7, show_default=True,
               help="Forget those still unconfirmed this many days after being added.")
 @yes_option
-@json_option
+@json_option(JSON_HELP)
 @click.pass_context
 def subscribers_expire(ctx: click.Context, days: int, yes: bool, as_json: bool) -> None:
     """Forget pending subscribers who never confirmed. Asks first on a terminal;
@@ -361,7 +361,7 @@ def subscribers_expire(ctx: click.Context, days: int, yes: bool, as_json: bool) 
 @subscribers.command(name="forget")
 @click.argument("email")
 @yes_option
-@json_option
+@json_option(JSON_HELP)
 @click.pass_context
 def subscribers_forget(ctx: click.Context, email: str, yes: bool, as_json: bool) -> None:
     """Erase a person: address, name, filters, history, delivery records and their emails

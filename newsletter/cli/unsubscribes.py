@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
-from newsletter.cli.output import Console, json_option, verbosity_options
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.cli.output import JSON_HELP, Console, verbosity_options
 
 
 @click.group(cls=SubGroup, default="sync", default_if_no_args=True)
@@ -14,7 +14,7 @@ def unsubscribes() -> None:
 
 
 @unsubscribes.command(name="sync")
-@json_option
+@json_option(JSON_HELP)
 @verbosity_options
 @click.pass_context
 def unsubscribes_sync(ctx: click.Context, as_json: bool, quiet: bool, verbose: bool) -> None:
