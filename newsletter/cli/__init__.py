@@ -16,6 +16,7 @@ import click
 from newsletter.cli import (
     briefs,
     deliveries,
+    doctor,
     papers,
     preview,
     serve,
@@ -178,7 +179,10 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
 @click.option("--all", "send_all", is_flag=True,
               help="Ignore send hours and frequencies (still one issue per person per day).")
 @click.option("--only", metavar="EMAIL", help="Run for this one subscriber.")
-@click.option("--dry-run", is_flag=True, help="Render and report; send and record nothing.")
+@click.option("--dry-run", is_flag=True, help="Render and report; send and record nothing, "
+              "and call no LLM (briefs from the cache, else the extractive digest).")
+@click.option("--with-briefs", is_flag=True,
+              help="With --dry-run: call the LLM for the briefs anyway (and pay for them).")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
               help="Run as on this day (UTC noon), e.g. to rebuild a past issue.")
 @click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
@@ -188,13 +192,16 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
 @verbosity_options
 @click.pass_context
 def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
-        on: datetime | None, no_fetch: bool, wait: float, as_json: bool, quiet: bool,
-        verbose: bool) -> None:
+        with_briefs: bool, on: datetime | None, no_fetch: bool, wait: float, as_json: bool,
+        quiet: bool, verbose: bool) -> None:
     """The morning job: fetch, match, brief, render and send to everyone due now.
 
-    Exits non-zero when any delivery did not go out, so a scheduled job turns red. On a
-    terminal a progress bar replaces the line per delivery (-v prints them too; problems
-    are always printed). When GITHUB_ACTIONS is set it also appends a summary to
+    Exits non-zero when any delivery did not go out, or when the brief could not use the
+    model for a reason the operator must fix (no API key, unknown model, no price under a
+    budget), so a scheduled job turns red; the emails still go out, with the digest.
+
+    On a terminal a progress bar replaces the line per delivery (-v prints them too;
+    problems are always printed). When GITHUB_ACTIONS is set it also appends a summary to
     $GITHUB_STEP_SUMMARY and prints ::error:: / ::warning:: lines for what went wrong.
 
     \b
@@ -230,8 +237,9 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
                 bar[0].advance(1, line.email)
 
         report = pipeline.run(
-            get_db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
-            do_fetch=not no_fetch, progress=progress, sent=sent, planned=planned)
+            get_db(ctx), settings, now, send_all=send_all, dry_run=dry_run,
+            with_briefs=with_briefs, only=only, do_fetch=not no_fetch, progress=progress,
+            sent=sent, planned=planned)
     seconds = time.monotonic() - clock
     for line in report_mod.summary(report, settings, dry_run):
         (out.line if line.startswith("skipped ") else out.result)(line)
@@ -242,6 +250,10 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
                                          seconds=seconds))
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} deliveries did not go out - see above")
+    if report.operator_errors:
+        raise click.ClickException(f"the brief could not use the model: "
+                                   f"{report.operator_errors[0]} (the emails carry the "
+                                   "extractive digest)")
 
 
 def _github_actions(report: Any, dry_run: bool, as_json: bool) -> None:
@@ -308,6 +320,7 @@ def config_cmd(ctx: click.Context, as_json: bool) -> None:
 
 cli.add_command(briefs.briefs)
 cli.add_command(deliveries.deliveries)
+cli.add_command(doctor.doctor)
 cli.add_command(papers.papers)
 cli.add_command(preview.preview)
 cli.add_command(sources.sources)

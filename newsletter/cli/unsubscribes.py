@@ -34,23 +34,30 @@ def unsubscribes_sync(ctx: click.Context, as_json: bool, quiet: bool, verbose: b
     out = Console(as_json, quiet, verbose)
     started, clock = get_now(), time.monotonic()
     report = mailbox.sync(get_db(ctx), get_settings(ctx), started)
-    records = ([{"email": a, "status": "unsubscribed", "reason": None}
-                for a in report.unsubscribed]
-               + [{"email": a, "status": "bounced", "reason": why} for a, why in report.bounced]
-               + [{"email": a, "status": "confirmed", "reason": None} for a in report.confirmed]
-               + [{"email": None, "status": "rejected", "reason": why}
-                  for why in report.rejected])
-    for r in records:
-        who = r["email"] or ""
-        why = (f" ({r['reason']})" if r["email"] else r["reason"]) if r["reason"] else ""
-        out.line(f"{r['status']:<12} {who}{why}".rstrip())
+    rows: list[tuple[str, str | None, str | None, str]] = [  # status, email, reason, line
+        *(("unsubscribed", a, None, f"unsubscribed {a}") for a in report.unsubscribed),
+        *(("bounced", a, why, f"bounced      {a} ({why})") for a, why in report.bounced),
+        *(("complained", a, "complaint: unsubscribed", f"complained   {a} (unsubscribed)")
+          for a in report.complained),
+        *(("soft-bounce", a, f"{n} in 30 days", f"soft bounce  {a} ({n} in 30 days)")
+          for a, n in report.soft),
+        *(("paused", a, "too many soft bounces", f"paused       {a} (too many soft bounces)")
+          for a in report.paused),
+        *(("confirmed", a, None, f"confirmed    {a}") for a in report.confirmed),
+        *(("rejected", None, why, f"rejected     {why}") for why in report.rejected)]
+    for *_, line in rows:
+        out.line(line)
     out.result(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
+               f"{len(report.soft)} soft bounces, {len(report.complained)} complaints, "
                f"{len(report.confirmed)} confirmed, {len(report.rejected)} rejected, "
                f"{report.ignored} other messages left unread")
     out.document({"started": started.isoformat(timespec="seconds"),
                   "seconds": round(time.monotonic() - clock, 3),
                   "counts": {"unsubscribed": len(report.unsubscribed),
-                             "bounced": len(report.bounced),
+                             "bounced": len(report.bounced), "soft_bounces": len(report.soft),
+                             "complained": len(report.complained),
+                             "paused": len(report.paused),
                              "confirmed": len(report.confirmed),
                              "rejected": len(report.rejected), "ignored": report.ignored},
-                  "records": records})
+                  "records": [{"email": email, "status": status, "reason": reason}
+                              for status, email, reason, _ in rows]})

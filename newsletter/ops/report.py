@@ -46,7 +46,11 @@ class RunReport:
     lines: list[RunLine] = field(default_factory=list)
     llm_calls: int = 0
     llm_cost_usd: float = 0.0
+    llm_priced_calls: int = 0  # answered calls with a known cost (summed in llm_cost_usd)
+    llm_unpriced_calls: int = 0  # answered calls with no known price
+    dropped_claims: int = 0  # claims the model made without a quote found in the abstract
     brief_notes: list[str] = field(default_factory=list)
+    operator_errors: list[str] = field(default_factory=list)  # settings to fix: exit 1
 
     due: int = 0
     expired: list[str] = field(default_factory=list)
@@ -85,7 +89,12 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
         lines.append(f"Source {f.source}: {state}, {f.new} new, {f.requests} requests"
                      + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
     if report.llm_calls:
-        lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+        cost = ("cost unknown" if not report.llm_priced_calls and report.llm_unpriced_calls
+                else f"${report.llm_cost_usd:.4f}"
+                + (f" + {report.llm_unpriced_calls} calls of unknown cost"
+                   if report.llm_unpriced_calls else ""))
+        lines.append(f"LLM: {report.llm_calls} calls, {cost}, {report.dropped_claims} "
+                     "claims dropped (no supporting quote)")
     for model in sorted(report.unpriced_models):
         cap = ("; NEWSLETTER_LLM_BUDGET_USD cannot cap it" if settings.llm_budget_usd
                else "")
@@ -131,15 +140,18 @@ def run_document(report: RunReport, *, dry_run: bool, started: str,
     the LLM's calls and cost, brief fallbacks, timings (docs/json/run.schema.json)."""
     return {
         "dry_run": dry_run, "started": started, "seconds": round(seconds, 3),
-        "ok": not report.failed, "counts": counts(report),
+        "ok": not report.failed and not report.operator_errors, "counts": counts(report),
         "deliveries": [{"email": line.email, "status": line.status, "papers": line.papers,
                         "reason": line.detail if line.status in (*PROBLEMS, "skipped")
                         else None,
                         "detail": line.detail} for line in report.lines],
         "sources": [fetch_record(f) for f in report.fetched],
-        "llm": {"calls": report.llm_calls, "cost_usd": round(report.llm_cost_usd, 6),
+        "llm": {"calls": report.llm_calls, "priced_calls": report.llm_priced_calls,
+                "unpriced_calls": report.llm_unpriced_calls,
+                "cost_usd": round(report.llm_cost_usd, 6),
                 "unpriced_models": sorted(report.unpriced_models)},
         "brief_fallbacks": list(dict.fromkeys(report.brief_notes)),
+        "operator_errors": list(dict.fromkeys(report.operator_errors)),
         "expired": len(report.expired),
     }
 
@@ -185,6 +197,10 @@ def step_summary(report: RunReport, dry_run: bool = False) -> str:
     elif report.fetched:
         out += [f"All {len(report.fetched)} sources fetched: "
                 f"{sum(f.new for f in report.fetched)} new papers.", ""]
+    fix = list(dict.fromkeys(report.operator_errors))
+    if fix:
+        out += ["### The brief could not use the model (fix the settings)", ""]
+        out += [f"- {_cell(n, 300)}" for n in fix] + [""]
     notes = list(dict.fromkeys(report.brief_notes))
     if notes:
         out += ["### Brief fallbacks", ""] + [f"- {_cell(n, 300)}" for n in notes] + [""]
@@ -205,9 +221,10 @@ def _escape_property(text: str) -> str:
 
 
 def workflow_commands(report: RunReport) -> list[str]:
-    """``::error::`` / ``::warning::`` workflow commands: failed deliveries and failed
-    sources are errors; deferred deliveries and partly fetched sources are warnings. At
-    most MAX_ANNOTATIONS of each, then one line saying how many more."""
+    """``::error::`` / ``::warning::`` workflow commands: failed deliveries, failed sources
+    and settings the brief needs fixed are errors; deferred deliveries and partly fetched
+    sources are warnings. At most MAX_ANNOTATIONS of each, then one line saying how many
+    more."""
     found: dict[tuple[str, str], list[str]] = {}
     for line in report.lines:
         if line.status in PROBLEMS:
@@ -219,6 +236,9 @@ def workflow_commands(report: RunReport) -> list[str]:
             level = "error" if f.failed else "warning"
             found.setdefault((level, f"Source {f.status}"), []).append(
                 f"{f.source}: {f.error}")
+    for note in dict.fromkeys(report.operator_errors):
+        found.setdefault(("error", "Brief"), []).append(f"the brief could not use the model: "
+                                                       f"{note}")
     out = []
     for (level, title), messages in found.items():
         for message in messages[:MAX_ANNOTATIONS]:
