@@ -217,12 +217,19 @@ def test_actions_output_escapes_outside_text_and_caps_annotations():
         RunLine(f"p{n}@example.org", "failed", 1, "550 bad|<b>x</b>\n::error::fake %0A")
         for n in range(13)],
         fetched=[FetchLine("feed", error="oops\r\n`code` [link](http://x)")],
-        brief_notes=["the model failed: *timeout*"], llm_calls=2, llm_cost_usd=0.0123)
+        brief_notes=["the model failed: *timeout*"], llm_calls=2, llm_cost_usd=0.0123,
+        operator_errors=["no API key for openai/gpt-4o-mini"])
     md = step_summary(report)
     assert "550 bad\\|&lt;b&gt;x&lt;/b&gt; ::error::fake %0A" in md
     assert "oops  \\`code\\` \\[link\\](http://x)" in md
     assert "- the model failed: \\*timeout\\*" in md and "LLM: 2 calls, $0.0123" in md
     commands = workflow_commands(report)
+    assert "- no API key for openai/gpt\\-4o\\-mini" not in md  # '-' is not markup
+    assert "### The brief could not use the model (fix the settings)" in md
+    assert "- no API key for openai/gpt-4o-mini" in md
+    assert commands[-1] == ("::error title=Brief::the brief could not use the model: "
+                            "no API key for openai/gpt-4o-mini")
+    commands = commands[:-1]
     assert len(commands) == 12  # ten deliveries, "and 3 more", the source
     assert commands[0] == ("::error title=Delivery failed::p0@example.org: "
                            "550 bad|<b>x</b>%0A::error::fake %250A")
