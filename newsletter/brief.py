@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from newsletter.errors import NewsletterError
 from newsletter.models import Brief, Paper, Theme
 
 PROMPT_VERSION = 3  # 3: every claim with cites and verbatim quotes; per-paper notes
@@ -544,6 +545,22 @@ def missing_key(model: str, api_base: str | None) -> str | None:
     check = litellm.validate_environment(model=model)
     missing = check.get("missing_keys") or []
     return str(missing[0]) if missing else None
+
+
+def ping_model(model: str, api_base: str | None, timeout: float) -> str:
+    """Ask the model for a one-word answer (for `doctor`): returns the model that answered,
+    raises NewsletterError with what to fix."""
+    problem = check_model(model, api_base)
+    if problem:
+        raise NewsletterError(problem)
+    try:
+        done = _complete([{"role": "user", "content": 'Answer with the JSON {"ok": true}.'}],
+                         model, api_base, timeout)
+    except Exception as e:  # litellm raises many kinds; one line says which
+        text = " ".join(str(e).split())[:200]
+        raise NewsletterError(f"{model} did not answer ({type(e).__name__}: {text}) - check "
+                              "the model name, its API key and NEWSLETTER_LLM_API_BASE") from e
+    return done.resolved_model or model
 
 
 def _error_classes(litellm: Any) -> tuple[tuple[type[BaseException], ...],

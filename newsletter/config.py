@@ -105,6 +105,18 @@ class Settings:
     state_retention_days: int = setting(90, "Days that sent deliveries, cached briefs and papers "
                                         "nothing refers to are kept before 'state push' prunes "
                                         "them.")
+    feedback_id: str = setting("", "Sender id for a Feedback-ID: header (Gmail's feedback loop);"
+                               " empty = no header.")
+    dkim_selector: str = setting("", "DKIM selector: sign every message when set (with "
+                                 "NEWSLETTER_DKIM_PRIVATE_KEY).")
+    dkim_domain: str = setting("", "DKIM signing domain (d=); empty = the From address's domain.")
+    dkim_private_key: str = setting("", "DKIM private key: the PEM text, or the path of the PEM "
+                                    "file.", secret=True)
+    soft_bounce_limit: int = setting(3, "Pause a subscriber after this many soft bounces (mailbox"
+                                     " full, refused, gave up retrying) within 30 days; 0 = "
+                                     "never.")
+    dns_server: str = setting("", "DNS resolver 'doctor' asks, as host or host:port; empty = the"
+                              " system's.")
 
     @property
     def source_names(self) -> list[str]:

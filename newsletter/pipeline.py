@@ -6,6 +6,7 @@ The only module that imports every stage. Plain functions taking their inputs as
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
@@ -45,6 +46,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
     for name in source_names(db, settings):
         if progress:
             progress(name)
+        started = time.monotonic()
         state = store.source_state(db, name)
         last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
@@ -73,7 +75,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
             fields["retry_from"] = None
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
-                               result.not_modified, result.partial, note))
+                               result.not_modified, result.partial, note,
+                               seconds=round(time.monotonic() - started, 3)))
     return lines
 
 
@@ -293,15 +296,17 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         dry_run: bool = False, with_briefs: bool = False, only: str | None = None,
         do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
-        sent: Callable[[RunLine], None] | None = None) -> RunReport:
+        sent: Callable[[RunLine], None] | None = None,
+        planned: Callable[[int], None] = lambda total: None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
-    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery.
-    A dry run calls no model (briefs come from the cache or the digest) unless
-    ``with_briefs``."""
+    per-day rule); ``only`` runs for one subscriber; ``planned`` is told how many issues
+    will be delivered, before the first; ``sent`` is told about each delivery. A dry run
+    calls no model (briefs come from the cache or the digest) unless ``with_briefs``."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
 
+        send.refuse_unready(settings)
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     subs = ([store.get_subscriber(db, only)] if only
@@ -333,11 +338,11 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         issues += [plan_issue(db, s, settings, now, index) for s in fresh]
     if not issues:
         return report
+    planned(len(issues))
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report,
                           call_model=not dry_run or with_briefs)
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                     settings.smtp_rate) as transport:
+    with send.transport_for(settings) as transport:
         for issue in issues:
             line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
             report.lines.append(line)
@@ -360,6 +365,9 @@ def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
                                     issue.paper_ids, now)
     if delivery["status"] == "sent":
         return RunLine(sub.email, "skipped", 0, "already sent today")
+    if delivery["status"] == "failed":  # a 5xx answer: sending again would only repeat it
+        return RunLine(sub.email, "skipped", 0, "failed earlier, not retried ("
+                       f"{delivery['error']}) - 'newsletter deliveries retry' sends it again")
     if delivery["message_id"] != msg["Message-ID"]:
         msg.replace_header("Message-ID", delivery["message_id"])
     store.mark_sending(db, delivery["id"])

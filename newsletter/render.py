@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import binascii
 import functools
-import hashlib
 import math
 import re
 import threading
@@ -32,16 +31,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import jinja2
 import markupsafe
 
+from newsletter import headers
 from newsletter.config import REPO_ROOT, Settings
-from newsletter.lists.tokens import unsubscribe_token
+from newsletter.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
 from newsletter.web.links import page_url
@@ -181,19 +181,6 @@ def shorten(text: str, limit: int) -> tuple[str, bool]:
         return text, False
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
     return cut + " …", True
-
-
-def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
-    """(mailto link, https link or None) for List-Unsubscribe and the footer."""
-    sender = parseaddr(settings.from_addr)[1]
-    token = unsubscribe_token(settings.secret, email) if settings.secret else ""
-    subject = f"unsubscribe {token}".strip()
-    mailto = f"mailto:{sender}?subject={quote(subject)}"
-    web = None
-    if settings.unsubscribe_url and token:
-        query = urlencode({"email": email, "token": token})
-        web = f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?{query}"
-    return mailto, web
 
 
 def _reply_link(settings: Settings, subject: str) -> str:
@@ -577,10 +564,9 @@ def render(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHAR
 # --- the message -------------------------------------------------------------------------
 
 
-def message_id(email: str, issue_date: date, from_addr: str) -> str:
-    digest_ = hashlib.sha256(f"{fold(email)}|{issue_date.isoformat()}".encode()).hexdigest()
-    domain = parseaddr(from_addr)[1].partition("@")[2] or "localhost"
-    return f"<{issue_date.strftime('%Y%m%d')}.{digest_[:20]}@{domain}>"
+def message_id(email: str, issue_date: date, settings: Settings) -> str:
+    """The same for every attempt at one subscriber's issue of one day."""
+    return headers.message_id(f"{issue_date:%Y%m%d}|{fold(email)}", settings)
 
 
 def _text_part(content: str, subtype: str) -> EmailMessage:
@@ -602,21 +588,12 @@ def _text_part(content: str, subtype: str) -> EmailMessage:
 
 def build_message(issue: Issue, rendered: Rendered, settings: Settings,
                   now: datetime) -> EmailMessage:
+    """The issue (or the "nothing new" note) as a message; headers.py writes the headers."""
     sub = issue.subscriber
-    msg = EmailMessage()
-    msg["From"] = settings.from_addr
-    msg["To"] = formataddr((sub.name, sub.email)) if sub.name else sub.email
-    msg["Reply-To"] = settings.reply_to or settings.from_addr
-    msg["Subject"] = rendered.subject
-    msg.set_raw("Date", format_datetime(now))  # set_raw: short ASCII, nothing to parse
-    msg.set_raw("Message-ID", message_id(sub.email, issue.issue_date, settings.from_addr))
-    msg.set_raw("MIME-Version", "1.0")
-    sender_domain = parseaddr(settings.from_addr)[1].partition("@")[2] or "localhost"
-    msg["List-Id"] = f"{settings.brand.split(' · ')[0]} <daily.{sender_domain}>"
-    mailto, web = unsubscribe_links(settings, sub.email)
-    msg["List-Unsubscribe"] = f"<{mailto}>" + (f", <{web}>" if web else "")
-    if web:
-        msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    msg = headers.new_message(settings, headers.Envelope(
+        to_email=sub.email, to_name=sub.name, subject=rendered.subject, date=now,
+        message_id=message_id(sub.email, issue.issue_date, settings),
+        kind="issue" if issue.matches else "empty"))
     msg.set_raw("Content-Type", "multipart/alternative")
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))

@@ -271,7 +271,13 @@ def m012_brief_grounding(db: Database) -> None:
 
 
 @migrations()
-def m013_web_radar(db: Database) -> None:
+def m013_delivery_message_id_index(db: Database) -> None:
+    """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
+    db.table("deliveries").create_index(["message_id"])
+
+
+@migrations()
+def m014_web_radar(db: Database) -> None:
     """The research radar page (`newsletter serve`): a generation number per subscriber in
     every page link (raising it revokes the links handed out so far), and the reader's
     relevant / not relevant verdicts on papers, with when and where from (web, mail, ...),
