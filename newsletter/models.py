@@ -60,6 +60,7 @@ class Subscriber:
     exclude: tuple[str, ...] = ()
     weekday: str | None = None  # mon..sun when frequency is "weekly"
     confirmed_at: datetime | None = None  # when they confirmed (double opt-in), if they did
+    link_generation: int = 0  # in their page links; raised to revoke the links handed out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -84,6 +85,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
                 continue
         if progress:
             progress(name)
+        started = time.monotonic()
         last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
@@ -112,7 +114,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
             fields["plan_key"] = plan_key
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
-                               result.not_modified, result.partial, note))
+                               result.not_modified, result.partial, note,
+                               seconds=round(time.monotonic() - started, 3)))
     return lines
 
 
@@ -313,10 +316,13 @@ def preview(db: Database, email: str, settings: Settings, now: datetime) -> tupl
     return issue, render.render(issue, settings)
 
 
-def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
-    """Rebuild the issue a previous run planned but did not finish: same papers, same order."""
+def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any],
+                 skip_missing: bool = False) -> Issue:
+    """Rebuild the issue a previous run planned but did not finish: same papers, same order.
+    ``skip_missing``: leave out papers pruned since (for reading an old issue)."""
     ids = json.loads(row["paper_ids"] or "[]")
-    papers = [store.get_paper(db, pid) for pid in ids]
+    papers = (store.get_papers(db, ids) if skip_missing
+              else [store.get_paper(db, pid) for pid in ids])
     index = match.Index(papers, lambda expr: store.fts_search(db, expr, ids=ids))
     by_id = {m.paper.id: m for m in match.match_subscriber(sub, index)}
     matches = [by_id.get(p.id) or Match(p, 0.0, ("planned earlier",)) for p in papers]
@@ -427,10 +433,14 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
         sent: Callable[[RunLine], None] | None = None,
-        shard: tuple[int, int] | None = None) -> RunReport:
+        shard: tuple[int, int] | None = None,
+        planned: Callable[[int], None] = lambda total: None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
     per-day rule); ``only`` runs for one subscriber; ``shard`` (K, N) only for the
-    subscribers of shard K; ``sent`` is told about each delivery (from a sending thread).
+    subscribers of shard K; ``planned`` is told, before the first delivery, how many
+    subscribers the run considers (an upper bound on the deliveries: the run is streamed and
+    does not know yet who is due); ``sent`` is told about each delivery (from a sending
+    thread).
 
     Streamed: subscribers are planned a batch at a time, their briefs written, their pending
     deliveries recorded, their emails rendered in worker processes and handed to
@@ -443,16 +453,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         send.refuse_unready(settings)
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if only:
-        sub = store.get_subscriber(db, only)
-        if sub.status != "active":
-            report.add(RunLine(sub.email, "skipped", 0, f"subscriber is {sub.status}"))
-            return report
-        batches: Iterable[list[tuple[int, Subscriber]]] = [
-            [(store.subscriber_id(db, only), sub)]]
-    else:
-        batches = store.subscriber_batches(db, status="active", size=BATCH,
-                                           first=FIRST_BATCH)
+    batches = _batches(db, only, report)
     built: list[match.Index] = []
 
     def index() -> match.Index:
@@ -466,23 +467,51 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             built.append(build_index(db, min(earliest, floor) if earliest else floor))
         return built[0]
 
+    told: list[int] = []
+
+    def tell_planned() -> None:  # once, after the fetch, before the first delivery
+        if not told:
+            told.append(_considered(db, only, shard))
+            planned(told[0])
+
     workers = render_workers(settings) if not only else 1
     renderer = _Renderer(settings, now, not settings.smtp_url, workers)
     try:
         if dry_run:
             for batch in batches:
                 _dry_batch(db, [b for b in batch if in_shard(b[1].email, shard)], settings,
-                           now, send_all, only, report, index, renderer, sent, with_briefs)
+                           now, send_all, only, report, index, renderer, sent, with_briefs,
+                           tell_planned)
             return report
         with _Sending(db, settings, now, report, sent) as sending:
             for batch in batches:
-                planned = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
-                                      settings, now, send_all, only, report, index, sending)
-                if planned:  # rendered and sent while the next batch is planned
-                    sending.hand_over(renderer_jobs(renderer, planned))
+                ready = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
+                                    settings, now, send_all, only, report, index, sending)
+                if ready:  # rendered and sent while the next batch is planned
+                    tell_planned()
+                    sending.hand_over(renderer_jobs(renderer, ready))
     finally:
         renderer.close()
     return report
+
+
+def _batches(db: Database, only: str | None, report: RunReport
+             ) -> Iterable[list[tuple[int, Subscriber]]]:
+    """The run's subscribers, a batch at a time; ``only``: that one, if active."""
+    if not only:
+        return store.subscriber_batches(db, status="active", size=BATCH, first=FIRST_BATCH)
+    sub = store.get_subscriber(db, only)
+    if sub.status != "active":
+        report.add(RunLine(sub.email, "skipped", 0, f"subscriber is {sub.status}"))
+        return []
+    return [[(store.subscriber_id(db, only), sub)]]
+
+
+def _considered(db: Database, only: str | None, shard: tuple[int, int] | None) -> int:
+    """How many subscribers the run looks at (the progress bar's length)."""
+    if only:
+        return 1
+    return sum(1 for email in store.active_emails(db) if in_shard(email, shard))
 
 
 def renderer_jobs(renderer: _Renderer, planned: list[tuple[Issue, dict[str, Any]]]
@@ -502,13 +531,16 @@ def _briefed(db: Database, issues: list[Issue], settings: Settings, now: datetim
 def _dry_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
                now: datetime, send_all: bool, only: str | None, report: RunReport,
                index: Callable[[], match.Index], renderer: _Renderer,
-               sent: Callable[[RunLine], None] | None, with_briefs: bool) -> None:
+               sent: Callable[[RunLine], None] | None, with_briefs: bool,
+               tell_planned: Callable[[], None]) -> None:
     due = _due(db, batch, settings, now, send_all, only, True, report, index)
     issues = [i for _, i, _ in due if i.matches or settings.send_empty]
     for _, i, _ in due:
         if not (i.matches or settings.send_empty):
             report.add(RunLine(i.subscriber.email, "skipped", 0, "no new papers"))
     issues = _briefed(db, issues, settings, now, report, call_model=with_briefs)
+    if issues:
+        tell_planned()
     for issue, (subject, _, _) in zip(issues, renderer.map([(i, None) for i in issues]),
                                       strict=True):
         line = RunLine(issue.subscriber.email, "would-send",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -390,6 +390,27 @@ def confirm_url(settings: Settings, email: str, token: str) -> str | None:
     return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
+def radar_link(db: Database, settings: Settings, email: str, now: datetime, *,
+               days: int | None = None, feed: bool = False, revoke: bool = False) -> str:
+    """EMAIL's signed research radar page (or Atom feed) URL; ``revoke`` first invalidates
+    every link handed out to them so far."""
+    from newsletter.web import links
+
+    if not settings.web_url:
+        raise ConfirmationError("set NEWSLETTER_WEB_URL to the public address of "
+                                "'newsletter serve' first (see README > The research radar)")
+    if not settings.secret:
+        raise ConfirmationError("page links are signed: set NEWSLETTER_SECRET in the "
+                                "environment first")
+    sub = store.get_subscriber(db, email)
+    generation = (store.revoke_links(db, sub.email, "cli", now) if revoke
+                  else sub.link_generation)
+    url = links.page_url(settings, sub.email, generation, now,
+                         path=links.FEED if feed else links.RADAR, days=days)
+    assert url is not None  # web_url and secret are set
+    return url
+
+
 def require_secret(settings: Settings) -> None:
     if not settings.secret:
         raise ConfirmationError("confirmation emails need NEWSLETTER_SECRET to sign their "
@@ -627,12 +648,18 @@ def _from_row(email: str, values: dict[str, Any], old: Subscriber | None,
     return replace(sub, email=old.email) if old else sub
 
 
-def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False) -> ImportReport:
-    """What importing these rows would do, row by row; writes nothing."""
+def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False,
+                tick: Callable[[int], None] | None = None) -> ImportReport:
+    """What importing these rows would do, row by row; writes nothing. ``tick`` is told the
+    number of rows first, then called with 0 after each row (for a progress bar)."""
     report = ImportReport()
     existing = {s.email.lower(): s for s in store.list_subscribers(db)}
     seen: dict[str, int] = {}
+    if tick:
+        tick(len(rows))
     for row in rows:
+        if tick:
+            tick(0)
         if row.error:
             report.lines.append(ImportLine(row.number, "rejected", "", row.error))
             continue
@@ -665,7 +692,8 @@ def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False) -> 
 def import_file(db: Database, path: str, *, encoding: str | None = None,
                 dry_run: bool = False, skip_invalid: bool = False,
                 confirm_with: Settings | None = None,
-                now: datetime | None = None) -> ImportReport:
+                now: datetime | None = None,
+                tick: Callable[[int], None] | None = None) -> ImportReport:
     """Import a CSV or JSON file (see ``newsletter.lists.listio`` for the format) in one
     transaction: each row is added, updated, unchanged or rejected with the reason. A file
     with a rejected row imports nothing (``report.error`` says so) unless ``skip_invalid``.
@@ -673,7 +701,7 @@ def import_file(db: Database, path: str, *, encoding: str | None = None,
     confirmation request once the import is written."""
     if confirm_with is not None:
         require_secret(confirm_with)
-    report = plan_import(db, listio.read_file(path, encoding), confirm_with is not None)
+    report = plan_import(db, listio.read_file(path, encoding), confirm_with is not None, tick)
     rejected = report.count("rejected")
     if rejected and not skip_invalid:
         report.error = (f"{rejected} row{'s' if rejected > 1 else ''} rejected - nothing "
@@ -713,8 +741,20 @@ def _send_confirmations(db: Database, settings: Settings, report: ImportReport,
                 line.detail = f"pending: confirmation NOT sent - {e}"
 
 
-def export(db: Database, fmt: str = "csv") -> tuple[str, int]:
+def export(db: Database, fmt: str = "csv",
+           tick: Callable[[int], None] | None = None) -> tuple[str, int]:
     """(every subscriber with all their settings and filters as CSV or JSON text that
-    ``import_file`` reads back into the same subscribers, how many)."""
+    ``import_file`` reads back into the same subscribers, how many). ``tick`` as for
+    ``plan_import``."""
     subs = store.list_subscribers(db)
-    return (listio.to_json(subs) if fmt == "json" else listio.to_csv(subs)), len(subs)
+    counted: Iterable[Subscriber] = subs
+    if tick:
+        tick(len(subs))
+        counted = _ticking(subs, tick)
+    return (listio.to_json(counted) if fmt == "json" else listio.to_csv(counted)), len(subs)
+
+
+def _ticking(items: list[Subscriber], tick: Callable[[int], None]) -> Iterator[Subscriber]:
+    for item in items:
+        yield item
+        tick(0)

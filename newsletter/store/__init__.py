@@ -15,3 +15,4 @@ from newsletter.store.prune import *  # noqa: F403
 from newsletter.store.source_records import *  # noqa: F403
 from newsletter.store.subscribers import *  # noqa: F403
 from newsletter.store.tombstones import *  # noqa: F403
+from newsletter.store.web import *  # noqa: F403

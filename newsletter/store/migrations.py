@@ -277,7 +277,30 @@ def m013_delivery_message_id_index(db: Database) -> None:
 
 
 @migrations()
-def m014_source_plan_key(db: Database) -> None:
+def m014_web_radar(db: Database) -> None:
+    """The research radar page (`newsletter serve`): a generation number per subscriber in
+    every page link (raising it revokes the links handed out so far), and the reader's
+    relevant / not relevant verdicts on papers, with when and where from (web, mail, ...),
+    for the ranking to learn from."""
+    db.table("subscribers").add_column("link_generation", int, not_null_default=0)
+    db.table("feedback").create(
+        {
+            "id": int,
+            "subscriber_id": int,
+            "paper_id": str,
+            "verdict": str,  # relevant, not_relevant
+            "origin": str,  # web, mail, cli
+            "created": str,
+        },
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"subscriber_id", "paper_id", "verdict", "origin", "created"},
+    )
+    db.table("feedback").create_index(["subscriber_id", "paper_id"])
+
+
+@migrations()
+def m015_source_plan_key(db: Database) -> None:
     """What the last successful arXiv fetch asked for (a digest of its queries), so a later
     run in the same announcement cycle can reuse the store unless the filters changed."""
     db.table("sources").add_column("plan_key", str)

@@ -40,6 +40,7 @@ def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscr
         exclude=tuple(filters.get("exclude", ())),
         weekday=row.get("weekday") or None,
         confirmed_at=datetime.fromisoformat(confirmed) if confirmed else None,
+        link_generation=int(row.get("link_generation") or 0),
     )
 
 
@@ -177,6 +178,12 @@ def subscriber_batches(db: Database, status: str | None = None, size: int = 250,
         limit = size
 
 
+def active_emails(db: Database) -> Iterator[str]:
+    """Every active subscriber's address, streamed from one query."""
+    for row in db.query("select email from subscribers where status = 'active'"):
+        yield row["email"]
+
+
 def subscriber_id(db: Database, email: str) -> int:
     row_id: int = subscriber_row(db, email)["id"]
     return row_id
@@ -255,7 +262,7 @@ def erase_row(db: Database, row: dict[str, Any], event: str | None, origin: str,
                 " group by issue_date, status"
                 " on conflict (issue_date, status) do update set count = count + excluded.count",
                 (sid,))
-        for table in ("filters", "deliveries", "subscriber_events"):
+        for table in ("filters", "deliveries", "subscriber_events", "feedback"):
             conn.execute(f"delete from {table} where subscriber_id = ?", (sid,))
         conn.execute("delete from subscribers where id = ?", (sid,))
         if event is not None:
@@ -315,7 +322,7 @@ def subscriber_emails(db: Database) -> list[str]:
     return [row[0] for row in db.execute("select email from subscribers order by email")]
 
 
-__all__ = ["FILTER_KINDS", "add_subscriber", "compact", "find_text",
+__all__ = ["FILTER_KINDS", "active_emails", "add_subscriber", "compact", "find_text",
            "forget_subscriber", "get_confirm_hash", "get_subscriber", "import_subscribers",
            "list_subscribers", "pending_before", "remove_subscriber", "set_confirm_hash",
            "set_subscriber_status", "subscriber_batches", "subscriber_emails",
