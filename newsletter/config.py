@@ -68,6 +68,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("llm_concurrency", 4, "How many LLM calls may run at once.", type=int),
     Setting("arxiv_api_url", "https://export.arxiv.org/api/query", "arXiv API endpoint."),
     Setting("arxiv_rss_url", "https://rss.arxiv.org/rss", "Base of arXiv's listing feeds."),
+    Setting("crossref_url", "https://api.crossref.org", "Crossref REST API, for seed papers "
+            "named by DOI."),
+    Setting("openalex_url", "https://api.openalex.org", "OpenAlex API, for abstracts Crossref "
+            "lacks."),
     Setting("arxiv_delay", 3.0, "Seconds between arXiv API requests (at least 3).", type=float),
     Setting("arxiv_holidays", "", "Comma-separated dates (YYYY-MM-DD) with no arXiv "
             "announcement, e.g. its winter break."),
@@ -107,6 +111,8 @@ class Settings:
     llm_concurrency: int = 4
     arxiv_api_url: str = "https://export.arxiv.org/api/query"
     arxiv_rss_url: str = "https://rss.arxiv.org/rss"
+    crossref_url: str = "https://api.crossref.org"
+    openalex_url: str = "https://api.openalex.org"
     arxiv_delay: float = 3.0
     arxiv_holidays: str = ""
     first_issue_days: int = 3

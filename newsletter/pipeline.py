@@ -110,9 +110,32 @@ def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: d
            db: Database, rejected: list[tuple[Paper, str]] | None = None
            ) -> tuple[list[Any], list[Any]]:
     """(papers in the issue, "more matches"), after the per-subscriber cap."""
-    found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
-                          sub.max_papers + MORE_MATCHES, rejected)
+    excluded = already_sent | index.seen_before(since)
+    found, _ = match.rank(sub, index, excluded, sub.max_papers + MORE_MATCHES, rejected)
+    found = learned_order(sub, found, index, excluded, db)
     return found[: sub.max_papers], found[sub.max_papers:]
+
+
+def learned_order(sub: Subscriber, found: list[Match], index: match.Index,
+                  excluded: set[str], db: Database) -> list[Match]:
+    """The learned ranking over the filters' matches (see newsletter.relevance): nothing
+    changes for a subscriber with no seed papers and no verdicts, or in mode "filters"."""
+    if sub.ranking == "filters" or not index.papers:
+        return found
+    positives, negatives = store.labelled_papers(db, sub.email, sub.likes)
+    if not positives:
+        return found
+    from newsletter.relevance import learned
+
+    if index.learned is None:
+        index.learned = learned.Model(index.papers)
+    mode = "reorder" if sub.ranking == "auto" else sub.ranking
+    scored = index.learned.score(learned.Labels(tuple(positives), tuple(negatives)))
+    # their own seed papers are not news to them; what they marked not relevant stays out
+    known = {p.id for p in positives + negatives}
+    found = [m for m in found if m.paper.id not in known]
+    return learned.rerank(found, index.papers, scored, mode, sub.like_cap,
+                          excluded | {p.id for p in negatives + positives})
 
 
 # --- brief -------------------------------------------------------------------------------

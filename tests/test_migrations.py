@@ -10,6 +10,7 @@ EXPECTED_SUBSCRIBERS = {
     "id": int, "email": str, "name": str, "language": str, "timezone": str, "send_hour": int,
     "frequency": str, "max_papers": int, "status": str, "created": str, "updated": str,
     "weekday": str, "confirmed_at": str, "confirm_hash": str, "status_changed": str,
+    "ranking": str, "like_cap": int,
 }
 
 
@@ -17,7 +18,8 @@ def test_blank_database_gets_every_table():
     db = store.open_db(":memory:")
     assert db["subscribers"].columns_dict == EXPECTED_SUBSCRIBERS
     for table in ("filters", "papers", "papers_fts", "deliveries", "briefs", "llm_calls",
-                  "sources", "subscriber_events", "forgotten_deliveries", "brief_hits"):
+                  "sources", "subscriber_events", "forgotten_deliveries", "brief_hits",
+                  "feedback"):
         assert db[table].exists(), table
     assert [m.name for m in migrations.applied(db)] == [m.name for m in migrations._migrations]
     assert migrations.pending(db) == []

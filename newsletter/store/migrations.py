@@ -231,3 +231,20 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_learned_ranking(db: Database) -> None:
+    """The learned ranking: each subscriber's mode ("auto", "filters", "reorder", "like")
+    and how many papers "like" may add. Seed papers are filters of kind "like" (their value
+    the paper's key); verdicts go to ``feedback`` (relevant / not_relevant, with origin and
+    time), created here unless the radar page's migration made it first."""
+    db.table("subscribers").add_column("ranking", str, not_null_default="auto")
+    db.table("subscribers").add_column("like_cap", int, not_null_default=3)
+    if not db.table("feedback").exists():
+        db.table("feedback").create(
+            {"id": int, "subscriber_id": int, "paper_id": str, "verdict": str,
+             "origin": str, "created": str},
+            pk="id", foreign_keys=[("subscriber_id", "subscribers", "id")],
+            not_null={"subscriber_id", "paper_id", "verdict", "origin", "created"})
+        db.table("feedback").create_index(["subscriber_id", "paper_id"])

@@ -148,6 +148,36 @@ def get_paper(db: Database, paper_id: str) -> Paper:
         raise PaperNotFound(f"no paper {paper_id} - see \"newsletter papers list\"") from None
 
 
+def get_papers(db: Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
+    """The stored papers among ``paper_ids``, by id, in one query."""
+    ids = list(dict.fromkeys(paper_ids))
+    if not ids:
+        return {}
+    rows = db.query("select * from papers where id in (select value from json_each(?))",
+                    [json.dumps(ids)])
+    return {r["id"]: _to_paper(r) for r in rows}
+
+
+def papers_with_dois(db: Database, dois: Iterable[str]) -> list[Paper]:
+    """Stored papers whose DOI is one of ``dois`` (lower case)."""
+    wanted = list(dict.fromkeys(dois))
+    if not wanted:
+        return []
+    return [_to_paper(r) for r in db.query(
+        "select * from papers where doi in (select value from json_each(?))",
+        [json.dumps(wanted)])]
+
+
+def paper_id_for(db: Database, key: str, is_doi: bool) -> str:
+    """The stored id of the paper with this arXiv id or DOI (after it was upserted under
+    another record's id, the merge keeps the first)."""
+    row = db.execute("select id from papers where id = ? or (? and doi = ?) limit 1",
+                     (key, is_doi, key)).fetchone()
+    if row is None:
+        raise PaperNotFound(f"no paper {key} - see \"newsletter papers list\"")
+    return str(row[0])
+
+
 def fts_search(db: Database, expression: str, since: datetime | None = None,
                ids: Iterable[str] | None = None) -> dict[str, float]:
     """Papers matching an FTS5 expression over title and abstract, with their relevance
