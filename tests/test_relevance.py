@@ -127,7 +127,8 @@ def test_seeds_are_looked_up_on_arxiv_crossref_and_openalex(isolated, http_serve
     http_server.serve("/api/query", (DATA / "arxiv-id.atom").read_bytes())
     http_server.serve("/works/10.1371/journal.pone.0033693",
                       (DATA / "crossref-work.json").read_bytes(), content_type="application/json")
-    http_server.serve("/oa/works/doi:10.7717/peerj.4375", (DATA / "openalex-work.json").read_bytes(),
+    http_server.serve("/oa/works/doi:10.7717/peerj.4375",
+                      (DATA / "openalex-work.json").read_bytes(),
                       content_type="application/json")
     monkeypatch.setenv("NEWSLETTER_ARXIV_API_URL", http_server.base + "/api/query")
     monkeypatch.setenv("NEWSLETTER_ARXIV_DELAY", "0")
