@@ -2,16 +2,15 @@
 
 Authors match on folded names (case, diacritics, hyphens, "Family, Given" order, middle names).
 Topics are small queries: words, "quoted phrases", AND / OR / NOT, parentheses and prefix
-wildcards (``transform*``), matched on word boundaries over title and abstract through an
-inverted index built once per run, so a thousand subscribers cost one pass over the papers.
+wildcards (``transform*``), looked up in SQLite's FTS5 index over title and abstract (bm25
+relevance), each distinct term once per run, so a thousand subscribers sharing topics cost
+one lookup per topic.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,35 +20,11 @@ from typing import Any
 
 from newsletter.errors import InvalidFilter
 from newsletter.models import Match, Paper, Subscriber
+from newsletter.text import fold
 
 # --- text and names ----------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-# letters that Unicode does not decompose into a base letter and a mark
-_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
-                           "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "æ": "ae", "Æ": "Ae",
-                           "œ": "oe", "Œ": "Oe", "ß": "ss", "ı": "i", "ħ": "h", "Ħ": "H"})
-
-
-def fold(text: str) -> str:
-    """Lower-case and strip diacritics: "Jürgen" -> "jurgen", "Łukasz" -> "lukasz"."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-@functools.lru_cache(maxsize=200_000)
-def _stem(token: str) -> str:
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def tokens(text: str) -> list[str]:
-    return [_stem(t) for t in _WORD.findall(fold(text))]
 
 
 def name_key(name: str) -> tuple[str, ...]:
@@ -154,9 +129,10 @@ def author_verdict(af: AuthorFilter, keys: Sequence[tuple[str, ...]]
 
 @dataclass(frozen=True)
 class Term:
-    words: tuple[str, ...]  # one word, or a phrase (folded, plural-stemmed)
+    """One word or a phrase, folded, as FTS5 and the arXiv API are asked for it."""
+
+    text: str
     prefix: bool = False
-    text: str = ""  # as written (folded, not stemmed), for querying a search engine
 
 
 @dataclass(frozen=True)
@@ -179,10 +155,10 @@ def compile_query(text: str) -> Node:
     if not stripped:
         raise InvalidFilter("empty topic filter - give a word, a \"phrase\" or a query")
     if not re.search(r'["()]|\b(AND|OR|NOT)\b|\*', stripped):
-        words = tuple(tokens(stripped))
+        words = _WORD.findall(fold(stripped))
         if not words:
             raise InvalidFilter(f"topic {text!r} has no words to match")
-        return Term(words, text=" ".join(_WORD.findall(fold(stripped))))
+        return Term(" ".join(words))
     items: list[tuple[str, str, int]] = []
     pos = 0
     while pos < len(text):
@@ -256,8 +232,7 @@ class _Parser:
         raw = tuple(_WORD.findall(fold(value.rstrip("*"))))
         if not raw:
             raise InvalidFilter(f"topic {self.text!r}: nothing to match at position {item[2] + 1}")
-        words = raw if prefix else tuple(_stem(w) for w in raw)
-        return Term(words, prefix=prefix, text=" ".join(raw))
+        return Term(" ".join(raw), prefix=prefix)
 
 
 # --- the index ---------------------------------------------------------------------------

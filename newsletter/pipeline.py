@@ -107,23 +107,23 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           db: Database, rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None,
+           labels: tuple[list[Paper], list[Paper]] = ([], [])
            ) -> tuple[list[Any], list[Any]]:
-    """(papers in the issue, "more matches"), after the per-subscriber cap."""
+    """(papers in the issue, "more matches"), after the per-subscriber cap; ``labels`` are
+    the reader's (positives, negatives) for the learned ranking (store.labelled_papers)."""
     excluded = already_sent | index.seen_before(since)
     found, _ = match.rank(sub, index, excluded, sub.max_papers + MORE_MATCHES, rejected)
-    found = learned_order(sub, found, index, excluded, db)
+    found = learned_order(sub, found, index, excluded, *labels)
     return found[: sub.max_papers], found[sub.max_papers:]
 
 
 def learned_order(sub: Subscriber, found: list[Match], index: match.Index,
-                  excluded: set[str], db: Database) -> list[Match]:
+                  excluded: set[str], positives: list[Paper], negatives: list[Paper]
+                  ) -> list[Match]:
     """The learned ranking over the filters' matches (see newsletter.relevance): nothing
     changes for a subscriber with no seed papers and no verdicts, or in mode "filters"."""
-    if sub.ranking == "filters" or not index.papers:
-        return found
-    positives, negatives = store.labelled_papers(db, sub.email, sub.likes)
-    if not positives:
+    if sub.ranking == "filters" or not index.papers or not positives:
         return found
     from newsletter.relevance import learned
 
@@ -227,7 +227,8 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since,
+                          labels=store.labelled_papers(db, sub.email, sub.likes))
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -239,7 +240,7 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, db, rejected)
+                          since, rejected, store.labelled_papers(db, sub.email, sub.likes))
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     return issue, rejected
@@ -287,8 +288,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if do_fetch:
-        report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
     for sub in [s for s in subs if s.status != "active"]:
@@ -310,6 +309,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         fresh.append(sub)
     report.due = len(issues) + len(fresh)
+    if do_fetch and fresh:  # nobody due, nothing fetched: the state stays as it was
+        report.fetched = fetch(db, settings, now, progress)
     if fresh:
         earliest = min(window_start(db, s, settings, now) for s in fresh)
         index = build_index(db, earliest)

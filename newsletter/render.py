@@ -28,7 +28,6 @@ import math
 import re
 import threading
 import tomllib
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
@@ -43,8 +42,8 @@ import markupsafe
 
 from newsletter.config import REPO_ROOT, Settings
 from newsletter.lists.tokens import unsubscribe_token
-from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.text import display_width, fold
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -109,15 +108,6 @@ def format_date(d: date, t: dict[str, Any]) -> str:
 # --- Jinja2 ------------------------------------------------------------------------------
 
 
-def _wide(ch: str) -> bool:
-    return unicodedata.east_asian_width(ch) in ("W", "F")
-
-
-def _cols(text: str) -> int:
-    """Display columns: Chinese, Japanese and Korean characters take two."""
-    return len(text) if text.isascii() else sum(2 if _wide(c) else 1 for c in text)
-
-
 def _atoms(word: str) -> list[tuple[str, bool]]:
     """A word as pieces that may end a line, each with "glued to the previous piece":
     ASCII words stay whole; text without spaces (Chinese) may break between characters."""
@@ -126,7 +116,7 @@ def _atoms(word: str) -> list[tuple[str, bool]]:
     atoms: list[tuple[str, bool]] = []
     run = ""
     for ch in word:
-        if _wide(ch):
+        if display_width(ch) == 2:
             if run:
                 atoms.append((run, bool(atoms)))
                 run = ""
@@ -146,10 +136,10 @@ def wrap(text: str, width: int = 78, indent: str = "") -> str:
         return ""
     lines: list[str] = []
     line, limit = atoms[0][0], width
-    used = _cols(line)
+    used = display_width(line)
     for piece, glued in atoms[1:]:
         sep = "" if glued else " "
-        cols = _cols(piece)
+        cols = display_width(piece)
         if used + len(sep) + cols <= limit:
             line += sep + piece
             used += len(sep) + cols

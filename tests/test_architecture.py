@@ -28,7 +28,7 @@ PACKAGE = ROOT / "newsletter"
 HANDLES_DB = ("pipeline.py", "lists/roster.py", "ops/demo.py", "lists/mailbox.py",
               "lists/listio.py", "ops/source_admin.py")
 # The network modules: only these may import what opens a socket (or runs git, which does).
-NETWORK = ("sources/arxiv.py", "sources/feeds.py", "send.py", "lists/mailbox.py",
+NETWORK = ("sources/arxiv.py", "sources/doi.py", "sources/feeds.py", "send.py", "lists/mailbox.py",
            "brief.py", "ops/statesync.py", "web/")
 OPENS_SOCKETS = {"socket", "ssl", "smtplib", "imaplib", "poplib", "ftplib", "http.client",
                  "http.server", "socketserver", "urllib.request", "requests", "urllib3",
@@ -240,6 +240,28 @@ def test_rule_catches_a_planted_violation(rule, name, source, allowed_in):
     assert rule(name, ast.parse(source)), f"{rule.__name__} missed a violation in {name}"
     if allowed_in:  # and lets the module that may do it do it
         assert rule(allowed_in, ast.parse(source)) == []
+
+
+def shared_names(paths: list[str]) -> dict[str, list[str]]:
+    """Module and package names used by three or more modules (``__init__`` aside)."""
+    by_name: dict[str, list[str]] = {}
+    for name in paths:
+        path = Path(name)
+        stem = path.parent.name if path.stem == "__init__" else path.stem
+        if stem and stem != "__main__":
+            by_name.setdefault(stem, []).append(name)
+    return {k: v for k, v in by_name.items() if len(v) >= 3}
+
+
+def test_no_three_modules_share_a_name():
+    assert shared_names([rel(p) for p in modules()]) == {}
+
+
+def test_shared_name_check_catches_three_namesakes():
+    planted = ["sources/__init__.py", "store/sources.py", "cli/sources.py", "store/papers.py",
+               "cli/papers.py"]
+    assert shared_names(planted) == {
+        "sources": ["sources/__init__.py", "store/sources.py", "cli/sources.py"]}
 
 
 # --- import cycles ------------------------------------------------------------------------

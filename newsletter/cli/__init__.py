@@ -27,6 +27,7 @@ from newsletter.cli._common import (
     get_db,
     get_now,
     get_settings,
+    json_option,
     load_config,
     settings_options,
 )
@@ -107,7 +108,7 @@ def fetch(ctx: click.Context) -> None:
               help="The issue of this day (at the subscriber's send hour); default now.")
 @click.option("--explain", is_flag=True,
               help="Show which filter matched each paper, its score, and near misses.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool,
               as_json: bool) -> None:

@@ -70,3 +70,9 @@ def get_db(ctx: click.Context) -> Any:
 def get_now() -> datetime:
     fixed = os.environ.get("NEWSLETTER_NOW")  # for reproducible demos and tests
     return datetime.fromisoformat(fixed) if fixed else datetime.now(UTC)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``: print for a script to read instead of for a person."""
+    option: Callable[[F], F] = click.option("--json", "as_json", is_flag=True, help=help)
+    return option

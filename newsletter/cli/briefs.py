@@ -11,7 +11,7 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db
+from newsletter.cli._common import SubGroup, get_db, json_option
 
 
 @click.group(cls=SubGroup, default="list", default_if_no_args=True)
@@ -22,7 +22,7 @@ def briefs() -> None:
 @briefs.command(name="stats")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only days on or after this date (YYYY-MM-DD, UTC).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> None:
     """LLM usage per day and model: calls (ok/failed), tokens, cost in USD, and briefs
@@ -50,7 +50,7 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
 
 @briefs.command(name="list")
 @click.option("--limit", type=int, default=None, help="At most this many, newest first.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     """List the cached briefs, newest first: key, date, language, model, papers, tokens,

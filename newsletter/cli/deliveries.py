@@ -7,9 +7,8 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db
-
-STATUSES = ["pending", "sending", "sent", "deferred", "failed"]
+from newsletter.cli._common import SubGroup, get_db, json_option
+from newsletter.models import DELIVERY_STATUSES
 
 
 @click.group(cls=SubGroup, default="list", default_if_no_args=True)
@@ -19,8 +18,9 @@ def deliveries() -> None:
 
 @deliveries.command(name="list")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), help="Only this issue date.")
-@click.option("--status", type=click.Choice(STATUSES), help="Only deliveries in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--status", type=click.Choice(DELIVERY_STATUSES),
+              help="Only deliveries in this state.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
                     as_json: bool) -> None:

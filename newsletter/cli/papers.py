@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db
+from newsletter.cli._common import SubGroup, get_db, json_option
 from newsletter.models import Paper
 
 
@@ -32,7 +32,7 @@ def papers() -> None:
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only papers first seen on or after this date (YYYY-MM-DD).")
 @click.option("--limit", type=int, default=None, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@json_option("Print JSON instead of lines.")
 @click.pass_context
 def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
                 limit: int | None, as_json: bool) -> None:
@@ -56,7 +56,7 @@ def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
 
 @papers.command(name="show")
 @click.argument("paper_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def papers_show(ctx: click.Context, paper_id: str, as_json: bool) -> None:
     """Show one stored paper.

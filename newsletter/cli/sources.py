@@ -6,7 +6,7 @@ import json
 
 import click
 
-from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings, json_option
 
 
 @click.group(cls=SubGroup, default="list", default_if_no_args=True)
@@ -16,7 +16,7 @@ def sources() -> None:
 
 @sources.command(name="list")
 @click.option("--catalogue", is_flag=True, help="Also list the well-known feeds not yet on.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
     """List sources with their last fetch: status, new papers, requests.
@@ -26,16 +26,17 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
         newsletter sources list --catalogue
     """
     from newsletter import pipeline, store
-    from newsletter import sources as src
+    from newsletter.sources import BUILTIN
+    from newsletter.sources import catalogue as well_known
 
     db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
     active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
-        rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
+        rows.setdefault(name, {"name": name, "kind": "feed" if name not in BUILTIN
                                else name, "enabled": 1})
     if catalogue:
-        for name, entry in src.catalogue().items():
+        for name, entry in well_known().items():
             rows.setdefault(name, {"name": name, "kind": "feed", "url": entry["url"],
                                    "label": entry["label"], "enabled": 0,
                                    "last_status": "catalogue"})
@@ -129,7 +130,7 @@ def sources_disable(ctx: click.Context, name: str) -> None:
 
 @sources.command(name="check")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the parsed papers as JSON.")
+@json_option("Print the parsed papers as JSON.")
 @click.pass_context
 def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     """Fetch a source once and print what was parsed; nothing is stored.

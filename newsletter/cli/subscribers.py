@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings
+from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 
-STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
-WEEKDAY_CHOICE = click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              case_sensitive=False)
-FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
+STATUS_CHOICE = click.Choice(STATUSES)
+WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
+FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
 RANKING_CHOICE = click.Choice(["auto", "filters", "reorder", "like"])
 RANKING_HELP = ("How seed papers and feedback rank the issue: filters (unchanged), reorder "
                 "(the filters' papers, best first), like (also add up to --like-cap papers "
@@ -174,7 +174,7 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
               "one word matches the family name).")
 @click.option("--topic", help="Only those with a topic containing this text "
               "(case-insensitive).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
                      topic: str | None, as_json: bool) -> None:
@@ -197,7 +197,7 @@ def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
 @subscribers.command(name="show")
 @click.argument("email")
 @click.option("--history", is_flag=True, help="Also show every change, when and from where.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: bool) -> None:
     """Show one subscriber, their filters and (with --history) every change to them.

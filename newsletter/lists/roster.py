@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -28,7 +27,8 @@ from newsletter.errors import InvalidFilter, NewsletterError, SendFailed
 from newsletter.lists import listio
 from newsletter.lists.addresses import normalize_email
 from newsletter.lists.tokens import confirm_token
-from newsletter.models import Subscriber
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS, Subscriber
+from newsletter.text import display_width
 
 
 def languages() -> list[str]:
@@ -36,9 +36,6 @@ def languages() -> list[str]:
     from newsletter.render import languages as available
 
     return available()
-FREQUENCIES = ("daily", "weekdays", "weekly")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STATUSES = store.STATUSES  # active, paused, pending, unsubscribed, bounced
 FILTER_KEYS = ("authors", "topics", "categories", "exclude")
 _SINGULAR = {"authors": "author", "topics": "topic", "categories": "category",
              "exclude": "exclude", "likes": "seed paper"}
@@ -174,12 +171,8 @@ def frequency_label(sub: Subscriber) -> str:
     return f"weekly ({sub.weekday or 'mon'})" if sub.frequency == "weekly" else sub.frequency
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
 def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
+    return text + " " * (width - display_width(text))
 
 
 def status_counts(subs: Sequence[Subscriber]) -> str:
@@ -192,7 +185,7 @@ def table_lines(subs: list[Subscriber], filtered: bool = False) -> list[str]:
     if not subs:
         return ["No subscribers match" if filtered else
                 "No subscribers yet - add one with \"newsletter subscribers add EMAIL\""]
-    widths = [max(_width(x) for x in [head, *col]) for head, col in (
+    widths = [max(display_width(x) for x in [head, *col]) for head, col in (
         ("email", [s.email for s in subs]), ("name", [s.name for s in subs]),
         ("status", [s.status for s in subs]), ("frequency", [frequency_label(s) for s in subs]))]
     lines = ["  ".join([_pad("email", widths[0]), _pad("name", widths[1]), "lang",

@@ -115,7 +115,8 @@ class ApiError(Exception):
 class Api:
     """The arXiv API over one requests session: timeouts on every request, retries with
     backoff (urllib3's ``Retry``: 429/5xx, connection errors and read time-outs, honouring
-    Retry-After), requests paced at least ``delay`` seconds apart, every attempt counted."""
+    Retry-After up to a minute), requests paced at least ``delay`` seconds apart, every
+    attempt counted."""
 
     RETRIES = 3
 
@@ -129,6 +130,10 @@ class Api:
         class PacedRetry(Retry):  # type: ignore[misc]
             def get_backoff_time(self) -> float:  # never sooner than the pacing allows
                 return max(delay, float(super().get_backoff_time()))
+
+            def get_retry_after(self, response: Any) -> float | None:  # at most a minute
+                asked = super().get_retry_after(response)
+                return None if asked is None else min(float(asked), 60.0)
 
         retry = PacedRetry(total=self.RETRIES, backoff_factor=max(delay, 0.05),
                            status_forcelist=(429, 500, 502, 503, 504),

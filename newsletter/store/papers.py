@@ -54,12 +54,11 @@ def _to_paper(row: dict[str, Any]) -> Paper:
 def title_key(p: Paper) -> str:
     """Normalised title + first author's family name: the last-resort identity of a paper."""
     import re
-    import unicodedata
+
+    from newsletter.text import fold
 
     def norm(text: str) -> str:
-        text = unicodedata.normalize("NFKD", text)
-        text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-        return re.sub(r"[^\w]+", " ", text).strip()
+        return re.sub(r"[^\w]+", " ", fold(text)).strip()
 
     family = norm(p.authors[0]).split()[-1] if p.authors and norm(p.authors[0]) else ""
     return f"{norm(p.title)}|{family}"
