@@ -134,7 +134,7 @@ def learned_order(sub: Subscriber, found: list[Match], index: match.Index,
     # their own seed papers are not news to them; what they marked not relevant stays out
     known = {p.id for p in positives + negatives}
     found = [m for m in found if m.paper.id not in known]
-    return learned.rerank(found, index.papers, scored, mode, sub.like_cap,
+    return learned.rerank(found, scored, mode, sub.like_cap,
                           excluded | {p.id for p in negatives + positives})
 
 

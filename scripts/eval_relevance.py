@@ -141,11 +141,11 @@ def run_case(case: dict, df: dict[str, int], n_docs: int) -> dict[str, tuple[flo
 
     def learned(labels: Labels) -> None:
         scored = model.score(labels)
-        order = sorted(range(len(test_day)), key=lambda n: (-scored[n].score, test_day[n].id))
+        order = sorted(range(len(test_day)), key=lambda n: (-scored.score[n], test_day[n].id))
         results["learned ranking" + suffix] = metrics([test_day[n].id for n in order], rel)
         for mode, name in (("reorder", "mode: filters, reordered"),
                            ("like", "mode: filters plus papers like mine")):
-            got = rerank(matches, test_day, scored, mode, LIKE_CAP)
+            got = rerank(matches, scored, mode, LIKE_CAP)
             results[name + suffix] = metrics([m.paper.id for m in got], rel)
 
     suffix = ""
@@ -158,7 +158,7 @@ def run_case(case: dict, df: dict[str, int], n_docs: int) -> dict[str, tuple[flo
     positives, negatives, judged = list(seeds), [], set()
     for _ in range(3):
         scored = fb_model.score(Labels(tuple(positives), tuple(negatives)))
-        shown = [m.paper for m in rerank(fb_matches, fb_day, scored, "like", LIKE_CAP)
+        shown = [m.paper for m in rerank(fb_matches, scored, "like", LIKE_CAP)
                  if m.paper.id not in judged][:K]
         for p in shown:
             judged.add(p.id)

@@ -8,7 +8,6 @@ and every subscriber's labelled papers, so each subscriber costs one small fit.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,10 @@ from newsletter.models import Paper
 MODES = ("filters", "reorder", "like")
 EXPLICIT_NEGATIVE_WEIGHT = 3.0
 LIKE_THRESHOLD = 3.0  # blended score (in standard deviations) that counts as "like mine"
-MAX_UNLABELLED = 2000  # the day's papers used as negatives, at most (sampled evenly)
+MAX_UNLABELLED = 500  # the day's papers used as negatives, at most (sampled evenly)
+NGRAMS = (1, 2)  # words and pairs of words
+MAX_FEATURES = 50_000
+SVM_TOL = 1e-4
 _TEX = re.compile(r"\$[^$]*\$|\\[a-zA-Z]+")
 
 
@@ -61,8 +63,8 @@ class Model:
         self._extra = list(extra.values())
         self.vectorizer = TfidfVectorizer(
             sublinear_tf=True, strip_accents="unicode", lowercase=True, stop_words="english",
-            ngram_range=(1, 2), min_df=1, max_df=0.5 if len(self.day) > 50 else 1.0,
-            max_features=50_000, dtype=_float32())
+            ngram_range=NGRAMS, min_df=1, max_df=0.5 if len(self.day) > 50 else 1.0,
+            max_features=MAX_FEATURES, dtype=_float32())
         texts = [paper_text(p) for p in self.day + self._extra]
         self.matrix: Any = self.vectorizer.fit_transform(texts) if texts else None
         self.row = {p.id: n for n, p in enumerate(self.day + self._extra)}
@@ -76,65 +78,106 @@ class Model:
                          if unknown else [])
         return vstack(parts) if parts else None
 
-    def score(self, labels: Labels) -> list[Scored]:
+    def score(self, labels: Labels) -> Scores:
         """A score per day paper (higher is more like the positives), in ``day`` order.
 
         The score is the SVM's margin plus the similarity to the positives, each
-        standardised over the day (chosen on the evaluation's tuning split: the SVM alone
-        and the similarity alone each rank a little worse; with feedback the SVM carries
-        most of the gain)."""
-        if not labels or not self.day or self.matrix is None:
-            return [Scored(0.0, None, 0.0) for _ in self.day]
+        standardised over the day's unlabelled papers (chosen on the evaluation's tuning
+        split: with seeds alone the two rank about equally well and their sum a little
+        better; feedback adds most through the SVM)."""
+        import numpy as np
+
+        n_day = len(self.day)
+        if not labels or not n_day or self.matrix is None:
+            return Scores(self, (), np.zeros(n_day), np.zeros(n_day, bool), np.zeros(n_day, int))
         from scipy.sparse import vstack
         from sklearn.svm import LinearSVC
 
-        n_day = len(self.day)
         day_x = self.matrix[:n_day]
         pos_ids = {p.id for p in labels.positives}
         neg_ids = {p.id for p in labels.negatives} - pos_ids
-        unlabelled = [n for n, p in enumerate(self.day) if p.id not in pos_ids | neg_ids]
-        if len(unlabelled) > MAX_UNLABELLED:
-            step = len(unlabelled) / MAX_UNLABELLED
-            unlabelled = [unlabelled[int(i * step)] for i in range(MAX_UNLABELLED)]
-        pos_x = self._rows(labels.positives)
+        labelled = np.zeros(n_day, bool)
+        for pid in pos_ids | neg_ids:
+            if self.row.get(pid, n_day) < n_day:
+                labelled[self.row[pid]] = True
+        unlabelled = np.flatnonzero(~labelled)
+        if len(unlabelled) > MAX_UNLABELLED:  # sampled evenly, the same every run
+            unlabelled = unlabelled[np.linspace(0, len(unlabelled) - 1, MAX_UNLABELLED,
+                                                dtype=int)]
+        ordered = sorted(labels.positives, key=lambda p: p.published, reverse=True)
+        pos_x = self._rows(ordered)
         negatives = [p for p in labels.negatives if p.id not in pos_ids]
         neg_x = self._rows(negatives)
-        blocks = [pos_x] + ([neg_x] if neg_x is not None else []) + (
-            [day_x[unlabelled]] if unlabelled else [])
         n_pos, n_neg = pos_x.shape[0], (neg_x.shape[0] if neg_x is not None else 0)
-        y = [1] * n_pos + [0] * (n_neg + len(unlabelled))
-        weights = [1.0] * n_pos + [EXPLICIT_NEGATIVE_WEIGHT] * n_neg + [1.0] * len(unlabelled)
         sims = (day_x @ pos_x.T).toarray()
-        similarity = self.similarity(labels.positives)
+        # recent positives weigh more (as zotero-arxiv-daily weights a library)
+        weights = 1 / (1 + np.log10(np.arange(n_pos) + 1))
+        similarity = sims @ (weights / weights.sum())
         if n_neg + len(unlabelled) == 0:
-            margin = [0.0] * n_day
+            margin = np.zeros(n_day)
         else:
-            svm = LinearSVC(class_weight="balanced", C=0.1, max_iter=10_000, tol=1e-6)
-            svm.fit(vstack(blocks), y, sample_weight=weights)
-            margin = svm.decision_function(day_x).tolist()
-        # standardised over the day's other papers (the labelled ones would stretch the scale)
-        others = [n for n, p in enumerate(self.day) if p.id not in pos_ids | neg_ids] or \
-            list(range(n_day))
-        blended = [a + b for a, b in zip(_standard(margin, others),
-                                         _standard(similarity, others), strict=True)]
-        out = []
-        for n in range(n_day):
-            best = int(sims[n].argmax())
-            out.append(Scored(blended[n], labels.positives[best], float(sims[n, best]),
-                              margin[n] > 0 or blended[n] > LIKE_THRESHOLD))
-        return out
+            blocks = [pos_x] + ([neg_x] if n_neg else []) + [day_x[unlabelled]]
+            y = np.r_[np.ones(n_pos), np.zeros(n_neg + len(unlabelled))]
+            w = np.r_[np.ones(n_pos), np.full(n_neg, EXPLICIT_NEGATIVE_WEIGHT),
+                      np.ones(len(unlabelled))]
+            svm = LinearSVC(class_weight="balanced", C=0.1, max_iter=10_000, tol=SVM_TOL)
+            svm.fit(vstack(blocks), y, sample_weight=w)
+            margin = svm.decision_function(day_x)
+        over = ~labelled if (~labelled).any() else np.ones(n_day, bool)
+        blended = _standard(margin, over) + _standard(similarity, over)
+        positive = (margin > 0) | (blended > LIKE_THRESHOLD)
+        return Scores(self, tuple(ordered), blended, positive, sims.argmax(axis=1))
 
     def similarity(self, seeds: Sequence[Paper]) -> list[float]:
         """The baseline "similar to my library": mean cosine similarity to the seeds, the
         more recent seeds weighted more (as zotero-arxiv-daily weights its corpus)."""
+        import numpy as np
+
         if not seeds or not self.day or self.matrix is None:
             return [0.0] * len(self.day)
         ordered = sorted(seeds, key=lambda p: p.published, reverse=True)
-        weights = [1 / (1 + math.log10(i + 1)) for i in range(len(ordered))]
-        total = sum(weights)
+        weights = 1 / (1 + np.log10(np.arange(len(ordered)) + 1))
         sims = (self.matrix[: len(self.day)] @ self._rows(ordered).T).toarray()
-        return [float(sum(w * s for w, s in zip(weights, row, strict=True)) / total)
-                for row in sims]
+        return (sims @ (weights / weights.sum())).tolist()
+
+
+class Scores:
+    """The learned scores of one subscriber over the day's papers (arrays, in ``day``
+    order); ``scores[n]`` is paper n's :class:`Scored`."""
+
+    def __init__(self, model: Model, positives: tuple[Paper, ...], score: Any, positive: Any,
+                 like: Any) -> None:
+        self.model, self.positives = model, positives
+        self.score, self.positive, self.like = score, positive, like
+
+    def __len__(self) -> int:
+        return len(self.model.day)
+
+    def __getitem__(self, n: int) -> Scored:
+        if not self.positives:
+            return Scored(0.0, None, 0.0)
+        return Scored(float(self.score[n]), self.positives[int(self.like[n])], 0.0,
+                      bool(self.positive[n]))
+
+    def of(self, paper_id: str) -> Scored | None:
+        n = self.model.row.get(paper_id)
+        return self[n] if n is not None and n < len(self) else None
+
+    def best(self, exclude: set[str], count: int) -> list[tuple[Paper, Scored]]:
+        """Up to ``count`` papers the SVM puts with the reader's (or that stand out), best
+        first, leaving out ``exclude``."""
+        import numpy as np
+
+        out: list[tuple[Paper, Scored]] = []
+        if not self.positives or count <= 0:
+            return out
+        for n in np.argsort(-self.score, kind="stable"):
+            if len(out) >= count:
+                break
+            paper = self.model.day[int(n)]
+            if self.positive[n] and paper.id not in exclude:
+                out.append((paper, self[int(n)]))
+        return out
 
 
 def _scored(m: Any, s: Scored) -> Any:
@@ -143,13 +186,16 @@ def _scored(m: Any, s: Scored) -> Any:
     return replace(m, learned=round(s.score, 4), like=s.like.title if s.like else None)
 
 
-def _standard(values: Sequence[float], over: Sequence[int]) -> list[float]:
-    """Standardise to mean 0 and standard deviation 1 as measured over ``over`` (indexes);
+def _standard(values: Any, over: Any) -> Any:
+    """Standardise to mean 0 and standard deviation 1 as measured where ``over`` is true;
     all zeros when those values are all equal."""
-    sample = [values[i] for i in over]
-    mean = sum(sample) / len(sample)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in sample) / len(sample))
-    return [(v - mean) / spread if spread > 1e-12 else 0.0 for v in values]
+    import numpy as np
+
+    sample = np.asarray(values, dtype=float)[over]
+    spread = sample.std()
+    if spread <= 1e-12:
+        return np.zeros(len(values))
+    return (np.asarray(values, dtype=float) - sample.mean()) / spread
 
 
 def _float32() -> Any:
@@ -158,30 +204,30 @@ def _float32() -> Any:
     return numpy.float32
 
 
-def rerank(matches: Sequence[Any], day: Sequence[Paper], scored: Sequence[Scored], mode: str,
-           cap: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Any]:
+def rerank(matches: Sequence[Any], scores: Scores, mode: str, cap: int,
+           exclude: set[str] | frozenset[str] = frozenset()) -> list[Any]:
     """The issue's order under a ranking mode.
 
     ``filters``: the filters' order, unchanged. ``reorder``: papers by a followed author
     first (the reader asked for them by name), then the rest by learned score. ``like``:
-    as ``reorder``, plus up to ``cap`` papers the filters did not match whose learned score
-    is positive (the SVM puts them with the reader's papers), each labelled with the seed
-    it is most like. Matches are :class:`newsletter.models.Match`.
+    as ``reorder``, plus up to ``cap`` papers the filters did not match that the SVM puts
+    with the reader's papers (or that stand out above the day by ``LIKE_THRESHOLD``), each
+    labelled with the seed it is most like. Matches are :class:`newsletter.models.Match`.
     """
     from newsletter.models import Match
 
-    if mode == "filters" or not any(s.like for s in scored):
+    if mode == "filters" or not scores.positives:
         return list(matches)
-    by_id = {p.id: s for p, s in zip(day, scored, strict=True)}
-    learned = [_scored(m, by_id[m.paper.id]) if m.paper.id in by_id else m for m in matches]
+    learned = []
+    for m in matches:
+        s = scores.of(m.paper.id)
+        learned.append(_scored(m, s) if s is not None else m)
     if mode == "like" and cap > 0:
         taken = {m.paper.id for m in matches} | set(exclude)
-        extra = sorted((s.score, p.id, p, s) for p, s in zip(day, scored, strict=True)
-                       if p.id not in taken and s.positive and s.like is not None)
-        for score, _, paper, s in sorted(extra, key=lambda t: (-t[0], t[1]))[:cap]:
+        for paper, s in scores.best(taken, cap):
             assert s.like is not None
             learned.append(Match(paper=paper, score=0.0, reasons=(f"like: {s.like.title}",),
-                                 learned=round(score, 4), like=s.like.title))
+                                 learned=round(s.score, 4), like=s.like.title))
 
     def order(m: Match) -> tuple[int, float, str]:
         return (0 if m.followed_authors else 1,
