@@ -98,7 +98,7 @@ def state_log(origin: Path) -> list[str]:
 def test_forget_during_a_run_is_not_undone(remote, tmp_path, monkeypatch, first):
     origin, runner, person = remote
     assert "3 sent" in runner("run", "--all", now="2026-11-22T09:00:00+00:00").output
-    person("subscribers", "forget", "late@example.org",
+    person("subscribers", "forget", "late@example.org", "--yes",
            now="2026-11-22T09:05:00+00:00")
     order = [person, runner] if first == "person" else [runner, person]
     for clone in order:
@@ -207,7 +207,7 @@ def test_what_leaves_the_machine_is_ciphertext_only(remote, tmp_path, monkeypatc
     origin, runner, person = remote
     runner("run", "--all", now="2026-11-22T09:00:00+00:00")
     runner("state", "push")
-    person("subscribers", "forget", "late@example.org")
+    person("subscribers", "forget", "late@example.org", "--yes")
     person("state", "push")
     objects = subprocess.run(["git", "-C", str(origin), "cat-file", "--batch-all-objects",
                               "--batch"], check=True, capture_output=True).stdout
@@ -315,7 +315,7 @@ def test_a_push_that_loses_the_race_merges_again_and_wins(remote, tmp_path, monk
     remote moves the branch and refuses the first attempt): the push fetches again, merges
     again, and both changes are on the branch."""
     origin, runner, person = remote
-    person("subscribers", "forget", "late@example.org")
+    person("subscribers", "forget", "late@example.org", "--yes")
     person("state", "push", "--branch", "elsewhere")
     hook = origin / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\nif [ ! -e raced ]; then touch raced;"
@@ -329,3 +329,25 @@ def test_a_push_that_loses_the_race_merges_again_and_wins(remote, tmp_path, monk
     assert (origin / "raced").exists()
     check = fresh(tmp_path, monkeypatch)
     assert emails(check) == {"ada@example.org", "bob@example.org", "cy@example.org"}
+
+
+def test_expiry_and_removal_leave_tombstones_that_a_merge_applies(tmp_path):
+    """Expiry (never confirmed) and removal erase on merge too, and the tombstone holds a
+    keyed hash, not the address; someone added again after an erasure stays."""
+    at = store.utcnow().fromisoformat
+    a, b = store.open_db(tmp_path / "a.db"), store.open_db(tmp_path / "b.db")
+    roster.add(a, "pending@example.org", status="pending", now=at("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "gone@example.org", now=at("2026-11-01T00:00:00+00:00"))
+    store.restore_chunks(b, store.dump_chunks(a))
+    assert roster.expire_pending(a, at("2026-11-10T00:00:00+00:00"), 7) == ["pending@example.org"]
+    store.remove_subscriber(a, "gone@example.org", now=at("2026-11-10T00:00:00+00:00"))
+    assert [r["event"] for r in a.query("select event from tombstones order by event")] == [
+        "expired", "removed"]
+    assert store.find_text(a, "example.org") == []  # no address anywhere, tombstones included
+    counts = store.merge_state(b, a)
+    assert counts["erased"] == 2 and store.subscriber_emails(b) == []
+    # added again after the erasure (a new sign-up): the old tombstone does not touch it
+    roster.add(b, "gone@example.org", now=at("2026-11-12T00:00:00+00:00"))
+    store.merge_state(b, a)
+    store.merge_state(a, b)
+    assert store.subscriber_emails(a) == store.subscriber_emails(b) == ["gone@example.org"]

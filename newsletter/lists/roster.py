@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -413,26 +413,22 @@ def require_secret(settings: Settings) -> None:
 def confirmation_message(sub: Subscriber, settings: Settings, token: str, now: datetime
                          ) -> tuple[Any, str]:
     """(the EmailMessage asking SUB to confirm, its HTML part)."""
-    from email.message import EmailMessage
-    from email.utils import format_datetime, formataddr, make_msgid, parseaddr
     from html import escape
 
+    from newsletter import headers
+
     t = _CONFIRM_TEXT.get(sub.language, _CONFIRM_TEXT["en"])
-    brand = settings.brand.split(" · ")[0]
+    brand = headers.brand_name(settings)
     url = confirm_url(settings, sub.email, token)
     link = t["link"].format(url=url) if url else ""
     greeting = (f" {sub.name}" if sub.language == "en" else sub.name) if sub.name else ""
     text = t["body"].format(name=greeting, email=sub.email, brand=brand, token=token,
                             link=link)
-    msg = EmailMessage()
-    msg["From"] = settings.from_addr
-    msg["To"] = formataddr((sub.name, sub.email)) if sub.name else sub.email
-    msg["Reply-To"] = settings.reply_to or settings.from_addr
-    msg["Subject"] = t["subject"].format(brand=brand, token=token)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid("confirm", parseaddr(settings.from_addr)[1].partition("@")[2]
-                                   or "localhost")
-    msg["Auto-Submitted"] = "auto-generated"
+    msg = headers.new_message(settings, headers.Envelope(
+        to_email=sub.email, to_name=sub.name,
+        subject=t["subject"].format(brand=brand, token=token), date=now,
+        message_id=headers.message_id(f"confirm|{sub.email}|{now.isoformat()}", settings),
+        kind="confirm"))
     msg.set_content(text)
     paragraphs = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>"
                          for p in text.split("\n\n"))
@@ -467,8 +463,8 @@ def request_confirmation(db: Database, settings: Settings, email: str, *,
         if transport is not None:
             where = transport.send(msg, sub.email, f"confirm-{now:%Y%m%d}", html)
         else:
-            with send.sender(settings.smtp_url, settings.smtp_password,
-                             settings.outbox) as box:
+            send.refuse_unready(settings)
+            with send.transport_for(settings) as box:
                 where = box.send(msg, sub.email, f"confirm-{now:%Y%m%d}", html)
     except SendFailed as e:
         raise ConfirmationError(
@@ -680,12 +676,18 @@ def _resolve_row_likes(db: Database, rows: list[listio.Row], settings: Settings 
             row.error = str(e)
 
 
-def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False) -> ImportReport:
-    """What importing these rows would do, row by row; writes nothing."""
+def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False,
+                tick: Callable[[int], None] | None = None) -> ImportReport:
+    """What importing these rows would do, row by row; writes nothing. ``tick`` is told the
+    number of rows first, then called with 0 after each row (for a progress bar)."""
     report = ImportReport()
     existing = {s.email.lower(): s for s in store.list_subscribers(db)}
     seen: dict[str, int] = {}
+    if tick:
+        tick(len(rows))
     for row in rows:
+        if tick:
+            tick(0)
         if row.error:
             report.lines.append(ImportLine(row.number, "rejected", "", row.error))
             continue
@@ -720,7 +722,8 @@ def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False) -> 
 def import_file(db: Database, path: str, *, encoding: str | None = None,
                 dry_run: bool = False, skip_invalid: bool = False,
                 confirm_with: Settings | None = None, settings: Settings | None = None,
-                now: datetime | None = None) -> ImportReport:
+                now: datetime | None = None,
+                tick: Callable[[int], None] | None = None) -> ImportReport:
     """Import a CSV or JSON file (see ``newsletter.lists.listio`` for the format) in one
     transaction: each row is added, updated, unchanged or rejected with the reason. A file
     with a rejected row imports nothing (``report.error`` says so) unless ``skip_invalid``.
@@ -730,7 +733,7 @@ def import_file(db: Database, path: str, *, encoding: str | None = None,
         require_secret(confirm_with)
     rows = listio.read_file(path, encoding)
     _resolve_row_likes(db, rows, settings or confirm_with)
-    report = plan_import(db, rows, confirm_with is not None)
+    report = plan_import(db, rows, confirm_with is not None, tick)
     rejected = report.count("rejected")
     if rejected and not skip_invalid:
         report.error = (f"{rejected} row{'s' if rejected > 1 else ''} rejected - nothing "
@@ -753,7 +756,14 @@ def _send_confirmations(db: Database, settings: Settings, report: ImportReport,
     from newsletter import send
 
     pending = {s.email for s in report.added if s.status == "pending"}
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox) as box:
+    try:
+        send.refuse_unready(settings)
+    except NewsletterError as e:  # the list is imported; the requests wait for a fix
+        for line in report.lines:
+            if line.outcome == "added" and line.email in pending:
+                line.detail = f"pending: confirmation NOT sent - {e}"
+        return
+    with send.transport_for(settings) as box:
         for line in report.lines:
             if line.outcome != "added" or line.email not in pending:
                 continue
@@ -765,13 +775,25 @@ def _send_confirmations(db: Database, settings: Settings, report: ImportReport,
                 line.detail = f"pending: confirmation NOT sent - {e}"
 
 
-def export(db: Database, fmt: str = "csv") -> tuple[str, int]:
+def export(db: Database, fmt: str = "csv",
+           tick: Callable[[int], None] | None = None) -> tuple[str, int]:
     """(every subscriber with all their settings and filters as CSV or JSON text that
-    ``import_file`` reads back into the same subscribers, how many)."""
+    ``import_file`` reads back into the same subscribers, how many). ``tick`` as for
+    ``plan_import``."""
     subs = store.list_subscribers(db)
     verdicts = store.all_feedback(db)
-    return ((listio.to_json(subs, verdicts) if fmt == "json" else listio.to_csv(subs, verdicts)),
-            len(subs))
+    counted: Iterable[Subscriber] = subs
+    if tick:
+        tick(len(subs))
+        counted = _ticking(subs, tick)
+    return ((listio.to_json(counted, verdicts) if fmt == "json"
+             else listio.to_csv(counted, verdicts)), len(subs))
+
+
+def _ticking(items: list[Subscriber], tick: Callable[[int], None]) -> Iterator[Subscriber]:
+    for item in items:
+        yield item
+        tick(0)
 
 
 # --- seed papers ("papers like mine") ------------------------------------------------------

@@ -256,7 +256,28 @@ def m011_tombstones_and_pruning(db: Database) -> None:
 
 
 @migrations()
-def m012_learned_ranking(db: Database) -> None:
+def m012_brief_grounding(db: Database) -> None:
+    """Grounded briefs: per model call the claims it made and how many were dropped for a
+    missing or unfound quote; per brief that fell back to the digest, the reason (for
+    `briefs stats`; readers never see it)."""
+    db.table("llm_calls").add_column("claims", int)
+    db.table("llm_calls").add_column("dropped_claims", int)
+    db.table("brief_fallbacks").create(
+        {"id": int, "brief_key": str, "model": str, "language": str, "reason": str,
+         "created": str},
+        pk="id",
+    )
+    db.table("brief_fallbacks").create_index(["created"])
+
+
+@migrations()
+def m013_delivery_message_id_index(db: Database) -> None:
+    """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
+    db.table("deliveries").create_index(["message_id"])
+
+
+@migrations()
+def m014_learned_ranking(db: Database) -> None:
     """The learned ranking: each subscriber's mode ("auto", "filters", "reorder", "like")
     and how many papers "like" may add. Seed papers are filters of kind "like" (their value
     the paper's key); verdicts go to ``feedback`` (relevant / not_relevant, with origin and
