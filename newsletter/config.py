@@ -92,11 +92,15 @@ class Settings:
                             "Mailbox read by 'unsubscribes sync', e.g. "
                             "imaps://newsletter@mail.example.org:993/INBOX.", secret=True)
     imap_password: str = setting("", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True)
-    secret: str = setting("", "Key that signs unsubscribe links (HMAC).", secret=True)
+    secret: str = setting("", "Key that signs unsubscribe and page links (HMAC); changing it "
+                          "revokes them all.", secret=True)
     confirm_days: int = setting(7,
                                 "Days a subscriber added with --confirm has to confirm before "
                                 "being forgotten.")
     unsubscribe_url: str = setting("", "HTTPS base of the one-click unsubscribe endpoint, if any.")
+    web_url: str = setting("", "Public base URL of 'newsletter serve' (the research radar "
+                           "page); empty = the email's filter links stay mailto replies.")
+    link_days: int = setting(60, "Days a research radar page link stays valid.")
     state_key: str = setting("", "Key that encrypts the state 'state push' sends to the remote "
                              "(make one with 'newsletter state keygen').", secret=True)
     state_remote: str = setting("origin", "Git remote of the state: a remote name, a URL or a "

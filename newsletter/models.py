@@ -60,6 +60,7 @@ class Subscriber:
     exclude: tuple[str, ...] = ()
     weekday: str | None = None  # mon..sun when frequency is "weekly"
     confirmed_at: datetime | None = None  # when they confirmed (double opt-in), if they did
+    link_generation: int = 0  # in their page links; raised to revoke the links handed out
     likes: tuple[str, ...] = ()  # seed papers ("papers like mine"): arXiv ids, doi:... keys
     ranking: str = "auto"  # filters, reorder, like; auto = reorder once there are signals
     like_cap: int = 3  # in "like" mode, how many papers the filters missed may be added

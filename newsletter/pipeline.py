@@ -301,10 +301,13 @@ def preview(db: Database, email: str, settings: Settings, now: datetime) -> tupl
     return issue, render.render(issue, settings)
 
 
-def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
-    """Rebuild the issue a previous run planned but did not finish: same papers, same order."""
+def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any],
+                 skip_missing: bool = False) -> Issue:
+    """Rebuild the issue a previous run planned but did not finish: same papers, same order.
+    ``skip_missing``: leave out papers pruned since (for reading an old issue)."""
     ids = json.loads(row["paper_ids"] or "[]")
-    papers = [store.get_paper(db, pid) for pid in ids]
+    papers = (store.get_papers(db, ids) if skip_missing
+              else [store.get_paper(db, pid) for pid in ids])
     index = match.Index(papers, lambda expr: store.fts_search(db, expr, ids=ids))
     by_id = {m.paper.id: m for m in match.match_subscriber(sub, index)}
     matches = [by_id.get(p.id) or Match(p, 0.0, ("planned earlier",)) for p in papers]

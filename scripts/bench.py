@@ -642,12 +642,98 @@ def bench_smtp(count: int = 10_000) -> None:
           + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
 
 
+def bench_radar(tmp: Path, readers: int = 100, rounds: int = 5,
+                target_p95_s: float = 2.0) -> None:
+    """100 subscribers, each with a sent issue; `newsletter serve` (Uvicorn, one process)
+    on loopback; 100 readers at once, each loading their own radar page ROUNDS times."""
+    import asyncio
+    import re
+    import subprocess
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from newsletter.web import links
+
+    print(f"Research radar: {readers} concurrent readers x {rounds} page loads each, "
+          "newsletter serve on loopback:")
+    secret = "bench-secret"
+    settings = Settings(db=str(tmp / "radar.db"), outbox=str(tmp / "radar-outbox"),
+                        sources="sample", secret=secret)
+    db = store.open_db(settings.db)
+    people = sample.load_subscribers()
+    for i in range(readers):
+        row = dict(people[i % len(people)])
+        row["email"] = f"reader{i}@example.org"
+        roster.add(db, **row)
+    pipeline.run(db, settings, NOW, send_all=True)
+    env = {**os.environ, "NEWSLETTER_DB": settings.db, "NEWSLETTER_SECRET": secret,
+           "NEWSLETTER_NOW": NOW.isoformat(), "NEWSLETTER_CONFIG": str(tmp / "none.toml")}
+    log = tmp / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "newsletter"), "serve", "--port", "0",
+             "--rate-limit", "0"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    base = ""
+    while not base:
+        found = re.search(r"Serving on (http://\S+)", log.read_text())
+        if found:
+            base = found.group(1)
+        elif server.poll() is not None:
+            raise SystemExit("newsletter serve did not start:\n" + log.read_text())
+        time.sleep(0.05)
+    urls = []
+    for sub in store.list_subscribers(db):
+        params = links.page_params(secret, sub.email, 0, links.expires_at(settings, NOW))
+        urls.append(f"{base}{links.RADAR}?{urlencode(params)}")
+    latencies: list[float] = []
+
+    async def reader(client: httpx.AsyncClient, url: str) -> None:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            answer = await client.get(url)
+            latencies.append(time.perf_counter() - started)
+            assert answer.status_code == 200 and "class=\"card paper\"" in answer.text
+
+    async def crowd() -> None:
+        # close idle connections before the server's 5 s keep-alive timeout does
+        limits = httpx.Limits(max_connections=readers, keepalive_expiry=4)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            await client.get(urls[0])  # warm up imports and caches
+            await asyncio.gather(*(reader(client, url) for url in urls))
+
+    try:
+        with httpx.Client(timeout=60) as one:  # one reader alone, first (uncached) loads
+            alone = []
+            for url in urls[1:11]:
+                started = time.perf_counter()
+                one.get(url).raise_for_status()
+                alone.append(time.perf_counter() - started)
+        print(f"  one reader alone, 10 first page loads: median "
+              f"{sorted(alone)[5] * 1000:.0f} ms")
+        with measure(f"{readers * rounds} page loads by {readers} readers") as m:
+            asyncio.run(crowd())
+    except httpx.HTTPError:
+        print(log.read_text()[-3000:])
+        raise
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    latencies.sort()
+    p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
+    print(f"  -> {len(latencies) / m['seconds']:.0f} pages/s; latency p50 {p50 * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms "
+          + target(p95 <= target_p95_s,
+                   f"radar p95 <= {target_p95_s:g} s with {readers} readers at once"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=1000, help="issues to render")
     parser.add_argument("--year-days", type=int, default=365,
                         help="daily runs in the state simulation")
-    parser.add_argument("--only", choices=["state", "learned"], help="run one section")
+    parser.add_argument("--only", choices=["state", "radar", "learned"],
+                        help="run one section")
     args = parser.parse_args()
     if args.only == "learned":
         bench_learned()
@@ -655,6 +741,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "state":
             bench_state_year(Path(tmp), days=args.year_days)
+        if args.only == "radar":
+            bench_radar(Path(tmp))
+        if args.only:
             sys.exit("Missed targets: " + "; ".join(MISSED) if MISSED else 0)
         bench_demo(Path(tmp))
         bench_arxiv()
@@ -665,6 +754,7 @@ def main() -> None:
         bench_render(Path(tmp), args.render)
         bench_list(Path(tmp))
         bench_state_year(Path(tmp), days=args.year_days)
+        bench_radar(Path(tmp))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Process peak RSS: {rss:.0f} MB")
     if MISSED:

@@ -467,11 +467,12 @@ class Endpoint:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def rss_kb(self) -> int:
+    def peak_kb(self) -> int:
+        """The server process's peak resident memory so far (VmHWM)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        raise AssertionError("no VmHWM")
 
 
 @pytest.fixture

@@ -24,6 +24,6 @@ def feedback(ctx: click.Context, email: str, paper_id: str, relevant: bool) -> N
     from newsletter import store
 
     verdict = "relevant" if relevant else "not_relevant"
-    row = store.record_feedback(get_db(ctx), email.strip(), paper_id.strip(), verdict, "cli",
+    row = store.add_feedback(get_db(ctx), email.strip(), paper_id.strip(), verdict, "cli",
                                 now=get_now())
     click.echo(f"{row['email']}: {row['paper_id']} marked {verdict.replace('_', ' ')}")

@@ -221,6 +221,29 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
         click.echo(line)
 
 
+@subscribers.command(name="link")
+@click.argument("email")
+@click.option("--days", type=click.IntRange(1, 3650), default=None,
+              help="Days the link stays valid (default: the link_days setting).")
+@click.option("--feed", is_flag=True, help="Print the private Atom feed URL instead.")
+@click.option("--revoke", is_flag=True,
+              help="First make every page and feed link handed out so far invalid.")
+@click.pass_context
+def subscribers_link(ctx: click.Context, email: str, days: int | None, feed: bool,
+                     revoke: bool) -> None:
+    """Print EMAIL's signed research radar page link (needs NEWSLETTER_WEB_URL and
+    NEWSLETTER_SECRET); every issue carries a fresh one when the web URL is set.
+
+    \b
+    Example:
+        newsletter subscribers link ada@example.org --revoke
+    """
+    from newsletter.lists import roster
+
+    click.echo(roster.radar_link(get_db(ctx), get_settings(ctx), email, get_now(), days=days,
+                                 feed=feed, revoke=revoke))
+
+
 @subscribers.command(name="pause")
 @click.argument("email")
 @click.pass_context

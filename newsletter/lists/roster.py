@@ -404,6 +404,27 @@ def confirm_url(settings: Settings, email: str, token: str) -> str | None:
     return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
+def radar_link(db: Database, settings: Settings, email: str, now: datetime, *,
+               days: int | None = None, feed: bool = False, revoke: bool = False) -> str:
+    """EMAIL's signed research radar page (or Atom feed) URL; ``revoke`` first invalidates
+    every link handed out to them so far."""
+    from newsletter.web import links
+
+    if not settings.web_url:
+        raise ConfirmationError("set NEWSLETTER_WEB_URL to the public address of "
+                                "'newsletter serve' first (see README > The research radar)")
+    if not settings.secret:
+        raise ConfirmationError("page links are signed: set NEWSLETTER_SECRET in the "
+                                "environment first")
+    sub = store.get_subscriber(db, email)
+    generation = (store.revoke_links(db, sub.email, "cli", now) if revoke
+                  else sub.link_generation)
+    url = links.page_url(settings, sub.email, generation, now,
+                         path=links.FEED if feed else links.RADAR, days=days)
+    assert url is not None  # web_url and secret are set
+    return url
+
+
 def require_secret(settings: Settings) -> None:
     if not settings.secret:
         raise ConfirmationError("confirmation emails need NEWSLETTER_SECRET to sign their "
@@ -668,8 +689,8 @@ def _resolve_row_likes(db: Database, rows: list[listio.Row], settings: Settings 
                 row.values["likes"] = resolve_likes(db, settings, values)
             else:
                 row.values["likes"] = like_ids(db, values)
-                unknown = set(row.values["likes"]) - set(store.get_papers(
-                    db, row.values["likes"]))
+                unknown = set(row.values["likes"]) - {p.id for p in store.get_papers(
+                    db, row.values["likes"])}
                 if unknown:
                     raise InvalidFilter(f"seed papers not stored: {', '.join(sorted(unknown))}")
         except NewsletterError as e:
@@ -812,7 +833,7 @@ def resolve_likes(db: Database, settings: Settings, values: Sequence[str] = (),
         found, _ = read_library(path)
         keys += found
     keys = list(dict.fromkeys(keys))
-    stored = store.get_papers(db, [k.split(":", 1)[1] for k in keys])
+    stored = {p.id for p in store.get_papers(db, [k.split(":", 1)[1] for k in keys])}
     by_doi = {p.doi: p.id for p in store.papers_with_dois(
         db, [k[4:] for k in keys if k.startswith("doi:")])}
     wanted_arxiv = [k[6:] for k in keys if k.startswith("arxiv:") and k[6:] not in stored]

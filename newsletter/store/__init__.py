@@ -16,3 +16,4 @@ from newsletter.store.relevance import *  # noqa: F403
 from newsletter.store.source_records import *  # noqa: F403
 from newsletter.store.subscribers import *  # noqa: F403
 from newsletter.store.tombstones import *  # noqa: F403
+from newsletter.store.web import *  # noqa: F403

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -147,14 +147,16 @@ def get_paper(db: Database, paper_id: str) -> Paper:
         raise PaperNotFound(f"no paper {paper_id} - see \"newsletter papers list\"") from None
 
 
-def get_papers(db: Database, paper_ids: Iterable[str]) -> dict[str, Paper]:
-    """The stored papers among ``paper_ids``, by id, in one query."""
-    ids = list(dict.fromkeys(paper_ids))
-    if not ids:
-        return {}
-    rows = db.query("select * from papers where id in (select value from json_each(?))",
-                    [json.dumps(ids)])
-    return {r["id"]: _to_paper(r) for r in rows}
+def get_papers(db: Database, paper_ids: Sequence[str]) -> list[Paper]:
+    """The papers with these ids, in that order, in one query; ids no longer stored (pruned)
+    are left out."""
+    found: dict[str, Paper] = {}
+    for start in range(0, len(paper_ids), 500):
+        chunk = list(paper_ids[start:start + 500])
+        marks = ",".join("?" * len(chunk))
+        for row in db.query(f"select * from papers where id in ({marks})", chunk):
+            found[row["id"]] = _to_paper(row)
+    return [found[i] for i in paper_ids if i in found]
 
 
 def papers_with_dois(db: Database, dois: Iterable[str]) -> list[Paper]:

@@ -17,23 +17,30 @@ from newsletter.store.rows import subscriber_row
 VERDICTS = ("relevant", "not_relevant")
 
 
-def record_feedback(db: Database, email: str, paper_id: str, verdict: str, origin: str,
-                    now: datetime | None = None) -> dict[str, Any]:
-    """Store a reader's verdict on a paper (the newest verdict on a paper counts) and note
-    it in their history. Raises NewsletterError for an unknown paper or verdict."""
+def add_feedback(db: Database, email: str, paper_id: str, verdict: str, origin: str,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """Store EMAIL's verdict on a stored paper (it replaces an earlier verdict on that
+    paper), with an event in their history. Raises NewsletterError for an unknown verdict
+    and PaperNotFound (with the fix) for an unknown paper."""
     if verdict not in VERDICTS:
         raise NewsletterError(f"verdict {verdict!r} is not one of: {', '.join(VERDICTS)}")
     sid = subscriber_row(db, email)["id"]
-    get_paper(db, paper_id)  # raises PaperNotFound with the fix
+    get_paper(db, paper_id)
     stamp = iso(now or utcnow())
     with transaction(db):
         db.conn.execute("delete from feedback where subscriber_id = ? and paper_id = ?",
                         (sid, paper_id))
         db.conn.execute("insert into feedback (subscriber_id, paper_id, verdict, origin,"
                         " created) values (?,?,?,?,?)", (sid, paper_id, verdict, origin, stamp))
-        insert_event(db.conn, sid, f"marked {verdict.replace('_', ' ')}", origin, paper_id, now)
+        insert_event(db.conn, sid, "feedback", origin,
+                     f"{verdict.replace('_', ' ')}: {paper_id}", now)
     return {"email": email, "paper_id": paper_id, "verdict": verdict, "origin": origin,
             "created": stamp}
+
+
+def feedback_for(db: Database, email: str) -> dict[str, str]:
+    """EMAIL's verdict per paper id."""
+    return {r["paper_id"]: r["verdict"] for r in feedback_rows(db, email)}
 
 
 def feedback_rows(db: Database, email: str) -> list[dict[str, Any]]:
@@ -47,7 +54,7 @@ def feedback_rows(db: Database, email: str) -> list[dict[str, Any]]:
 def replace_feedback(db: Database, email: str, rows: list[dict[str, Any]]) -> None:
     """Make a reader's verdicts exactly ``rows`` (an import); unknown papers are skipped."""
     sid = subscriber_row(db, email)["id"]
-    known = set(get_papers(db, [r["paper_id"] for r in rows]))
+    known = {p.id for p in get_papers(db, [r["paper_id"] for r in rows])}
     with transaction(db):
         db.conn.execute("delete from feedback where subscriber_id = ?", (sid,))
         db.conn.executemany(
@@ -71,14 +78,14 @@ def labelled_papers(db: Database, email: str, likes: tuple[str, ...]
                     ) -> tuple[list[Paper], list[Paper]]:
     """(positives, negatives) for the learned ranking: the seed papers that are stored and
     the papers marked relevant; the papers marked not relevant."""
-    verdicts = {r["paper_id"]: r["verdict"] for r in feedback_rows(db, email)}
+    verdicts = feedback_for(db, email)
     wanted = list(dict.fromkeys([*likes, *verdicts]))
-    papers = get_papers(db, wanted)
+    papers = {p.id: p for p in get_papers(db, wanted)}
     positives = [papers[k] for k in likes if k in papers]
     positives += [papers[k] for k, v in verdicts.items()
                   if v == "relevant" and k in papers and k not in likes]
     negatives = [papers[k] for k, v in verdicts.items() if v == "not_relevant" and k in papers]
     return positives, negatives
 
-__all__ = ["VERDICTS", "all_feedback", "feedback_rows", "labelled_papers", "record_feedback",
-           "replace_feedback"]
+__all__ = ["VERDICTS", "add_feedback", "all_feedback", "feedback_for", "feedback_rows",
+           "labelled_papers", "replace_feedback"]

@@ -44,6 +44,7 @@ def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscr
         like_cap=row.get("like_cap", 3),
         weekday=row.get("weekday") or None,
         confirmed_at=datetime.fromisoformat(confirmed) if confirmed else None,
+        link_generation=int(row.get("link_generation") or 0),
     )
 
 
