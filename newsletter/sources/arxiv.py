@@ -13,7 +13,7 @@ papers come on the next run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from newsletter.lists.addresses import is_loopback
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
+from newsletter.text import untex
 
 AUTHOR_BATCH = 20  # authors per OR query: long queries are answered reliably up to ~25
 KEYWORD_BATCH = 15
@@ -93,7 +94,7 @@ def paper_from_entry(e: Any) -> Paper:
         id=pid,
         source="arxiv",
         title=" ".join(e.title.split()),
-        authors=tuple(a.get("name", "") for a in e.get("authors", [])),
+        authors=tuple(untex(a.get("name", "")) for a in e.get("authors", [])),
         abstract=" ".join(e.get("summary", "").split()),
         url=f"https://arxiv.org/abs/{pid}",
         pdf_url=f"https://arxiv.org/pdf/{pid}",
@@ -191,6 +192,31 @@ class Api:
             for entry in feed.entries:
                 yield paper_from_entry(entry)
             start += len(feed.entries)
+
+
+    def by_ids(self, ids: Sequence[str], batch: int = 20) -> Iterator[Paper]:
+        """The papers with these arXiv ids (without version), ``batch`` ids a request."""
+        import feedparser
+
+        for start in range(0, len(ids), batch):
+            chunk = list(ids[start:start + batch])
+            feed = feedparser.parse(self._get({"id_list": ",".join(chunk),
+                                               "max_results": str(len(chunk))}))
+            for entry in feed.entries:
+                if "arxiv.org/abs/" in str(entry.get("id", "")) and entry.get("title"):
+                    yield paper_from_entry(entry)
+
+
+def lookup(ids: Sequence[str], settings: Settings, timeout: float = 30.0
+           ) -> tuple[list[Paper], list[str]]:
+    """(papers found, one line per id that was not) through the API, paced as for fetch."""
+    api = Api(settings, timeout)
+    try:
+        found = list(api.by_ids(list(ids)))
+    except ApiError as e:
+        return [], [f"arXiv API: {_describe(e)}"]
+    got = {p.id for p in found}
+    return found, [f"arxiv:{i}: not found on arXiv" for i in ids if i not in got]
 
 
 def _describe(err: Exception) -> str:

@@ -300,7 +300,16 @@ def m014_web_radar(db: Database) -> None:
 
 
 @migrations()
-def m015_source_plan_key(db: Database) -> None:
+def m015_learned_ranking(db: Database) -> None:
+    """The learned ranking: each subscriber's mode ("auto", "filters", "reorder", "like")
+    and how many papers "like" may add. Seed papers are filters of kind "like" (their value
+    the stored paper's id); verdicts are in ``feedback`` (m014)."""
+    db.table("subscribers").add_column("ranking", str, not_null_default="auto")
+    db.table("subscribers").add_column("like_cap", int, not_null_default=3)
+
+
+@migrations()
+def m016_source_plan_key(db: Database) -> None:
     """What the last successful arXiv fetch asked for (a digest of its queries), so a later
     run in the same announcement cycle can reuse the store unless the filters changed."""
     db.table("sources").add_column("plan_key", str)
