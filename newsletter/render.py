@@ -44,7 +44,7 @@ from newsletter.config import REPO_ROOT, Settings
 from newsletter.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
-from newsletter.web.links import page_url
+from newsletter.web.links import feedback_url, page_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -322,6 +322,11 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
     papers = [paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
               for n, m in enumerate(issue.matches, 1)]
+    for card, m in zip(papers, issue.matches, strict=True):
+        # with a web URL, each card carries signed one-click "relevant / not relevant" links
+        card["feedback"] = [(t[f"feedback_{v}"], url) for v in ("relevant", "not_relevant")
+                            if (url := feedback_url(settings, sub.email, sub.link_generation,
+                                                    issued, m.paper.id, v))]
     more = [paper_context(n, m, 0, t) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
