@@ -6,6 +6,8 @@ The only module that imports every stage. Plain functions taking their inputs as
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
@@ -17,7 +19,7 @@ from newsletter import brief as brief_mod
 from newsletter import match, render, send, sources, store
 from newsletter.config import Settings
 from newsletter.errors import SendFailed
-from newsletter.models import Brief, Issue, Match, Paper, Subscriber
+from newsletter.models import Brief, Issue, Match, Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
 from newsletter.ops.report import FetchLine, RunLine, RunReport
 
@@ -42,6 +44,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
           progress: Callable[[str], None] | None = None) -> list[FetchLine]:
     subscribers = store.list_subscribers(db, status="active")
     lines = []
+    budget_end = time.monotonic() + settings.fetch_budget
     for name in source_names(db, settings):
         if progress:
             progress(name)
@@ -50,7 +53,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
         feed = state if state.get("kind") == "feed" else None
-        result = sources.fetch(name, settings, state, since, subscribers, feed, until=now)
+        result = _fetch_within(budget_end, settings, name, state, since, subscribers, feed,
+                               now)
         new, updated = store.upsert_papers(db, result.papers, now)
         extra = dict(result.state)
         note = result.note or extra.pop("warning", None)
@@ -75,6 +79,31 @@ def fetch(db: Database, settings: Settings, now: datetime,
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
                                result.not_modified, result.partial, note))
     return lines
+
+
+def _fetch_within(budget_end: float, settings: Settings, name: str, state: dict[str, Any],
+                  since: datetime, subscribers: list[Subscriber], feed: dict[str, Any] | None,
+                  now: datetime) -> SourceResult:
+    """One source, fetched on a daemon thread so that the run's fetch budget holds whatever
+    the source does: a source still running when the budget is spent is reported failed
+    (its thread is abandoned; sources never touch the database)."""
+    left = budget_end - time.monotonic()
+    if left <= 0:
+        return SourceResult(name=name, error=f"not fetched: the fetch budget of "
+                            f"{settings.fetch_budget:g} s was used up (NEWSLETTER_FETCH_BUDGET)")
+    box: list[SourceResult] = []
+    worker = threading.Thread(
+        target=lambda: box.append(sources.fetch(name, settings, state, since, subscribers,
+                                                feed, until=now,
+                                                timeout=min(settings.fetch_timeout, left))),
+        name=f"fetch-{name}", daemon=True)
+    worker.start()
+    worker.join(left)
+    if box:
+        return box[0]
+    return SourceResult(name=name, requests=1, error=f"gave up after {left:.3g} s: the fetch "
+                        f"budget of {settings.fetch_budget:g} s was used up "
+                        "(NEWSLETTER_FETCH_BUDGET)")
 
 
 # --- match -------------------------------------------------------------------------------
@@ -215,11 +244,12 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     sub = store.get_subscriber(db, email)
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
-    picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, db, rejected)
+    delivered = store.delivered_paper_ids(db, email)
+    picked, more = select(sub, build_index(db, since), delivered, since, db, rejected)
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
-    return issue, rejected
+    shown = set(issue.paper_ids) | delivered  # in the issue through another filter, or sent
+    return issue, [(p, why) for p, why in rejected if p.id not in shown]
 
 
 def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -> Issue:
@@ -231,8 +261,14 @@ def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -
 
 
 def preview(db: Database, email: str, settings: Settings, now: datetime) -> tuple[Issue, Any]:
+    """The issue of ``now``'s day: the one a run already planned or sent for that day (same
+    papers, same order), else the one a run would plan now."""
     sub = store.get_subscriber(db, email)
-    issue = plan_issue(db, sub, settings, now)
+    recorded = store.get_delivery(db, email, issue_date_for(sub, now))
+    if recorded is not None:
+        issue = resume_issue(db, sub, recorded)
+    else:
+        issue = plan_issue(db, sub, settings, now)
     report = RunReport()
     briefs = write_briefs(db, [(tuple(m.paper for m in issue.matches), sub.language)]
                           if issue.matches else [], settings, now, report)
@@ -280,8 +316,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         last = store.last_issue_date(db, sub.email)
         ok, why = schedule.due(sub, now, last)
-        if not ok and (send_all or only) and why != "already sent today":
-            ok = True
+        if not ok and send_all and why != "already sent today":
+            ok = True  # --only picks the subscriber; only --all overrides the schedule
         if not ok:
             report.lines.append(RunLine(sub.email, "skipped", 0, why))
             continue
@@ -296,7 +332,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report)
     with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                     settings.smtp_rate) as transport:
+                     settings.smtp_rate, settings.smtp_timeout) as transport:
         for issue in issues:
             line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
             report.lines.append(line)

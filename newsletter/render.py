@@ -45,6 +45,7 @@ from newsletter.config import REPO_ROOT, Settings
 from newsletter.lists.tokens import unsubscribe_token
 from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.untrusted import clean_text, http_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -215,19 +216,19 @@ def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
         if a[1]:
             shown.append(a)
     abstract, truncated = shorten(p.abstract, abstract_chars)
-    links = []
-    if p.pdf_url:
-        links.append(("PDF", p.pdf_url))
+    links = []  # only http(s) links ever render, whatever the database holds
+    if http_url(p.pdf_url):
+        links.append(("PDF", http_url(p.pdf_url)))
     if p.doi:
-        links.append(("DOI", f"https://doi.org/{p.doi}"))
-    if p.code_url:
-        links.append(("Code", p.code_url))
+        links.append(("DOI", f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
+    if http_url(p.code_url):
+        links.append(("Code", http_url(p.code_url)))
     return {
         "n": f"{n:02d}",
         "badge": p.badge,
         "date": p.published.date().isoformat(),
         "title": p.title,
-        "url": p.url,
+        "url": http_url(p.url) or "",
         "authors": shown,
         "more_authors": len(authors) - len(shown),
         "author_line": ", ".join(p.authors[:MAX_AUTHORS])

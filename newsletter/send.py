@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from newsletter.deadline import Watchdog
 from newsletter.errors import ConfigError, SendFailed
 from newsletter.lists.addresses import is_loopback
 
@@ -46,8 +47,13 @@ class Outbox:
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0):
+    def __init__(self, url: str, password: str = "", timeout: float = 60.0, rate: float = 0.0):
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError("NEWSLETTER_SMTP_URL has a port that is not a number - e.g. "
+                              "smtp+starttls://user@host:587") from None
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
                 "NEWSLETTER_SMTP_URL must look like smtp+starttls://user@host:587, "
@@ -69,21 +75,26 @@ class SMTPSender:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._last_send = 0.0
         self.conn: smtplib.SMTP | None = None
+        self.timed_out = ""  # after one timeout the rest of the run's messages wait
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, dog: Watchdog) -> smtplib.SMTP:
         try:
             conn: smtplib.SMTP
             if self.scheme == "smtps":
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                conn = smtplib.SMTP_SSL(timeout=self.timeout,
                                         context=ssl.create_default_context())
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-                if self.scheme == "smtp+starttls":
-                    conn.starttls(context=ssl.create_default_context())
+                conn = smtplib.SMTP(timeout=self.timeout)
+            dog.add(_SocketOf(conn))  # the greeting is read inside connect()
+            conn.connect(self.host, self.port)
+            if self.scheme == "smtp+starttls":
+                conn.starttls(context=ssl.create_default_context())
             if self.user:
                 conn.login(self.user, self.password)
             return conn
         except (OSError, smtplib.SMTPException) as e:
+            if dog.expired:
+                raise
             permanent = isinstance(e, smtplib.SMTPAuthenticationError)
             raise SendFailed(f"cannot reach SMTP server {self.host}:{self.port} ({e}) - "
                              "check NEWSLETTER_SMTP_URL", temporary=not permanent) from e
@@ -118,9 +129,29 @@ class SMTPSender:
              retries: int = 2, backoff: float = 0.5) -> str:
         """Send one message. A dropped connection is reopened; a 4xx answer is retried with
         backoff and then reported as temporary; a 5xx answer is a permanent failure."""
+        if self.timed_out:
+            raise SendFailed(f"not tried: the SMTP server timed out earlier in this run "
+                             f"({self.timed_out})", temporary=True)
+        with Watchdog(self.timeout) as dog:
+            try:
+                return self._send(msg, email, retries, backoff, dog)
+            except (OSError, smtplib.SMTPException, SendFailed) as e:
+                if not dog.expired:
+                    raise
+                self.conn = None
+                self.timed_out = (f"no answer within {self.timeout:g} s from "
+                                  f"{self.host}:{self.port}")
+                raise SendFailed(f"SMTP timed out: {self.timed_out} (NEWSLETTER_SMTP_TIMEOUT)",
+                                 temporary=True) from e
+
+    def _send(self, msg: EmailMessage, email: str, retries: int, backoff: float,
+              dog: Watchdog) -> str:
         for attempt in range(retries + 1):
             if self.conn is None:
-                self.conn = self._connect()
+                self.conn = self._connect(dog)
+                dog.add(_SocketOf(self.conn))
+            else:
+                dog.add(_SocketOf(self.conn))
             self._pace()
             try:
                 self.conn.send_message(msg, to_addrs=[email])
@@ -153,6 +184,23 @@ class SMTPSender:
         raise SendFailed("unreachable")  # pragma: no cover
 
 
-def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0
-           ) -> Outbox | SMTPSender:
-    return SMTPSender(smtp_url, smtp_password, rate=rate) if smtp_url else Outbox(outbox)
+class _SocketOf:
+    """An SMTP connection's socket for the watchdog, looked up when it fires (it does not
+    exist yet while the connection is being opened)."""
+
+    def __init__(self, conn: smtplib.SMTP) -> None:
+        self.conn = conn
+
+    def shutdown(self, how: int) -> None:
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            sock.shutdown(how)
+
+
+def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
+           timeout: float = 60.0) -> Outbox | SMTPSender:
+    """SMTP when a URL is set (``timeout``: total seconds for one message), else the
+    outbox folder."""
+    if smtp_url:
+        return SMTPSender(smtp_url, smtp_password, timeout=timeout, rate=rate)
+    return Outbox(outbox)

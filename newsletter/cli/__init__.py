@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 from click_default_group import DefaultGroup
 
-from newsletter.config import SETTINGS, Settings, display_value, load_toml
+from newsletter.config import SETTINGS, Settings, display_value, load_toml, validate
 from newsletter.errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +32,26 @@ class ErrorsAsMessages(click.Group):
             if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
                 raise
             raise click.ClickException(str(e)) from e
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
+                raise
+            from newsletter.store.db import database_message
+
+            root = ctx.find_root().obj
+            message = database_message(root.db if isinstance(root, Settings) else "?", e)
+            if message is not None:
+                raise click.ClickException(message) from e
+            if isinstance(e, OSError):
+                raise click.ClickException(_one_line(
+                    f"{e.strerror or e} ({e.filename}) - check the path and its permissions"
+                    if e.filename else f"{type(e).__name__}: {e}")) from e
+            raise
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class SubGroup(ErrorsAsMessages, DefaultGroup):
@@ -92,7 +112,7 @@ def cli(ctx: click.Context, **values: Any) -> None:
         newsletter subscribers add ada@example.org --author "Taiming Lu"
         newsletter run --all
     """
-    ctx.obj = Settings(**values)
+    ctx.obj = validate(Settings(**values))
 
 
 # --- the morning job ---------------------------------------------------------------------
@@ -216,7 +236,7 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         report = pipeline.run(
             _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
             do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
-            sent=lambda line: click.echo(
+            sent=lambda line: line.status == "skipped" or click.echo(  # summary lists skips
                 f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"))
     for line in summary(report, settings, dry_run):
         click.echo(line)

@@ -37,6 +37,7 @@ import feedparser
 from feedparser.datetimes import _parse_date
 
 from newsletter.config import Settings
+from newsletter.deadline import Watchdog
 from newsletter.models import Paper, SourceResult
 
 VERSION = "0.1"
@@ -133,8 +134,47 @@ def get(url: str, state: dict[str, Any], settings: Settings, timeout: float,
     request = urllib.request.Request(url, headers=headers)
     deadline = time.monotonic() + timeout
     timed_out = f"timed out after {timeout:g} s ({url})"
+    with Watchdog(timeout) as dog:
+        try:
+            response = _get(request, url, dog, max_bytes, deadline, timed_out)
+            if dog.expired:  # the shut socket read as a (truncated) end of the body
+                raise FetchFailed(timed_out)
+            return response
+        except FetchFailed:
+            if dog.expired:
+                raise FetchFailed(timed_out) from None
+            raise
+        except Exception:
+            if dog.expired:  # the watchdog shut the socket: a total-deadline timeout
+                raise FetchFailed(timed_out) from None
+            raise
+
+
+def _opener(dog: Watchdog) -> urllib.request.OpenerDirector:
+    """urllib with every connection (redirects too) watched by ``dog``."""
+    def tracked(cls: type[http.client.HTTPConnection]) -> Any:
+        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = cls(*args, **kwargs)
+            conn._create_connection = dog.connector()  # type: ignore[attr-defined]
+            return conn
+        return make
+
+    class Plain(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(tracked(http.client.HTTPConnection), req)
+
+    class Secure(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(tracked(http.client.HTTPSConnection), req,
+                                context=ssl.create_default_context())
+
+    return urllib.request.build_opener(Plain, Secure)
+
+
+def _get(request: urllib.request.Request, url: str, dog: Watchdog, max_bytes: int,
+         deadline: float, timed_out: str) -> Response:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with _opener(dog).open(request, timeout=dog.remaining()) as resp:
             length = resp.headers.get("Content-Length") or ""
             if length.isdigit() and int(length) > max_bytes:
                 raise FetchFailed(_too_large(max_bytes, url))
