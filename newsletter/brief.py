@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from newsletter import untrusted
 from newsletter.models import Brief, Paper, Theme
 
 PROMPT_VERSION = 2  # 2: compact JSON data, explicit language and title rules
@@ -164,7 +166,7 @@ _TAG = re.compile(r"<[^>]{0,200}>")
 
 def clean_text(value: Any, limit: int = 800) -> str:
     """Model output as plain text: no tags, no URLs or addresses, bounded length."""
-    text = str(value if value is not None else "")
+    text = untrusted.clean_text(str(value if value is not None else ""), multiline=False)
     text = _SCRIPT.sub("", text)
     text = _TAG.sub("", text)
     text = _URL.sub("[link removed]", text)
@@ -334,16 +336,39 @@ def brief_from_json(text: str) -> Brief:
 # --- many briefs at once -----------------------------------------------------------------
 
 Job = tuple[Any, Sequence[Paper], str]  # (caller's key, papers, language)
+LATE = "model did not answer in time"
+
+
+class DaemonPool(Executor):
+    """One daemon thread per task: a model call still hanging when the stage's deadline
+    passes is left behind without keeping the process alive (ThreadPoolExecutor's threads
+    are joined at exit)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # handed to the waiting caller
+                future.set_exception(e)
+
+        threading.Thread(target=work, daemon=True, name="brief").start()
+        return future
 
 
 def write_many(jobs: Iterable[Job], pool: Executor, concurrency: int, model: str,
                api_base: str = "", timeout: float = 60.0,
-               may_start: Callable[[], bool] = lambda: True,
+               may_start: Callable[[], bool] = lambda: True, deadline: float | None = None,
                **options: Any) -> Iterator[tuple[Job, BriefResult | None]]:
     """Write briefs on ``pool``, at most ``concurrency`` at a time; yield each (job, result)
     on the caller's thread as it completes, so the caller can record it (and count it
     against a budget) before the next job starts. A job starts only while ``may_start()``
-    is true; once it is false and nothing is running, every job left is yielded with None."""
+    is true; once it is false and nothing is running, every job left is yielded with None.
+    At ``deadline`` (a ``time.monotonic()`` value) every job still running or waiting is
+    yielded with the extractive digest, noted "model did not answer in time"."""
     queue = list(jobs)
     running: dict[Future[BriefResult], Job] = {}
     while queue or running:
@@ -355,7 +380,16 @@ def write_many(jobs: Iterable[Job], pool: Executor, concurrency: int, model: str
             for job in queue:
                 yield job, None
             return
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        left = None if deadline is None else deadline - time.monotonic()
+        done, _ = wait(running, timeout=max(0.0, left) if left is not None else None,
+                       return_when=FIRST_COMPLETED)
+        if not done:  # the stage's deadline passed: the rest get the digest
+            late = list(running.values()) + queue
+            running.clear()
+            queue.clear()
+            for job in late:
+                yield job, BriefResult(extractive(job[1], note=LATE))
+            return
         for fut in done:
             job = running.pop(fut)
             try:

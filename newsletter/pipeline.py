@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -202,12 +201,17 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
         return not cap or spent < cap
 
     workers = max(1, settings.llm_concurrency)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    deadline = time.monotonic() + settings.llm_deadline
+    with brief_mod.DaemonPool() as pool:
         for (k, job_papers, lang), result in brief_mod.write_many(
-                todo, pool, workers, model, settings.llm_api_base, settings.llm_timeout,
-                may_start=budget_left):
+                todo, pool, workers, model, settings.llm_api_base,
+                min(settings.llm_timeout, settings.llm_deadline),
+                may_start=budget_left, deadline=deadline):
             if result is None:  # the daily budget ran out before this one could start
                 out[k] = brief_mod.extractive(job_papers, note="daily LLM budget reached")
+                continue
+            if result.brief.note == brief_mod.LATE:
+                out[k] = result.brief
                 continue
             _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
                     report, now)
@@ -218,6 +222,9 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
         if b.note:
             notes[b.note] = notes.get(b.note, 0) + 1
     for note, n in notes.items():
+        if note == brief_mod.LATE:
+            note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
+                    "briefs)")
         if note == "daily LLM budget reached":
             note = f"daily LLM budget of ${cap:g} reached (${spent:.4f} spent today)"
         report.brief_notes.append(f"{note} - {n} of {len(distinct)} briefs fell back to the "

@@ -45,7 +45,7 @@ from newsletter.config import REPO_ROOT, Settings
 from newsletter.lists.tokens import unsubscribe_token
 from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
-from newsletter.untrusted import clean_text, http_url
+from newsletter.untrusted import http_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600

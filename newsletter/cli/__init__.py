@@ -205,6 +205,11 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
                f"{len(issue.more)} more matches")
 
 
+def _print_delivery(line: Any) -> None:
+    if line.status != "skipped":  # skips are listed once, by the summary
+        click.echo(f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}")
+
+
 @cli.command()
 @click.option("--all", "send_all", is_flag=True,
               help="Ignore send hours and frequencies (still one issue per person per day).")
@@ -236,8 +241,7 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         report = pipeline.run(
             _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
             do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
-            sent=lambda line: line.status == "skipped" or click.echo(  # summary lists skips
-                f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"))
+            sent=_print_delivery)
     for line in summary(report, settings, dry_run):
         click.echo(line)
     if report.failed:
