@@ -1,9 +1,11 @@
 """A total deadline for a network exchange: connect, headers and body together.
 
 A socket timeout bounds each single receive, so a server that sends one byte every few
-seconds never trips it. :class:`Watchdog` shuts down every socket registered with it when
-its time is up; the blocked read then returns at once and the caller, seeing
-``watchdog.expired``, reports a timeout. Pure standard library, no threads left behind.
+seconds never trips it. :class:`Watchdog` acts on every socket registered with it when its
+time is up: it shuts the socket down (a silent server's blocked read returns at once) and
+cuts its per-read timeout to a hundredth of a second (on Linux a shut-down socket still
+delivers bytes a dripping server goes on sending; the next wait for one now times out).
+The caller, seeing ``watchdog.expired``, reports a timeout. Standard library only.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class Watchdog:
         return max(0.01, self._end - time.monotonic())
 
     def add(self, sock: Any) -> Any:
-        """Watch ``sock`` (a socket or anything with ``shutdown``); returns it."""
+        """Watch ``sock``: a socket, or a connection object whose ``sock`` attribute holds
+        one when the time is up (http.client and smtplib replace it when they start TLS);
+        returns it."""
         with self._lock:
             self._sockets.append(sock)
             if self.expired:
@@ -68,8 +72,12 @@ class Watchdog:
         self._timer.cancel()
 
 
-def _shut(sock: Any) -> None:
+def _shut(target: Any) -> None:
+    sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
+    if sock is None:
+        return
     try:
+        sock.settimeout(0.01)
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

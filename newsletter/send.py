@@ -85,7 +85,7 @@ class SMTPSender:
                                         context=ssl.create_default_context())
             else:
                 conn = smtplib.SMTP(timeout=self.timeout)
-            dog.add(_SocketOf(conn))  # the greeting is read inside connect()
+            dog.add(conn)  # its socket, once connect() made it: the greeting is read inside
             conn.connect(self.host, self.port)
             if self.scheme == "smtp+starttls":
                 conn.starttls(context=ssl.create_default_context())
@@ -149,16 +149,16 @@ class SMTPSender:
         for attempt in range(retries + 1):
             if self.conn is None:
                 self.conn = self._connect(dog)
-                dog.add(_SocketOf(self.conn))
-            else:
-                dog.add(_SocketOf(self.conn))
+            dog.add(self.conn)
+            if dog.expired:  # a reply cut short by the watchdog can parse as a good one
+                raise TimeoutError("deadline passed")
             self._pace()
             try:
                 self.conn.send_message(msg, to_addrs=[email])
                 return f"smtp://{self.host}:{self.port}"
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
-                if attempt == retries:
+                if attempt == retries or dog.expired:
                     raise SendFailed(f"SMTP server hung up ({e or 'connection closed'})",
                                      temporary=True) from e
             except smtplib.SMTPRecipientsRefused as e:
@@ -182,19 +182,6 @@ class SMTPSender:
                 raise SendFailed(f"{e.smtp_code} {text}",
                                  temporary=400 <= e.smtp_code < 500) from e
         raise SendFailed("unreachable")  # pragma: no cover
-
-
-class _SocketOf:
-    """An SMTP connection's socket for the watchdog, looked up when it fires (it does not
-    exist yet while the connection is being opened)."""
-
-    def __init__(self, conn: smtplib.SMTP) -> None:
-        self.conn = conn
-
-    def shutdown(self, how: int) -> None:
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            sock.shutdown(how)
 
 
 def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,

@@ -58,12 +58,18 @@ class SubGroup(ErrorsAsMessages, DefaultGroup):
     pass
 
 
+class _BadConfig(click.ClickException):
+    exit_code = 2  # the settings file is unusable, like a bad option
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     path = value or "newsletter.toml"
     try:
         ctx.default_map = {**(ctx.default_map or {}), **load_toml(path)}
     except NewsletterError as e:
-        raise click.BadParameter(str(e)) from e
+        if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
+            raise
+        raise _BadConfig(str(e)) from e  # one line, not a usage screen
     return value
 
 
@@ -231,17 +237,23 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
     Example:
         newsletter run --all --dry-run
     """
-    from newsletter import pipeline
+    from newsletter import pipeline, store
     from newsletter.ops.lock import run_lock
     from newsletter.ops.report import summary
 
     settings = _settings(ctx)
     now = on.replace(hour=12, tzinfo=UTC) if on else _now()
     with run_lock(settings.db, wait):
-        report = pipeline.run(
-            _db(ctx), settings, now, send_all=send_all, dry_run=dry_run, only=only,
-            do_fetch=not no_fetch, progress=lambda n: click.echo(f"Fetching {n}...", err=True),
-            sent=_print_delivery)
+        db = _db(ctx)
+        try:
+            report = pipeline.run(
+                db, settings, now, send_all=send_all, dry_run=dry_run, only=only,
+                do_fetch=not no_fetch,
+                progress=lambda n: click.echo(f"Fetching {n}...", err=True),
+                sent=_print_delivery)
+        finally:  # the write-ahead log folded into the file before the lock is let go:
+            db.close()  # a run reaching this database by another path (a hard link, whose
+            store.checkpoint(settings.db)  # log file has another name) sees it all
     for line in summary(report, settings, dry_run):
         click.echo(line)
     if report.failed:

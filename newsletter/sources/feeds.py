@@ -156,7 +156,7 @@ def _opener(dog: Watchdog) -> urllib.request.OpenerDirector:
         def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             conn = cls(*args, **kwargs)
             conn._create_connection = dog.connector()  # type: ignore[attr-defined]
-            return conn
+            return dog.add(conn)  # conn.sock when the time is up: the TLS one for https
         return make
 
     class Plain(urllib.request.HTTPHandler):
@@ -674,11 +674,60 @@ def _vancouver(names: list[str]) -> list[str]:
     return out
 
 
+# Words that start or end an affiliation or a job title, never part of a person's name.
+# Taylor & Francis feeds glue each author's affiliation onto the name in dc:creator
+# ("Jane Doe Collection Development Librarian, Kolwyck Library, ..., Tennessee, USA");
+# split on commas, the places would become authors.
+_AFFILIATION_WORDS = frozenset("""
+department dept. school faculty institute institut university université universität
+universidad università universidade college center centre laboratory laboratories lab
+hospital clinic division library museum program programme academy foundation inc. ltd.
+corporation graduate ministry agency council society observatory
+librarian professor lecturer researcher scientist engineer manager coordinator curator
+editor archivist assistant associate candidate postdoctoral student director
+""".split())
+
+
+def _is_initial(token: str) -> bool:
+    return bool(re.fullmatch(r"[A-Z]\.?(?:-[A-Z]\.?)?", token))
+
+
+def strip_affiliation(creator: str) -> str | None:
+    """The person's name when ``creator`` is a name with an affiliation glued on (one
+    ``dc:creator`` holding "Name Title, Institution, City, Country"), else None.
+
+    The name is what precedes the first affiliation word of the part before the first
+    comma; when more than given + family name precede it (a job title such as "Collection
+    Development Librarian"), the given name, any initials or particles, and one family name
+    are kept.
+    """
+    text = _fold(creator)
+    tokens_all = re.findall(r"[^\s,;]+", text)
+    if not any(t.casefold() in _AFFILIATION_WORDS for t in tokens_all):
+        return None
+    tokens = text.split(",")[0].split()
+    cut = next((i for i, t in enumerate(tokens) if t.casefold() in _AFFILIATION_WORDS),
+               len(tokens))
+    head = tokens[:cut]
+    if len(head) < 2:
+        return None  # "University of X, ..." with no person before it
+    if len(head) > 2:
+        kept = [head[0]]
+        i = 1
+        while i < len(head) - 1 and (_is_initial(head[i]) or head[i].casefold() in _PARTICLES):
+            kept.append(head[i])
+            i += 1
+        kept.append(head[i])
+        head = kept
+    return " ".join(head)
+
+
 def _entry_authors(entry: Any, blocks: list[str]) -> list[str]:
     names: list[str] = []
     for author in entry.get("authors") or []:
         if isinstance(author, dict) and author.get("name"):
-            names.extend(split_authors(str(author["name"])))
+            person = strip_affiliation(str(author["name"]))
+            names.extend([person] if person else split_authors(str(author["name"])))
     if not names and entry.get("author"):
         names = split_authors(str(entry["author"]))
     if not names:  # Elsevier / APS: "Author(s): A, B, C" inside the description

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,15 @@ def describe_problem(path: str | Path, e: BaseException) -> str:
     return f"{where} cannot be used ({e}) - check the file (NEWSLETTER_DB)"
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse a read-only database (or folder: SQLite writes its log beside the file)
+    before any work starts, rather than at the first write. Only asks (access(2)): opening
+    and closing the file here would drop SQLite's own locks on it in this process."""
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(13, "read-only", str(target))
+
+
 def database_message(path: str | Path, e: BaseException) -> str | None:
     """The one-line message for a database error met in the middle of a command (a write
     to a read-only file, a lock held too long), or None when ``e`` is not one."""
@@ -67,6 +77,7 @@ def open_db(path: str | Path) -> Database:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if Path(path).is_dir():
             raise IsADirectoryError(str(path))
+        _check_writable(Path(path))
         db = Database(path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
