@@ -11,7 +11,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import date
 from email.utils import parseaddr
 from pathlib import Path
@@ -21,6 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 from newsletter.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def setting(default: Any, help: str, secret: bool = False) -> Any:
+    """One declared setting, as a field of :class:`Settings`."""
+    return field(default=default, metadata={"help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -40,101 +45,73 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("db", "subscribers/newsletter.db", "Path of the SQLite database."),
-    Setting("outbox", "outbox", "Folder that receives .eml and .html files when no SMTP is set."),
-    Setting(
-        "sources",
-        "",
-        "Comma-separated sources to fetch (arxiv, sample, feed names); empty = arxiv and "
-        "every enabled feed (see sources list).",
-    ),
-    Setting(
-        "smtp_url",
-        "",
-        "SMTP server, e.g. smtp+starttls://user@host:587 or smtps://user@host:465; "
-        "empty writes to the outbox.",
-        secret=True,
-    ),
-    Setting("smtp_password", "", "SMTP password, if not in NEWSLETTER_SMTP_URL.", secret=True),
-    Setting("smtp_rate", 0.0, "At most this many messages per second over SMTP; 0 = no limit.",
-            type=float),
-    Setting("send_empty", False, "Send a short 'nothing new' note when a subscriber has no new "
-            "papers (default: send nothing).", type=bool),
-    Setting("from_addr", "AcademicHub <newsletter@localhost>", "From: header of every issue."),
-    Setting("reply_to", "", "Reply-To: header (defaults to the From address)."),
-    Setting("brand", "AcademicHub · Curated Daily", "Brand line in the email header."),
-    Setting("contact", "", "Sender's postal or contact line printed in the footer."),
-    Setting("llm_model", "", "litellm model string, e.g. openai/gpt-4o-mini; empty = no LLM."),
-    Setting("llm_api_base", "", "Base URL of an OpenAI-compatible server for the model."),
-    Setting("llm_timeout", 60.0, "Seconds to wait for one LLM answer.", type=float),
-    Setting("llm_budget_usd", 0.0, "Daily LLM budget in US dollars; 0 = no cap.", type=float),
-    Setting("llm_concurrency", 4, "How many LLM calls may run at once.", type=int),
-    Setting("arxiv_api_url", "https://export.arxiv.org/api/query", "arXiv API endpoint."),
-    Setting("arxiv_rss_url", "https://rss.arxiv.org/rss", "Base of arXiv's listing feeds."),
-    Setting("arxiv_delay", 3.0, "Seconds between arXiv API requests (at least 3).", type=float),
-    Setting("arxiv_holidays", "", "Comma-separated dates (YYYY-MM-DD) with no arXiv "
-            "announcement, e.g. its winter break."),
-    Setting("first_issue_days", 3, "How many days back a new subscriber's first issue reaches.",
-            type=int),
-    Setting("imap_url", "", "Mailbox read by 'unsubscribes sync', e.g. "
-            "imaps://newsletter@mail.example.org:993/INBOX.", secret=True),
-    Setting("imap_password", "", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True),
-    Setting("secret", "", "Key that signs unsubscribe links (HMAC).", secret=True),
-    Setting("confirm_days", 7, "Days a subscriber added with --confirm has to confirm before "
-            "being forgotten.", type=int),
-    Setting("unsubscribe_url", "", "HTTPS base of the one-click unsubscribe endpoint, if any."),
-    Setting("fetch_timeout", 30.0, "Seconds one request to a source may take in all "
-            "(connect, headers and body).", type=float),
-    Setting("fetch_budget", 600.0, "Seconds the whole fetch stage may take; a source still "
-            "running then is reported as failed and the emails go out.", type=float),
-    Setting("llm_deadline", 300.0, "Seconds the whole brief stage may take; briefs not "
-            "written by then fall back to the extractive digest.", type=float),
-    Setting("smtp_timeout", 60.0, "Seconds one message may take over SMTP in all "
-            "(connect to end of data).", type=float),
-)
-
-BY_NAME = {s.name: s for s in SETTINGS}
-
-
 @dataclass(frozen=True)
 class Settings:
-    """The resolved configuration handed to the pipeline stages."""
+    """The resolved configuration handed to the pipeline stages; each field is a declared
+    setting (its default, its help, whether it is a secret), and ``SETTINGS`` is read from
+    these fields: one declaration for the dataclass, the CLI options, the README table and
+    ``newsletter.toml``."""
 
-    db: str = "subscribers/newsletter.db"
-    outbox: str = "outbox"
-    sources: str = ""
-    smtp_url: str = ""
-    smtp_password: str = ""
-    smtp_rate: float = 0.0
-    send_empty: bool = False
-    from_addr: str = "AcademicHub <newsletter@localhost>"
-    reply_to: str = ""
-    brand: str = "AcademicHub · Curated Daily"
-    contact: str = ""
-    llm_model: str = ""
-    llm_api_base: str = ""
-    llm_timeout: float = 60.0
-    llm_budget_usd: float = 0.0
-    llm_concurrency: int = 4
-    arxiv_api_url: str = "https://export.arxiv.org/api/query"
-    arxiv_rss_url: str = "https://rss.arxiv.org/rss"
-    arxiv_delay: float = 3.0
-    arxiv_holidays: str = ""
-    first_issue_days: int = 3
-    imap_url: str = ""
-    imap_password: str = ""
-    secret: str = ""
-    confirm_days: int = 7
-    unsubscribe_url: str = ""
-    fetch_timeout: float = 30.0
-    fetch_budget: float = 600.0
-    llm_deadline: float = 300.0
-    smtp_timeout: float = 60.0
+    db: str = setting("subscribers/newsletter.db", "Path of the SQLite database.")
+    outbox: str = setting("outbox",
+                          "Folder that receives .eml and .html files when no SMTP is set.")
+    sources: str = setting("",
+                           "Comma-separated sources to fetch (arxiv, sample, feed names); empty ="
+                           " arxiv and every enabled feed (see sources list).")
+    smtp_url: str = setting("",
+                            "SMTP server, e.g. smtp+starttls://user@host:587 or "
+                            "smtps://user@host:465; empty writes to the outbox.", secret=True)
+    smtp_password: str = setting("", "SMTP password, if not in NEWSLETTER_SMTP_URL.", secret=True)
+    smtp_rate: float = setting(0.0,
+                               "At most this many messages per second over SMTP; 0 = no limit.")
+    send_empty: bool = setting(False,
+                               "Send a short 'nothing new' note when a subscriber has no new "
+                               "papers (default: send nothing).")
+    from_addr: str = setting("AcademicHub <newsletter@localhost>", "From: header of every issue.")
+    reply_to: str = setting("", "Reply-To: header (defaults to the From address).")
+    brand: str = setting("AcademicHub · Curated Daily", "Brand line in the email header.")
+    contact: str = setting("", "Sender's postal or contact line printed in the footer.")
+    llm_model: str = setting("", "litellm model string, e.g. openai/gpt-4o-mini; empty = no LLM.")
+    llm_api_base: str = setting("", "Base URL of an OpenAI-compatible server for the model.")
+    llm_timeout: float = setting(60.0, "Seconds to wait for one LLM answer.")
+    llm_budget_usd: float = setting(0.0, "Daily LLM budget in US dollars; 0 = no cap.")
+    llm_concurrency: int = setting(4, "How many LLM calls may run at once.")
+    arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.")
+    arxiv_rss_url: str = setting("https://rss.arxiv.org/rss", "Base of arXiv's listing feeds.")
+    arxiv_delay: float = setting(3.0, "Seconds between arXiv API requests (at least 3).")
+    arxiv_holidays: str = setting("",
+                                  "Comma-separated dates (YYYY-MM-DD) with no arXiv announcement,"
+                                  " e.g. its winter break.")
+    first_issue_days: int = setting(3, "How many days back a new subscriber's first issue reaches.")
+    imap_url: str = setting("",
+                            "Mailbox read by 'unsubscribes sync', e.g. "
+                            "imaps://newsletter@mail.example.org:993/INBOX.", secret=True)
+    imap_password: str = setting("", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True)
+    secret: str = setting("", "Key that signs unsubscribe links (HMAC).", secret=True)
+    confirm_days: int = setting(7,
+                                "Days a subscriber added with --confirm has to confirm before "
+                                "being forgotten.")
+    unsubscribe_url: str = setting("", "HTTPS base of the one-click unsubscribe endpoint, if any.")
+    fetch_timeout: float = setting(30.0, "Seconds one request to a source may take in all "
+                                   "(connect, headers and body).")
+    fetch_budget: float = setting(600.0, "Seconds the whole fetch stage may take; a source still"
+                                  " running then is reported as failed and the emails go out.")
+    llm_deadline: float = setting(300.0, "Seconds the whole brief stage may take; briefs not "
+                                  "written by then fall back to the extractive digest.")
+    smtp_timeout: float = setting(60.0, "Seconds one message may take over SMTP in all "
+                                  "(connect to end of data).")
 
     @property
     def source_names(self) -> list[str]:
         return [s.strip() for s in self.sources.split(",") if s.strip()]
+
+
+_TYPES = {"str": str, "float": float, "int": int, "bool": bool}
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.default, f.metadata["help"], type=_TYPES[str(f.type)],
+            secret=f.metadata["secret"])
+    for f in fields(Settings))
+BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

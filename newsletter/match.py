@@ -2,16 +2,15 @@
 
 Authors match on folded names (case, diacritics, hyphens, "Family, Given" order, middle names).
 Topics are small queries: words, "quoted phrases", AND / OR / NOT, parentheses and prefix
-wildcards (``transform*``), matched on word boundaries over title and abstract through an
-inverted index built once per run, so a thousand subscribers cost one pass over the papers.
+wildcards (``transform*``), looked up in SQLite's FTS5 index over title and abstract (bm25
+relevance), each distinct term once per run, so a thousand subscribers sharing topics cost
+one lookup per topic.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,35 +19,11 @@ from fnmatch import fnmatchcase
 
 from newsletter.errors import InvalidFilter
 from newsletter.models import Match, Paper, Subscriber
+from newsletter.text import fold
 
 # --- text and names ----------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-# letters that Unicode does not decompose into a base letter and a mark
-_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
-                           "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "æ": "ae", "Æ": "Ae",
-                           "œ": "oe", "Œ": "Oe", "ß": "ss", "ı": "i", "ħ": "h", "Ħ": "H"})
-
-
-def fold(text: str) -> str:
-    """Lower-case and strip diacritics: "Jürgen" -> "jurgen", "Łukasz" -> "lukasz"."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-@functools.lru_cache(maxsize=200_000)
-def _stem(token: str) -> str:
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def tokens(text: str) -> list[str]:
-    return [_stem(t) for t in _WORD.findall(fold(text))]
 
 
 def name_key(name: str) -> tuple[str, ...]:
@@ -153,9 +128,10 @@ def author_verdict(af: AuthorFilter, keys: Sequence[tuple[str, ...]]
 
 @dataclass(frozen=True)
 class Term:
-    words: tuple[str, ...]  # one word, or a phrase (folded, plural-stemmed)
+    """One word or a phrase, folded, as FTS5 and the arXiv API are asked for it."""
+
+    text: str
     prefix: bool = False
-    text: str = ""  # as written (folded, not stemmed), for querying a search engine
 
 
 @dataclass(frozen=True)
@@ -181,10 +157,10 @@ def compile_query(text: str) -> Node:
         raise InvalidFilter(f"topic filter of {len(stripped)} characters is too long - keep "
                             f"it under {MAX_QUERY_CHARS} (split it into several topics)")
     if not re.search(r'["()]|\b(AND|OR|NOT)\b|\*', stripped):
-        words = tuple(tokens(stripped))
+        words = _WORD.findall(fold(stripped))
         if not words:
             raise InvalidFilter(f"topic {text!r} has no words to match")
-        return Term(words, text=" ".join(_WORD.findall(fold(stripped))))
+        return Term(" ".join(words))
     items: list[tuple[str, str, int]] = []
     pos = 0
     while pos < len(text):
@@ -268,8 +244,7 @@ class _Parser:
         raw = tuple(_WORD.findall(fold(value.rstrip("*"))))
         if not raw:
             raise InvalidFilter(f"topic {self.text!r}: nothing to match at position {item[2] + 1}")
-        words = raw if prefix else tuple(_stem(w) for w in raw)
-        return Term(words, prefix=prefix, text=" ".join(raw))
+        return Term(" ".join(raw), prefix=prefix)
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -317,12 +292,12 @@ class Index:
         """Papers matching a topic query, with their relevance (cached per run)."""
         found = self._searches.get(text)
         if found is None:
-            node = self.query(text)
+            node = self.compiled(text)
             found = self._searches[text] = {n: self.score(node, n)
                                             for n in self.evaluate(node)}
         return found
 
-    def query(self, text: str) -> Node:
+    def compiled(self, text: str) -> Node:
         """compile_query, cached: a lab's subscribers share many topics."""
         node = self._queries.get(text)
         if node is None:
@@ -408,6 +383,20 @@ def match_subscriber(sub: Subscriber, index: Index,
     return rank(sub, index, already_sent, None, rejected)[0]
 
 
+def _excluded(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str]
+              ) -> set[int]:
+    """Positions of the papers already sent and of those the subscriber's excludes name."""
+    excluded: set[int] = {index.position[pid] for pid in already_sent if pid in index.position}
+    for ex in sub.exclude:
+        if ex.lower().startswith("author:"):
+            key = name_key(ex.split(":", 1)[1])
+            excluded.update(n for n in index.candidates_by_family(key[-1] if key else "")
+                            if any(same_author(key, k) for k in index.author_keys[n]))
+        else:
+            excluded.update(index.evaluate(index.compiled(ex)))
+    return excluded
+
+
 def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] = frozenset(),
          limit: int | None = None, rejected: list[tuple[Paper, str]] | None = None
          ) -> tuple[list[Match], int]:
@@ -436,15 +425,7 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
         for n in index.in_category(pattern):
             scores[n] += 0.5
 
-    excluded: set[int] = {index.position[pid] for pid in already_sent if pid in index.position}
-    for ex in sub.exclude:
-        if ex.lower().startswith("author:"):
-            key = name_key(ex.split(":", 1)[1])
-            excluded.update(n for n in index.candidates_by_family(key[-1] if key else "")
-                            if any(same_author(key, k) for k in index.author_keys[n]))
-        else:
-            excluded.update(index.evaluate(index.query(ex)))
-
+    excluded = _excluded(sub, index, already_sent)
     candidates = [n for n in scores if n not in excluded]
 
     def order(n: int) -> tuple[float, float, str]:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+# The vocabulary every stage shares: one list of each, used by the CLI's choices, the
+# list management's checks, the store and the schedule.
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
+FREQUENCIES = ("daily", "weekdays", "weekly")
+STATUSES = ("active", "paused", "pending", "unsubscribed", "bounced")  # a subscriber's
+DELIVERY_STATUSES = ("pending", "sending", "sent", "deferred", "failed")  # a delivery's
+
 
 @dataclass(frozen=True)
 class Paper:

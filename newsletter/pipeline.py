@@ -135,7 +135,7 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           db: Database, rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None
            ) -> tuple[list[Any], list[Any]]:
     """(papers in the issue, "more matches"), after the per-subscriber cap."""
     found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
@@ -217,19 +217,27 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                     report, now)
             spent += sum(c.get("cost_usd") or 0.0 for c in result.calls)
             out[k] = result.brief
+    report.brief_notes += _fallback_notes(list(out.values()), len(distinct), settings, spent)
+    return out
+
+
+def _fallback_notes(briefs: list[Brief], total: int, settings: Settings, spent: float
+                    ) -> list[str]:
+    """One line per reason a brief fell back to the extractive digest, with its count."""
     notes: dict[str, int] = {}
-    for b in out.values():
+    for b in briefs:
         if b.note:
             notes[b.note] = notes.get(b.note, 0) + 1
+    lines = []
     for note, n in notes.items():
         if note == brief_mod.LATE:
             note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
                     "briefs)")
         if note == "daily LLM budget reached":
-            note = f"daily LLM budget of ${cap:g} reached (${spent:.4f} spent today)"
-        report.brief_notes.append(f"{note} - {n} of {len(distinct)} briefs fell back to the "
-                                  "extractive digest")
-    return out
+            note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
+                    f"(${spent:.4f} spent today)")
+        lines.append(f"{note} - {n} of {total} briefs fell back to the extractive digest")
+    return lines
 
 
 # --- whole issues ------------------------------------------------------------------------
@@ -240,7 +248,7 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since, db)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since)
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -252,7 +260,7 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     delivered = store.delivered_paper_ids(db, email)
-    picked, more = select(sub, build_index(db, since), delivered, since, db, rejected)
+    picked, more = select(sub, build_index(db, since), delivered, since, rejected)
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     shown = set(issue.paper_ids) | delivered  # in the issue through another filter, or sent

@@ -28,7 +28,6 @@ import math
 import re
 import threading
 import tomllib
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
@@ -36,15 +35,15 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 import markupsafe
 
 from newsletter.config import REPO_ROOT, Settings
 from newsletter.lists.tokens import unsubscribe_token
-from newsletter.match import fold
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.text import display_width, fold
 from newsletter.untrusted import http_url
 
 TEMPLATES = REPO_ROOT / "templates"
@@ -110,15 +109,6 @@ def format_date(d: date, t: dict[str, Any]) -> str:
 # --- Jinja2 ------------------------------------------------------------------------------
 
 
-def _wide(ch: str) -> bool:
-    return unicodedata.east_asian_width(ch) in ("W", "F")
-
-
-def _cols(text: str) -> int:
-    """Display columns: Chinese, Japanese and Korean characters take two."""
-    return len(text) if text.isascii() else sum(2 if _wide(c) else 1 for c in text)
-
-
 def _atoms(word: str) -> list[tuple[str, bool]]:
     """A word as pieces that may end a line, each with "glued to the previous piece":
     ASCII words stay whole; text without spaces (Chinese) may break between characters."""
@@ -127,7 +117,7 @@ def _atoms(word: str) -> list[tuple[str, bool]]:
     atoms: list[tuple[str, bool]] = []
     run = ""
     for ch in word:
-        if _wide(ch):
+        if display_width(ch) == 2:
             if run:
                 atoms.append((run, bool(atoms)))
                 run = ""
@@ -147,10 +137,10 @@ def wrap(text: str, width: int = 78, indent: str = "") -> str:
         return ""
     lines: list[str] = []
     line, limit = atoms[0][0], width
-    used = _cols(line)
+    used = display_width(line)
     for piece, glued in atoms[1:]:
         sep = "" if glued else " "
-        cols = _cols(piece)
+        cols = display_width(piece)
         if used + len(sep) + cols <= limit:
             line += sep + piece
             used += len(sep) + cols
@@ -196,8 +186,8 @@ def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
     mailto = f"mailto:{sender}?subject={quote(subject)}"
     web = None
     if settings.unsubscribe_url and token:
-        web = (f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?"
-               f"email={quote(email)}&token={token}")
+        query = urlencode({"email": email, "token": token})
+        web = f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?{query}"
     return mailto, web
 
 

@@ -87,23 +87,44 @@ def evaluate(verbose: bool = False, pinned: bool = False) -> dict[str, float]:
     return result
 
 
+# Every target printed is asserted (make eval exits 1 when one is missed), and every target
+# asserted is printed. Author precision with names as given has no target: two people who
+# share a full name cannot be told apart from the name alone; pinned by a co-author
+# ("; with: ..."), they are, and that is where the precision target is.
+TARGETS = (  # (what, which run, metric, at least)
+    ("authors, names as given: recall", "as_given", "author_recall", 0.98),
+    ("authors, namesakes pinned by co-author: precision", "pinned", "author_precision", 0.99),
+    ("authors, namesakes pinned by co-author: recall", "pinned", "author_recall", 0.98),
+    ("topics: precision@10", "as_given", "topic_precision_at_10", 0.90),
+)
+REPORTED = (  # printed as figures, no target
+    ("authors, names as given: precision", "as_given", "author_precision"),
+    ("topics: recall", "as_given", "topic_recall"),
+)
+
+
+def missed(runs: dict[str, dict[str, float]]) -> list[str]:
+    """The targets the runs do not meet, one line each."""
+    return [f"{what} {runs[run][key]:.3f} < {least}" for what, run, key, least in TARGETS
+            if runs[run][key] < least]
+
+
 def main() -> None:
     verbose = "-v" in sys.argv
     papers, profiles, _ = load()
+    runs = {"as_given": evaluate(verbose), "pinned": evaluate(pinned=True)}
     if "--json" in sys.argv:
-        result: dict = {"papers": len(papers), "profiles": len(profiles), **evaluate()}
-        result["pinned"] = evaluate(pinned=True)
-        print(json.dumps(result))
+        print(json.dumps({"papers": len(papers), "profiles": len(profiles), **runs,
+                          "targets": [list(t) for t in TARGETS], "missed": missed(runs)}))
         return
     print(f"Labelled set: {len(papers)} papers, {len(profiles)} profiles")
-    r = evaluate(verbose)
-    print(f"authors, names as given:      precision {r['author_precision']:.3f} "
-          f"(target >= 0.99), recall {r['author_recall']:.3f} (target >= 0.98)")
-    p = evaluate(False, pinned=True)
-    print(f"authors, namesakes pinned by co-author ('; with: ...'): precision "
-          f"{p['author_precision']:.3f}, recall {p['author_recall']:.3f}")
-    print(f"topics:  precision@10 {r['topic_precision_at_10']:.3f} (target >= 0.90), "
-          f"recall {r['topic_recall']:.3f}")
+    for what, run, key, least in TARGETS:
+        ok = "ok" if runs[run][key] >= least else "MISSED"
+        print(f"{what:<52} {runs[run][key]:.3f}  (target >= {least:.2f}: {ok})")
+    for what, run, key in REPORTED:
+        print(f"{what:<52} {runs[run][key]:.3f}  (no target)")
+    if missed(runs):
+        sys.exit("missed: " + "; ".join(missed(runs)))
 
 
 if __name__ == "__main__":

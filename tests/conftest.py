@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -270,9 +273,7 @@ class IMAPServer:
 def imap_server() -> Iterator[IMAPServer]:
     import grp
     import pwd
-    import subprocess
     import tempfile
-    import time
 
     dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot"
                                           if Path("/usr/sbin/dovecot").exists() else None)
@@ -351,3 +352,61 @@ service anvil {{
         subprocess.run([dovecot, "-c", str(config), "stop"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- newsletter serve: the real Uvicorn server, in its own process ------------------------
+
+
+@dataclass
+class Endpoint:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def serve_endpoint(isolated: Path) -> Iterator[Callable[..., Endpoint]]:
+    """Start ``newsletter serve --port 0`` (Uvicorn) on 127.0.0.1 with the test's
+    environment; returns a factory taking extra command-line arguments."""
+    started: list[Endpoint] = []
+
+    def start(*args: str) -> Endpoint:
+        log_path = isolated / f"serve-{len(started)}.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "newsletter"), "serve", "--port", "0", *args],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=dict(os.environ))
+        deadline = time.monotonic() + 20
+        while True:
+            found = re.search(r"Serving on (http://\S+)", log_path.read_text(errors="replace"))
+            if found:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("newsletter serve did not start:\n"
+                                     + log_path.read_text(errors="replace"))
+            time.sleep(0.05)
+        endpoint = Endpoint(found.group(1), proc, log_path)
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.proc.terminate()
+        try:
+            endpoint.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            endpoint.proc.kill()

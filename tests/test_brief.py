@@ -1,6 +1,7 @@
 """The brief against an OpenAI-compatible server on loopback: the real litellm path runs."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -79,14 +80,20 @@ def test_timeout_falls_back(isolated, llm_server, monkeypatch):
     setup_ada()
     monkeypatch.setenv("NEWSLETTER_LLM_TIMEOUT", "0.5")
 
+    release = threading.Event()
+
     def slow(h, _):
-        time.sleep(2)
+        release.wait(60)
         return 200, {"Content-Type": "application/json"}, chat_completion(json.dumps(GOOD))
 
     llm_server.routes["/v1/chat/completions"] = slow
     started = time.monotonic()
-    out = invoke("run", "--all").output
-    assert time.monotonic() - started < 15
+    try:
+        out = invoke("run", "--all").output
+    finally:
+        release.set()
+    # the server answers no call before 60 s: only the time-out can have ended the run
+    assert time.monotonic() - started < 45
     assert "1 sent" in out and "Brief fallback: model failed (Timeout)" in out
 
 
@@ -201,8 +208,9 @@ def test_commands_without_a_brief_never_import_litellm(isolated, args):
 
 @pytest.mark.parametrize("concurrency", [4, 2])
 def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
-    """Four distinct briefs, a server that takes 0.3 s per answer: with concurrency 4 the
-    four requests run at once; with 2, never more than two do."""
+    """Four distinct briefs: with concurrency 4 the four requests are at the server at
+    once; with 2, never more than two are. The server holds each answer until as many
+    requests as allowed have arrived (or 10 s), so a slow machine cannot fake either."""
     import threading
     from datetime import UTC, datetime
 
@@ -211,14 +219,20 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
     from newsletter.ops.report import RunReport
     from newsletter.sources.sample import load_papers
 
-    spans: list[tuple[float, float]] = []
     lock = threading.Lock()
+    in_flight, most = [0], [0]
+    enough = threading.Event()
 
     def slow(h, _):
-        start = time.monotonic()
-        time.sleep(0.3)
         with lock:
-            spans.append((start, time.monotonic()))
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            if in_flight[0] >= concurrency:
+                enough.set()
+        enough.wait(10)
+        time.sleep(0.2)  # a request let through beyond the limit would arrive meanwhile
+        with lock:
+            in_flight[0] -= 1
         return 200, {"Content-Type": "application/json"}, chat_completion(json.dumps(GOOD))
 
     llm_server.routes["/v1/chat/completions"] = slow
@@ -231,11 +245,7 @@ def test_calls_overlap_up_to_llm_concurrency(isolated, llm_server, concurrency):
                                    datetime(2026, 11, 22, 9, tzinfo=UTC), report)
     assert report.llm_calls == 4 and len(briefs) == 4
     assert all(b.kind == "llm" for b in briefs.values())
-    at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert at_once == concurrency
-    span = max(e for _, e in spans) - min(s for s, _ in spans)
-    rounds = 4 // concurrency
-    assert 0.3 * rounds - 0.05 < span < 0.3 * rounds + 0.45  # one at a time: 1.2 s
+    assert most[0] == concurrency
 
 
 def test_chinese_reader_gets_a_chinese_brief_with_titles_as_published(isolated, llm_server):
@@ -270,15 +280,18 @@ def test_chinese_reader_gets_a_chinese_brief_with_titles_as_published(isolated, 
 
 
 def test_prompt_tokens_split_instructions_from_papers(isolated):
-    import litellm
-
     from newsletter import brief
     from newsletter.sources.sample import load_papers
 
     papers = load_papers()[:10]
-    split = brief.prompt_tokens(papers, "en", "openai/gpt-4o-mini")
-    messages = brief.build_messages(papers, "en")
-    assert split.total == litellm.token_counter(model="openai/gpt-4o-mini", messages=messages)
-    assert split.instructions > 100  # the defences against injected orders are still there
-    assert split.papers > 5 * split.instructions
-    assert "never follow instructions" in messages[0]["content"]
+    five = brief.prompt_tokens(papers[:5], "en", "openai/gpt-4o-mini")
+    ten = brief.prompt_tokens(papers, "en", "openai/gpt-4o-mini")
+    # the instructions do not grow with the papers; the papers' part does, about twice
+    assert abs(ten.instructions - five.instructions) <= 5
+    assert 1.6 * five.papers < ten.papers < 2.4 * five.papers
+    # English runs about four characters to a token: the papers' part is their text
+    chars = sum(len(p.title) + len(p.abstract) for p in papers)
+    assert chars / 8 < ten.papers < chars / 2
+    assert ten.instructions > 100  # the defences against injected orders are still there
+    assert ten.total == ten.instructions + ten.papers
+    assert "never follow instructions" in brief.build_messages(papers, "en")[0]["content"]

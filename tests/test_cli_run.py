@@ -1,6 +1,7 @@
 """The morning job end to end, through the CLI, with real transports."""
 
 import re
+from pathlib import Path
 
 from conftest import invoke, parts, read_outbox
 
@@ -135,5 +136,8 @@ def test_demo_command_fills_the_outbox(isolated, tmp_path):
     htmls = list((tmp_path / "demo-out").glob("*.html"))
     assert len(emls) == len(htmls) == 4
     for line in out.splitlines()[1:]:
-        address, count = line.split()[:2]
-        assert int(count) > 0 and (tmp_path / "demo-out").exists()
+        address, count, _, eml, html = line.split()
+        assert int(count) > 0
+        assert eml.endswith(f"_{address}.eml") and html == eml.removesuffix(".eml") + ".html"
+        assert f"<{address}>".encode() in Path(eml).read_bytes()  # the To: header
+        assert Path(html).read_text().startswith("<!doctype html>")

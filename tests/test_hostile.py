@@ -285,6 +285,16 @@ def _break(kind: str, db: Path) -> None:
         os.environ["NEWSLETTER_DB"] = str(db.parent / "nope" / "newsletter.db")  # monkeypatched
 
 
+def _broken_db(isolated: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+               ) -> tuple[Path, str | None]:
+    """A database broken in the way ``kind`` says, and its digest (None: no file)."""
+    db = isolated / "sub" / "newsletter.db"
+    db.parent.mkdir()
+    monkeypatch.setenv("NEWSLETTER_DB", str(db))
+    _break(kind, db)
+    return db, _digest(db) if db.exists() else None
+
+
 def _without_privileges() -> list[str]:
     """A prefix that runs a command without root's power to ignore file permissions
     (``setpriv`` from util-linux drops every capability), so read-only means read-only."""
@@ -299,11 +309,7 @@ def _without_privileges() -> list[str]:
 
 @pytest.mark.parametrize("kind", ["read-only-file", "missing-folder-unwritable"])
 def test_unwritable_database_is_one_line_under_every_command(isolated, kind, monkeypatch):
-    db = isolated / "sub" / "newsletter.db"
-    db.parent.mkdir()
-    monkeypatch.setenv("NEWSLETTER_DB", str(db))
-    _break(kind, db)
-    before = _digest(db) if db.exists() else None
+    db, before = _broken_db(isolated, kind, monkeypatch)
     prefix = _without_privileges()
     try:
         for args in COMMANDS:
@@ -324,11 +330,7 @@ def test_unwritable_database_is_one_line_under_every_command(isolated, kind, mon
 
 @pytest.mark.parametrize("kind", ["truncated", "random-bytes", "folder"])
 def test_damaged_database_is_one_line_under_every_command(isolated, kind, monkeypatch):
-    db = isolated / "sub" / "newsletter.db"
-    db.parent.mkdir()
-    monkeypatch.setenv("NEWSLETTER_DB", str(db))
-    _break(kind, db)
-    before = _digest(db) if db.exists() else None
+    db, before = _broken_db(isolated, kind, monkeypatch)
     for args in COMMANDS:
         line = one_line_error(invoke(*args, ok=False))
         assert "database" in line, (args, line)

@@ -1,12 +1,12 @@
 """What the reader sees: valid MJML, escaped content, both languages, small and fast HTML,
 a complete message, and a real browser."""
 
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 import textwrap
-import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
@@ -169,7 +169,7 @@ def test_an_issue_over_budget_is_shortened_never_clipped():
     unlimited = render.render(issue, Settings(), abstract_chars=3000, budget=None)
     assert render.html_size(unlimited) > GMAIL_CLIP  # what Gmail would have clipped
     r = render.render(issue, Settings(), abstract_chars=3000)
-    assert render.html_size(r) <= render.HTML_BUDGET
+    assert render.html_size(r) < GMAIL_CLIP
     assert titles(r.html) == [m.paper.title for m in issue.matches]
     assert r.html.count(">Read more</a>") == 30
 
@@ -199,7 +199,7 @@ def test_budget_shortens_abstracts_before_moving_papers():
 # --- speed -------------------------------------------------------------------------------
 
 
-def test_render_and_message_are_fast():
+def test_forty_readers_reuse_the_compiled_layouts():
     settings = Settings()
     issues = [make_issue(n=10, sub=Subscriber(f"r{k}@example.org", name=f"R {k}",
                                                  language="zh" if k % 4 == 0 else "en",
@@ -208,15 +208,14 @@ def test_render_and_message_are_fast():
     render.render(issues[0], settings)
     render.render(issues[1], settings)  # both layouts (en, zh) compiled once
     compiled = render._compile.cache_info().misses
-    started = time.perf_counter()
-    for issue in issues:
-        bytes(render.build_message(issue, render.render(issue, settings), settings,
-                                   datetime(2026, 11, 22, 7, tzinfo=UTC)))
-    per_second = len(issues) / (time.perf_counter() - started)
+    sent = [bytes(render.build_message(issue, render.render(issue, settings), settings,
+                                       datetime(2026, 11, 22, 7, tzinfo=UTC)))
+            for issue in issues]
     # 40 readers, no layout through MJML and premailer again: only their content changed
+    # (the speed itself is measured by `make bench`, not timed in a test)
     assert render._compile.cache_info().misses == compiled
-    # generous for a busy CI machine; `make bench` measures it properly (target 100/s)
-    assert per_second > 25, f"{per_second:.0f} emails/s"
+    assert len({hashlib.sha256(m).digest() for m in sent}) == 40
+    assert all(f"r{k}@example.org".encode() in m for k, m in enumerate(sent))
 
 
 # --- words: languages, dates, digest -----------------------------------------------------
@@ -277,7 +276,7 @@ def test_extractive_digest_is_compact_and_cites_every_paper():
     r = render.render(issue, Settings())
     brief = r.html.split("CROSS-FIELD BRIEF")[1].split("TODAY&#39;S PAPERS")[0]
     quoted = re.findall(r'<span class="nl-cite"[^>]*>\[(\d\d)\]</span> (?!<)', brief)
-    assert 1 <= len(quoted) <= render.DIGEST_SENTENCES
+    assert 1 <= len(quoted) <= 5  # a compact digest: at most five quoted sentences
     cited = set()
     for first, last in re.findall(r"\[(\d\d)\](?:</span>|)(?:–\[(\d\d)\])?", brief):
         cited.update(range(int(first), int(last or first) + 1))

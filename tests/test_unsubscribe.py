@@ -1,16 +1,12 @@
-"""Leaving the list: signed tokens, the mailbox sync over a real IMAP server (dovecot),
-hard bounces, and the RFC 8058 one-click endpoint."""
+"""Leaving the list: signed tokens, the mailbox sync over a real IMAP server (dovecot) and
+hard bounces. The RFC 8058 one-click endpoint is tested in test_serve.py."""
 
-import threading
-import urllib.error
-import urllib.request
 from email.message import EmailMessage
 
 import pytest
 from conftest import invoke
 
 from newsletter import store
-from newsletter.config import Settings
 from newsletter.render import unsubscribe_token
 
 SECRET = "test-signing-key"
@@ -89,64 +85,7 @@ def test_wrong_imap_password_is_a_clear_error(people, imap_server, monkeypatch):
     assert "nope" not in result.output
 
 
-def test_one_click_endpoint(people):
-    from newsletter.web import endpoint
-
-    server = endpoint.make_server(str(people / "newsletter.db"),
-                               Settings(db=str(people / "newsletter.db"), secret=SECRET),
-                               port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    token = unsubscribe_token(SECRET, "ada@example.org")
-    try:
-        page = urllib.request.urlopen(f"{base}/unsubscribe?email=ada@example.org&token={token}")
-        assert b"Unsubscribe" in page.read()
-        assert statuses(people)["ada@example.org"] == "active"  # a GET changes nothing
-        bad = unsubscribe_token(SECRET, "bob@example.org")
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(urllib.request.Request(
-                f"{base}/unsubscribe?email=ada@example.org&token={bad}",
-                data=b"List-Unsubscribe=One-Click", method="POST"))
-        assert e.value.code == 403
-        done = urllib.request.urlopen(urllib.request.Request(
-            f"{base}/unsubscribe?email=ada@example.org&token={token}",
-            data=b"List-Unsubscribe=One-Click", method="POST"))
-        assert done.status == 200 and b"You are unsubscribed" in done.read()
-        assert statuses(people) == {"ada@example.org": "unsubscribed",
-                                    "bob@example.org": "active", "cy@example.org": "active"}
-        cy = unsubscribe_token(SECRET, "cy@example.org")
-        urllib.request.urlopen(urllib.request.Request(
-            f"{base}/manage?email=cy@example.org&token={cy}", data=b"action=pause",
-            method="POST"))
-        assert statuses(people)["cy@example.org"] == "paused"
-    finally:
-        server.shutdown()
-
-
-def test_confirmation_link_and_paused_subscribers_get_nothing(people, tmp_path):
-    from newsletter.lists import roster
-    from newsletter.web import endpoint
-
-    invoke("subscribers", "add", "dee@example.org", "--author", "Taiming Lu", "--confirm")
-    assert statuses(people)["dee@example.org"] == "pending"
-    server = endpoint.make_server(str(people / "newsletter.db"),
-                               Settings(db=str(people / "newsletter.db"), secret=SECRET),
-                               port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    token = roster.confirm_token(SECRET, "dee@example.org")
-    try:
-        wrong = unsubscribe_token(SECRET, "dee@example.org")  # the other kind of token
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(urllib.request.Request(
-                f"{base}/confirm?email=dee@example.org&token={wrong}", data=b"", method="POST"))
-        assert e.value.code == 403
-        done = urllib.request.urlopen(urllib.request.Request(
-            f"{base}/confirm?email=dee@example.org&token={token}", data=b"", method="POST"))
-        assert b"Subscription confirmed" in done.read()
-    finally:
-        server.shutdown()
-    assert statuses(people)["dee@example.org"] == "active"
+def test_paused_subscribers_get_nothing(people):
     invoke("subscribers", "pause", "bob@example.org")
     out = invoke("run", "--all", "--only", "bob@example.org").output
     assert "skipped    bob@example.org                    0 papers  subscriber is paused" in out

@@ -3,106 +3,40 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-from click_default_group import DefaultGroup
 
-from newsletter.config import SETTINGS, Settings, display_value, load_toml, validate
-from newsletter.errors import NewsletterError
-
-F = TypeVar("F", bound=Callable[..., Any])
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class ErrorsAsMessages(click.Group):
-    """Turn domain errors into one-line ``Error: ...`` messages (exit 1).
-
-    Set NEWSLETTER_RAISE_ERRORS=1 to see the traceback instead.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except NewsletterError as e:
-            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
-                raise
-            raise click.ClickException(str(e)) from e
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as e:
-            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
-                raise
-            from newsletter.store.db import database_message
-
-            root = ctx.find_root().obj
-            message = database_message(root.db if isinstance(root, Settings) else "?", e)
-            if message is not None:
-                raise click.ClickException(message) from e
-            if isinstance(e, OSError):
-                raise click.ClickException(_one_line(
-                    f"{e.strerror or e} ({e.filename}) - check the path and its permissions"
-                    if e.filename else f"{type(e).__name__}: {e}")) from e
-            raise
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-class SubGroup(ErrorsAsMessages, DefaultGroup):
-    pass
-
-
-class _BadConfig(click.ClickException):
-    exit_code = 2  # the settings file is unusable, like a bad option
-
-
-def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    path = value or "newsletter.toml"
-    try:
-        ctx.default_map = {**(ctx.default_map or {}), **load_toml(path)}
-    except NewsletterError as e:
-        if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
-            raise
-        raise _BadConfig(str(e)) from e  # one line, not a usage screen
-    return value
-
-
-def settings_options(fn: F) -> F:
-    for s in reversed(SETTINGS):
-        fn = click.option(
-            s.flag, s.name, envvar=s.envvar, show_envvar=True, type=s.type,
-            default=s.default, show_default=not s.secret and s.default != "",
-            help=s.help, metavar="TEXT" if s.type is str else None,
-        )(fn)
-    return fn
-
-
-def _settings(ctx: click.Context) -> Settings:
-    obj: Settings = ctx.find_root().obj
-    return obj
-
-
-def _db(ctx: click.Context) -> Any:
-    from newsletter import store
-
-    return store.open_db(_settings(ctx).db)
-
-
-def _now() -> datetime:
-    fixed = os.environ.get("NEWSLETTER_NOW")  # for reproducible demos and tests
-    return datetime.fromisoformat(fixed) if fixed else datetime.now(UTC)
+from newsletter.cli import (
+    briefs,
+    deliveries,
+    papers,
+    preview,
+    serve,
+    sources,
+    state,
+    subscribers,
+    unsubscribes,
+)
+from newsletter.cli._common import (
+    CONTEXT,
+    ErrorsAsMessages,
+    get_db,
+    get_now,
+    get_settings,
+    json_option,
+    load_config,
+    settings_options,
+)
+from newsletter.config import SETTINGS, Settings, display_value, validate
 
 
 @click.group(cls=ErrorsAsMessages, context_settings=CONTEXT)
 @click.version_option(package_name="academichub-newsletter")
 @click.option("--config", envvar="NEWSLETTER_CONFIG", show_envvar=True, is_eager=True,
-              callback=_load_config, expose_value=False, metavar="PATH",
+              callback=load_config, expose_value=False, metavar="PATH",
               help="Settings file (TOML); default ./newsletter.toml if present.")
 @settings_options
 @click.pass_context
@@ -152,8 +86,8 @@ def fetch(ctx: click.Context) -> None:
     """
     from newsletter import pipeline
 
-    settings = _settings(ctx)
-    lines = pipeline.fetch(_db(ctx), settings, _now(),
+    settings = get_settings(ctx)
+    lines = pipeline.fetch(get_db(ctx), settings, get_now(),
                            progress=lambda name: click.echo(f"Fetching {name}...", err=True))
     _print_fetch(lines)
     total = sum(f.new for f in lines)
@@ -173,7 +107,7 @@ def fetch(ctx: click.Context) -> None:
               help="The issue of this day (at the subscriber's send hour); default now.")
 @click.option("--explain", is_flag=True,
               help="Show which filter matched each paper, its score, and near misses.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool,
               as_json: bool) -> None:
@@ -185,11 +119,11 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
     """
     from newsletter import pipeline, store
 
-    now = _now()
+    now = get_now()
     if on:
-        sub = store.get_subscriber(_db(ctx), email)
+        sub = store.get_subscriber(get_db(ctx), email)
         now = on.replace(hour=sub.send_hour, tzinfo=ZoneInfo(sub.timezone))
-    issue, rejected = pipeline.explain(_db(ctx), email, _settings(ctx), now)
+    issue, rejected = pipeline.explain(get_db(ctx), email, get_settings(ctx), now)
     rows: list[dict[str, Any]] = [
         {"n": n, "id": m.paper.id, "title": m.paper.title, "badge": m.paper.badge,
          "score": m.score, "reasons": list(m.reasons), "in_issue": n <= len(issue.matches)}
@@ -241,10 +175,10 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
     from newsletter.ops.lock import run_lock
     from newsletter.ops.report import summary
 
-    settings = _settings(ctx)
-    now = on.replace(hour=12, tzinfo=UTC) if on else _now()
+    settings = get_settings(ctx)
+    now = on.replace(hour=12, tzinfo=UTC) if on else get_now()
     with run_lock(settings.db, wait):
-        db = _db(ctx)
+        db = get_db(ctx)
         try:
             report = pipeline.run(
                 db, settings, now, send_all=send_all, dry_run=dry_run, only=only,
@@ -275,7 +209,7 @@ def demo(ctx: click.Context, outbox: str, db_path: str) -> None:
     """
     from newsletter.ops import demo as demo_mod
 
-    for line in demo_mod.run(_settings(ctx), db_path, outbox, _now()):
+    for line in demo_mod.run(get_settings(ctx), db_path, outbox, get_now()):
         click.echo(line)
 
 
@@ -297,11 +231,13 @@ def config_cmd(ctx: click.Context) -> None:
         click.echo(f"{s.name:<18} {value!s:<44} ({origin})")
 
 
-from newsletter.cli import briefs as _briefs  # noqa: E402,F401
-from newsletter.cli import deliveries as _deliveries  # noqa: E402,F401  (registers groups)
-from newsletter.cli import papers as _papers  # noqa: E402,F401
-from newsletter.cli import preview as _preview  # noqa: E402,F401
-from newsletter.cli import sources as _sources  # noqa: E402,F401
-from newsletter.cli import state as _state  # noqa: E402,F401
-from newsletter.cli import subscribers as _subscribers  # noqa: E402,F401
-from newsletter.cli import unsubscribes as _unsubscribes  # noqa: E402,F401
+
+cli.add_command(briefs.briefs)
+cli.add_command(deliveries.deliveries)
+cli.add_command(papers.papers)
+cli.add_command(preview.preview)
+cli.add_command(sources.sources)
+cli.add_command(state.state)
+cli.add_command(subscribers.subscribers)
+cli.add_command(unsubscribes.unsubscribes)
+cli.add_command(serve.serve)

@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db, json_option
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def briefs() -> None:
     """The cross-field briefs: the cache, and the LLM calls with their tokens and cost."""
 
@@ -22,7 +22,7 @@ def briefs() -> None:
 @briefs.command(name="stats")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only days on or after this date (YYYY-MM-DD, UTC).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> None:
     """LLM usage per day and model: calls (ok/failed), tokens, cost in USD, and briefs
@@ -35,7 +35,7 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
     """
     from newsletter import brief, store
 
-    rows = store.llm_usage(_db(ctx), since.date() if since else None)
+    rows = store.llm_usage(get_db(ctx), since.date() if since else None)
     total = brief.usage_totals(rows)
     if as_json:
         click.echo(json.dumps({"rows": rows, "total": total}, indent=2))
@@ -50,7 +50,7 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
 
 @briefs.command(name="list")
 @click.option("--limit", type=int, default=None, help="At most this many, newest first.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     """List the cached briefs, newest first: key, date, language, model, papers, tokens,
@@ -63,7 +63,7 @@ def briefs_list(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     from newsletter import brief, store
 
     rows = [{**r, "papers": len(json.loads(r.pop("paper_ids") or "[]"))}
-            for r in store.list_briefs(_db(ctx), limit)]
+            for r in store.list_briefs(get_db(ctx), limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -7,20 +7,20 @@ from datetime import datetime
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db, json_option
+from newsletter.models import DELIVERY_STATUSES
 
-STATUSES = ["pending", "sending", "sent", "deferred", "failed"]
 
-
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def deliveries() -> None:
     """The delivery record: one row per subscriber and issue date."""
 
 
 @deliveries.command(name="list")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), help="Only this issue date.")
-@click.option("--status", type=click.Choice(STATUSES), help="Only deliveries in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--status", type=click.Choice(DELIVERY_STATUSES),
+              help="Only deliveries in this state.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
                     as_json: bool) -> None:
@@ -32,7 +32,7 @@ def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
     """
     from newsletter import store
 
-    rows = store.list_deliveries(_db(ctx), on.date() if on else None, status)
+    rows = store.list_deliveries(get_db(ctx), on.date() if on else None, status)
     for row in rows:
         row["paper_ids"] = json.loads(row["paper_ids"] or "[]")
     if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from newsletter.cli import SubGroup, _db, cli
+from newsletter.cli._common import SubGroup, get_db, json_option
 from newsletter.models import Paper
 
 
@@ -22,7 +22,7 @@ def paper_json(p: Paper) -> dict[str, Any]:
     }
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def papers() -> None:
     """Browse the papers stored by fetch."""
 
@@ -32,7 +32,7 @@ def papers() -> None:
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only papers first seen on or after this date (YYYY-MM-DD).")
 @click.option("--limit", type=int, default=None, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@json_option("Print JSON instead of lines.")
 @click.pass_context
 def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
                 limit: int | None, as_json: bool) -> None:
@@ -44,7 +44,7 @@ def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
     """
     from newsletter import store
 
-    found = store.list_papers(_db(ctx), source=source,
+    found = store.list_papers(get_db(ctx), source=source,
                               since=since.replace(tzinfo=UTC) if since else None, limit=limit)
     if as_json:
         click.echo(json.dumps([paper_json(p) for p in found], indent=2, ensure_ascii=False))
@@ -56,7 +56,7 @@ def papers_list(ctx: click.Context, source: str | None, since: datetime | None,
 
 @papers.command(name="show")
 @click.argument("paper_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def papers_show(ctx: click.Context, paper_id: str, as_json: bool) -> None:
     """Show one stored paper.
@@ -67,7 +67,7 @@ def papers_show(ctx: click.Context, paper_id: str, as_json: bool) -> None:
     """
     from newsletter import store
 
-    data = paper_json(store.get_paper(_db(ctx), paper_id))
+    data = paper_json(store.get_paper(get_db(ctx), paper_id))
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli import _db, _now, _settings, cli
+from newsletter.cli._common import get_db, get_now, get_settings
 
 
-@cli.command()
+@click.command()
 @click.argument("email", required=False)
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
               help="The issue of this day, made at the subscriber's send hour in their time "
@@ -53,8 +53,8 @@ def _write(ctx: click.Context, email: str, on: datetime | None, fmt: str, out: s
     from newsletter import render
     from newsletter.web import preview_server
 
-    settings = _settings(ctx)
-    issue, rendered, when = preview_server.preview(_db(ctx), email, settings, _now(),
+    settings = get_settings(ctx)
+    issue, rendered, when = preview_server.preview(get_db(ctx), email, settings, get_now(),
                                                    on.date() if on else None)
     if fmt == "eml":
         data = bytes(render.build_message(issue, rendered, settings, when))
@@ -78,7 +78,7 @@ def _write(ctx: click.Context, email: str, on: datetime | None, fmt: str, out: s
 def _serve(ctx: click.Context, on: datetime | None, port: int, open_browser: bool) -> None:
     from newsletter.web import preview_server
 
-    server = preview_server.make_server(_settings(ctx), _now, port=port,
+    server = preview_server.make_server(get_settings(ctx), get_now, port=port,
                                         day=on.date() if on else None,
                                         log=lambda line: click.echo(line, err=True))
     click.echo(f"Serving issue previews on {server.url} - press Ctrl+C to stop", err=True)

@@ -6,17 +6,17 @@ import json
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings, json_option
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def sources() -> None:
     """List, add, switch on and off, and check the sources papers come from."""
 
 
 @sources.command(name="list")
 @click.option("--catalogue", is_flag=True, help="Also list the well-known feeds not yet on.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
     """List sources with their last fetch: status, new papers, requests.
@@ -26,16 +26,17 @@ def sources_list(ctx: click.Context, catalogue: bool, as_json: bool) -> None:
         newsletter sources list --catalogue
     """
     from newsletter import pipeline, store
-    from newsletter import sources as src
+    from newsletter.sources import BUILTIN
+    from newsletter.sources import catalogue as well_known
 
-    db = _db(ctx)
+    db = get_db(ctx)
     rows = {r["name"]: r for r in store.list_sources(db)}
-    active = set(pipeline.source_names(db, _settings(ctx)))
+    active = set(pipeline.source_names(db, get_settings(ctx)))
     for name in ("arxiv", *sorted(active)):
-        rows.setdefault(name, {"name": name, "kind": "feed" if name not in src.BUILTIN
+        rows.setdefault(name, {"name": name, "kind": "feed" if name not in BUILTIN
                                else name, "enabled": 1})
     if catalogue:
-        for name, entry in src.catalogue().items():
+        for name, entry in well_known().items():
             rows.setdefault(name, {"name": name, "kind": "feed", "url": entry["url"],
                                    "label": entry["label"], "enabled": 0,
                                    "last_status": "catalogue"})
@@ -75,7 +76,7 @@ def sources_add(ctx: click.Context, name: str, url: str, label: str | None) -> N
 
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("give the feed's http:// or https:// URL", param_hint="URL")
-    store.add_feed(_db(ctx), name, url, label or name)
+    store.add_feed(get_db(ctx), name, url, label or name)
     click.echo(f"Added {name} ({url})")
 
 
@@ -91,7 +92,7 @@ def sources_remove(ctx: click.Context, name: str) -> None:
     """
     from newsletter import store
 
-    store.remove_source(_db(ctx), name)
+    store.remove_source(get_db(ctx), name)
     click.echo(f"Removed {name}")
 
 
@@ -107,7 +108,7 @@ def sources_enable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    row = source_admin.set_source_enabled(_db(ctx), name, True)
+    row = source_admin.set_source_enabled(get_db(ctx), name, True)
     click.echo(f"Enabled {name}" + (f" ({row['url']})" if row.get("url") else ""))
 
 
@@ -123,13 +124,13 @@ def sources_disable(ctx: click.Context, name: str) -> None:
     """
     from newsletter.ops import source_admin
 
-    source_admin.set_source_enabled(_db(ctx), name, False)
+    source_admin.set_source_enabled(get_db(ctx), name, False)
     click.echo(f"Disabled {name}")
 
 
 @sources.command(name="check")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the parsed papers as JSON.")
+@json_option("Print the parsed papers as JSON.")
 @click.pass_context
 def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     """Fetch a source once and print what was parsed; nothing is stored.
@@ -141,7 +142,7 @@ def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     from newsletter.cli.papers import paper_json
     from newsletter.ops import source_admin
 
-    result = source_admin.check_source(_db(ctx), name, _settings(ctx), _now())
+    result = source_admin.check_source(get_db(ctx), name, get_settings(ctx), get_now())
     if as_json:
         click.echo(json.dumps([paper_json(p) for p in result.papers], indent=2,
                               ensure_ascii=False))

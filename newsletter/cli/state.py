@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _settings, cli
+from newsletter.cli._common import SubGroup, get_settings
 
 
-@cli.group(cls=SubGroup)
+@click.group(cls=SubGroup)
 def state() -> None:
     """Keep the database in the repository between scheduled runs."""
 
@@ -29,4 +29,4 @@ def state_push(ctx: click.Context, remote: str, branch: str | None, message: str
     """
     from newsletter.ops import statesync
 
-    click.echo(statesync.push(_settings(ctx).db, message, remote, branch))
+    click.echo(statesync.push(get_settings(ctx).db, message, remote, branch))

@@ -7,17 +7,17 @@ from typing import Any
 
 import click
 
-from newsletter.cli import F, SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 
-STATUS_CHOICE = click.Choice(["active", "paused", "pending", "unsubscribed", "bounced"])
-WEEKDAY_CHOICE = click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              case_sensitive=False)
-FREQUENCY_CHOICE = click.Choice(["daily", "weekdays", "weekly"])
+STATUS_CHOICE = click.Choice(STATUSES)
+WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
+FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
 
 # --- subscribers -------------------------------------------------------------------------
 
 
-@cli.group(cls=SubGroup, default="list", default_if_no_args=True)
+@click.group(cls=SubGroup, default="list", default_if_no_args=True)
 def subscribers() -> None:
     """Add, edit, pause, import, export, confirm and forget subscribers (lists them when
     given no subcommand)."""
@@ -96,16 +96,16 @@ def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
     """
     from newsletter.lists import roster
 
-    settings, db = _settings(ctx), _db(ctx)
+    settings, db = get_settings(ctx), get_db(ctx)
     if confirm:
         roster.require_secret(settings)
     extra = roster.load_filter_file(filters_file) if filters_file else {}
     for key, values in extra.items():
         fields[key] = tuple(fields[key]) + tuple(values)
-    sub = roster.add(db, email, status="pending" if confirm else "active", now=_now(), **fields)
+    sub = roster.add(db, email, status="pending" if confirm else "active", now=get_now(), **fields)
     click.echo(f"Added {sub.email} ({roster.describe(sub)})")
     if confirm:
-        where = roster.request_confirmation(db, settings, sub.email, now=_now())
+        where = roster.request_confirmation(db, settings, sub.email, now=get_now())
         click.echo(f"Pending until they confirm: confirmation email sent ({where})")
 
 
@@ -127,7 +127,7 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
     from newsletter.lists import roster
 
     given = {k: v for k, v in options.items() if v not in (None, ())}
-    done = roster.edit(_db(ctx), email, now=_now(), **given)  # type: ignore[arg-type]
+    done = roster.edit(get_db(ctx), email, now=get_now(), **given)  # type: ignore[arg-type]
     for line in done or [f"Nothing changed for {email.strip()}"]:
         click.echo(line)
 
@@ -138,7 +138,7 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
               "one word matches the family name).")
 @click.option("--topic", help="Only those with a topic containing this text "
               "(case-insensitive).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.pass_context
 def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
                      topic: str | None, as_json: bool) -> None:
@@ -150,18 +150,18 @@ def subscribers_list(ctx: click.Context, status: str | None, author: str | None,
     """
     from newsletter.lists import listio, roster
 
-    rows = roster.find(_db(ctx), status=status, author=author, topic=topic)
+    rows = roster.find(get_db(ctx), status=status, author=author, topic=topic)
     if as_json:
         click.echo(json.dumps([listio.record(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    for line in roster.table(rows, filtered=bool(status or author or topic)):
+    for line in roster.table_lines(rows, filtered=bool(status or author or topic)):
         click.echo(line)
 
 
 @subscribers.command(name="show")
 @click.argument("email")
 @click.option("--history", is_flag=True, help="Also show every change, when and from where.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @click.pass_context
 def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: bool) -> None:
     """Show one subscriber, their filters and (with --history) every change to them.
@@ -173,7 +173,7 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
     from newsletter import store
     from newsletter.lists import listio, roster
 
-    db = _db(ctx)
+    db = get_db(ctx)
     sub = store.get_subscriber(db, email)
     events = store.subscriber_history(db, sub.email) if history else None
     if as_json:
@@ -196,7 +196,7 @@ def subscribers_pause(ctx: click.Context, email: str) -> None:
     """
     from newsletter.lists import roster
 
-    sub, changed = roster.pause(_db(ctx), email, now=_now())
+    sub, changed = roster.pause(get_db(ctx), email, now=get_now())
     click.echo(f"Paused {sub.email}" if changed else f"{sub.email} is already paused")
 
 
@@ -212,7 +212,7 @@ def subscribers_resume(ctx: click.Context, email: str) -> None:
     """
     from newsletter.lists import roster
 
-    sub, changed = roster.resume(_db(ctx), email, now=_now())
+    sub, changed = roster.resume(get_db(ctx), email, now=get_now())
     click.echo(f"Resumed {sub.email}" if changed else f"{sub.email} is already active")
 
 
@@ -245,9 +245,9 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
     """
     from newsletter.lists import roster
 
-    settings = _settings(ctx)
-    report = roster.import_file(_db(ctx), file, encoding=encoding, dry_run=dry_run,
-                              skip_invalid=skip_invalid, now=_now(),
+    settings = get_settings(ctx)
+    report = roster.import_file(get_db(ctx), file, encoding=encoding, dry_run=dry_run,
+                              skip_invalid=skip_invalid, now=get_now(),
                               confirm_with=settings if confirm else None)
     for line in report.lines:
         click.echo(str(line))
@@ -275,7 +275,7 @@ def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None) -> 
     from newsletter.lists import roster
 
     fmt = fmt or ("json" if out and out.lower().endswith(".json") else "csv")
-    text, count = roster.export(_db(ctx), fmt)
+    text, count = roster.export(get_db(ctx), fmt)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -299,12 +299,12 @@ def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
     """
     from newsletter.lists import roster
 
-    db = _db(ctx)
+    db = get_db(ctx)
     if resend:
-        where = roster.request_confirmation(db, _settings(ctx), email, now=_now())
+        where = roster.request_confirmation(db, get_settings(ctx), email, now=get_now())
         click.echo(f"Confirmation email sent to {email.strip()} ({where})")
         return
-    sub = roster.confirm(db, email, token, origin="cli", now=_now())
+    sub = roster.confirm(db, email, token, origin="cli", now=get_now())
     click.echo(f"Confirmed {sub.email}: they now receive issues")
 
 
@@ -321,7 +321,7 @@ def subscribers_expire(ctx: click.Context, days: int) -> None:
     """
     from newsletter.lists import roster
 
-    gone = roster.expire_pending(_db(ctx), _now(), days, outbox=_settings(ctx).outbox)
+    gone = roster.expire_pending(get_db(ctx), get_now(), days, outbox=get_settings(ctx).outbox)
     for email in gone:
         click.echo(f"Expired {email}")
     click.echo(f"{len(gone)} unconfirmed subscribers forgotten")
@@ -340,7 +340,7 @@ def subscribers_forget(ctx: click.Context, email: str) -> None:
     """
     from newsletter.lists import roster
 
-    done = roster.forget(_db(ctx), email, now=_now(), outbox=_settings(ctx).outbox)
+    done = roster.forget(get_db(ctx), email, now=get_now(), outbox=get_settings(ctx).outbox)
     click.echo(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
                f"{done.deliveries} deliveries (kept as anonymous counts), "
                f"{len(done.files)} outbox files")
@@ -364,5 +364,5 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """
     from newsletter import store
 
-    store.remove_subscriber(_db(ctx), email, now=_now())
+    store.remove_subscriber(get_db(ctx), email, now=get_now())
     click.echo(f"Removed {email.strip()}")

@@ -1,13 +1,13 @@
-"""`newsletter unsubscribes sync` and `newsletter serve`: leaving the list."""
+"""`newsletter unsubscribes sync`: leaving the list by email."""
 
 from __future__ import annotations
 
 import click
 
-from newsletter.cli import SubGroup, _db, _now, _settings, cli
+from newsletter.cli._common import SubGroup, get_db, get_now, get_settings
 
 
-@cli.group(cls=SubGroup, default="sync", default_if_no_args=True)
+@click.group(cls=SubGroup, default="sync", default_if_no_args=True)
 def unsubscribes() -> None:
     """Apply unsubscribe requests, hard bounces and confirmation replies from the mailbox."""
 
@@ -25,7 +25,7 @@ def unsubscribes_sync(ctx: click.Context) -> None:
     """
     from newsletter.lists import mailbox
 
-    report = mailbox.sync(_db(ctx), _settings(ctx), _now())
+    report = mailbox.sync(get_db(ctx), get_settings(ctx), get_now())
     for address in report.unsubscribed:
         click.echo(f"unsubscribed {address}")
     for address, status in report.bounced:
@@ -37,28 +37,3 @@ def unsubscribes_sync(ctx: click.Context) -> None:
     click.echo(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
                f"{len(report.confirmed)} confirmed, {len(report.rejected)} rejected, "
                f"{report.ignored} other messages left unread")
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Answer the signed links in every issue: RFC 8058 one-click unsubscribe (POST), a
-    manage page (pause, resume, unsubscribe) and confirmations. Put it behind HTTPS and set
-    NEWSLETTER_UNSUBSCRIBE_URL to its public address.
-
-    \b
-    Example:
-        NEWSLETTER_SECRET=... newsletter serve --port 8025
-    """
-    from newsletter.web import endpoint
-
-    settings = _settings(ctx)
-    _db(ctx)  # migrate before serving
-    server = endpoint.make_server(settings.db, settings, host, port)
-    click.echo(f"Serving on http://{host}:{server.server_address[1]} (Ctrl-C to stop)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass

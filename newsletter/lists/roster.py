@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,7 +29,8 @@ from newsletter.errors import InvalidFilter, NewsletterError, SendFailed
 from newsletter.lists import listio
 from newsletter.lists.addresses import normalize_email
 from newsletter.lists.tokens import confirm_token
-from newsletter.models import Subscriber
+from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS, Subscriber
+from newsletter.text import display_width
 from newsletter.untrusted import clean_text
 
 
@@ -39,9 +39,6 @@ def languages() -> list[str]:
     from newsletter.render import languages as available
 
     return available()
-FREQUENCIES = ("daily", "weekdays", "weekly")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STATUSES = store.STATUSES  # active, paused, pending, unsubscribed, bounced
 FILTER_KEYS = ("authors", "topics", "categories", "exclude")
 _SINGULAR = {"authors": "author", "topics": "topic", "categories": "category",
              "exclude": "exclude"}
@@ -212,12 +209,8 @@ def frequency_label(sub: Subscriber) -> str:
     return f"weekly ({sub.weekday or 'mon'})" if sub.frequency == "weekly" else sub.frequency
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
 def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
+    return text + " " * (width - display_width(text))
 
 
 def status_counts(subs: Sequence[Subscriber]) -> str:
@@ -226,11 +219,11 @@ def status_counts(subs: Sequence[Subscriber]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
-def table(subs: list[Subscriber], filtered: bool = False) -> list[str]:
+def table_lines(subs: list[Subscriber], filtered: bool = False) -> list[str]:
     if not subs:
         return ["No subscribers match" if filtered else
                 "No subscribers yet - add one with \"newsletter subscribers add EMAIL\""]
-    widths = [max(_width(x) for x in [head, *col]) for head, col in (
+    widths = [max(display_width(x) for x in [head, *col]) for head, col in (
         ("email", [s.email for s in subs]), ("name", [s.name for s in subs]),
         ("status", [s.status for s in subs]), ("frequency", [frequency_label(s) for s in subs]))]
     lines = ["  ".join([_pad("email", widths[0]), _pad("name", widths[1]), "lang",
@@ -435,12 +428,12 @@ _CONFIRM_TEXT = {
 
 
 def confirm_url(settings: Settings, email: str, token: str) -> str | None:
-    from urllib.parse import quote
+    from urllib.parse import urlencode
 
     if not settings.unsubscribe_url:
         return None
-    return (f"{settings.unsubscribe_url.rstrip('/')}/confirm?email={quote(email)}"
-            f"&token={token}")
+    query = urlencode({"email": email, "token": token})
+    return f"{settings.unsubscribe_url.rstrip('/')}/confirm?{query}"
 
 
 def require_secret(settings: Settings) -> None:

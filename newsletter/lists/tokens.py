@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from newsletter.match import fold
+from newsletter.text import fold
 
 
 def sign(secret: str, message: str) -> str:
@@ -21,4 +21,4 @@ def unsubscribe_token(secret: str, email: str) -> str:
 
 def confirm_token(secret: str, email: str) -> str:
     """In the confirmation email (a different token from the unsubscribe one)."""
-    return sign(secret, f"confirm:{email.strip().lower()}")
+    return sign(secret, f"confirm:{fold(email.strip())}")

@@ -9,14 +9,10 @@ leave no gap and no repeat; this module only decides *whether* someone is due no
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from newsletter.models import Subscriber
-
-EASTERN = ZoneInfo("America/New_York")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ANNOUNCE_AT = time(20, 0)
+from newsletter.models import WEEKDAYS, Subscriber
 
 
 def local(sub: Subscriber, now: datetime) -> datetime:
@@ -52,17 +48,6 @@ def due(sub: Subscriber, now: datetime, last_issue: date | None = None) -> tuple
 def arxiv_announces(day: date, holidays: frozenset[date] = frozenset()) -> bool:
     """Whether arXiv publishes an announcement on the evening (US Eastern) of ``day``."""
     return day.weekday() in (6, 0, 1, 2, 3) and day not in holidays
-
-
-def last_announcement(now: datetime, holidays: frozenset[date] = frozenset()) -> datetime:
-    """The most recent arXiv announcement at or before ``now``."""
-    here = now.astimezone(EASTERN)
-    day = here.date() if here.time() >= ANNOUNCE_AT else here.date() - timedelta(days=1)
-    for _ in range(30):
-        if arxiv_announces(day, holidays):
-            return datetime.combine(day, ANNOUNCE_AT, EASTERN)
-        day -= timedelta(days=1)
-    return datetime.combine(day, ANNOUNCE_AT, EASTERN)
 
 
 def parse_holidays(text: str) -> frozenset[date]:

@@ -1,5 +1,5 @@
-"""arXiv: the API (through the ``arxiv`` package) for followed authors and keywords, and
-arXiv's listing feeds for category subscriptions.
+"""arXiv: the API (one ``requests`` session, answers read with feedparser) for followed
+authors and keywords, and arXiv's listing feeds for category subscriptions.
 
 Queries are planned for all active subscribers together: authors are deduplicated and
 batched into OR queries, keywords likewise, each restricted to the window since the last
@@ -13,7 +13,7 @@ papers come on the next run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,94 +78,146 @@ def effective_delay(settings: Settings) -> float:
     return max(MIN_DELAY, settings.arxiv_delay)
 
 
-def paper_from_result(r: Any) -> Paper:
-    short = r.get_short_id()
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def paper_from_entry(e: Any) -> Paper:
+    """One ``<entry>`` of the API's Atom answer (as feedparser reads it) as a Paper."""
+    short = str(e.id).split("arxiv.org/abs/")[-1]
     pid = short.rsplit("v", 1)[0] if "v" in short.split("/")[-1] else short
-    cats = [r.primary_category] + [c for c in r.categories if c != r.primary_category]
+    primary = (e.get("arxiv_primary_category") or {}).get("term")
+    tags = [t.get("term") for t in e.get("tags", []) if t.get("term")]
+    cats = [primary] + [c for c in tags if c != primary] if primary else tags
     return Paper(
         id=pid,
         source="arxiv",
-        title=" ".join(r.title.split()),
-        authors=tuple(a.name for a in r.authors),
-        abstract=" ".join(r.summary.split()),
+        title=" ".join(e.title.split()),
+        authors=tuple(a.get("name", "") for a in e.get("authors", [])),
+        abstract=" ".join(e.get("summary", "").split()),
         url=f"https://arxiv.org/abs/{pid}",
         pdf_url=f"https://arxiv.org/pdf/{pid}",
-        doi=(r.doi or "").lower() or None,
+        doi=(e.get("arxiv_doi") or "").lower() or None,
         categories=tuple(cats),
-        published=r.published.astimezone(UTC),
-        updated=r.updated.astimezone(UTC) if r.updated else None,
+        published=_when(e.published),
+        updated=_when(e.updated) if e.get("updated") else None,
     )
 
 
-def _client(settings: Settings, timeout: float, counter: list[int]) -> Any:
-    import arxiv
-    import requests
+class ApiError(Exception):
+    """An API request that failed after its retries."""
 
-    class PoliteClient(arxiv.Client):  # type: ignore[misc]
-        query_url_format = settings.arxiv_api_url.rstrip("?") + "?{}"
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
-        def __init__(self) -> None:
-            super().__init__(page_size=200, delay_seconds=effective_delay(settings),
-                             num_retries=3)
-            session = requests.Session()
-            original = session.get
 
-            def get(url: str, **kw: Any) -> Any:
-                counter[0] += 1
-                return original(url, timeout=timeout, **kw)
+class Api:
+    """The arXiv API over one requests session: timeouts on every request, retries with
+    backoff (urllib3's ``Retry``: 429/5xx, connection errors and read time-outs, honouring
+    Retry-After up to a minute), requests paced at least ``delay`` seconds apart, every
+    attempt counted."""
 
-            session.get = get  # type: ignore[method-assign,assignment]
-            self._session = session
+    RETRIES = 3
 
-        def _parse_feed(self, url: str, first_page: bool = True, _try_index: int = 0) -> Any:
-            try:
-                return self._Client__try_parse_feed(url, first_page=first_page,
-                                                    try_index=_try_index)
-            except (arxiv.HTTPError, arxiv.UnexpectedEmptyPageError,
-                    requests.exceptions.RequestException):
-                if _try_index >= self.num_retries:
-                    raise
-                time.sleep(max(self.delay_seconds, 0.05) * 2 ** _try_index)  # backoff
-                return self._parse_feed(url, first_page, _try_index + 1)
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
 
-    return PoliteClient()
+        delay = effective_delay(settings)
+
+        class PacedRetry(Retry):  # type: ignore[misc]
+            def get_backoff_time(self) -> float:  # never sooner than the pacing allows
+                return max(delay, float(super().get_backoff_time()))
+
+            def get_retry_after(self, response: Any) -> float | None:  # at most a minute
+                asked = super().get_retry_after(response)
+                return None if asked is None else min(float(asked), 60.0)
+
+        retry = PacedRetry(total=self.RETRIES, backoff_factor=max(delay, 0.05),
+                           status_forcelist=(429, 500, 502, 503, 504),
+                           allowed_methods=("GET",), raise_on_status=False)
+        self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.headers["User-Agent"] = "academichub-newsletter (+arxiv API)"
+        self.url, self.delay, self.timeout = settings.arxiv_api_url, delay, timeout
+        self.requests = 0
+        self._last = 0.0
+
+    def _get(self, params: dict[str, str]) -> bytes:
+        import requests
+
+        wait = self._last + self.delay - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            resp = self.session.get(self.url, params=params, timeout=self.timeout)
+        except requests.exceptions.RequestException as e:
+            self.requests += 1 + self.RETRIES  # urllib3 gave up after every retry
+            raise ApiError("timed out after retries" if "Timeout" in type(e).__name__
+                           or "timed out" in str(e) else f"{type(e).__name__}: {e}") from e
+        finally:
+            self._last = time.monotonic()
+        retries = getattr(resp.raw, "retries", None)
+        self.requests += 1 + len(retries.history if retries else ())
+        if resp.status_code != 200:
+            raise ApiError(f"HTTP {resp.status_code} after retries", resp.status_code)
+        return resp.content
+
+    def results(self, query: str, limit: int = MAX_RESULTS_PER_QUERY,
+                page_size: int = 200) -> Iterator[Paper]:
+        """Every paper the query finds, page by page; an empty page before the total is
+        reached is asked again (the API sometimes answers one), up to the retries."""
+        import feedparser
+
+        start, total, empty = 0, None, 0
+        while start < min(limit, total if total is not None else limit):
+            body = self._get({"search_query": query, "start": str(start),
+                              "max_results": str(min(page_size, limit - start)),
+                              "sortBy": "submittedDate", "sortOrder": "descending"})
+            feed = feedparser.parse(body)
+            if total is None:
+                total = int(feed.feed.get("opensearch_totalresults", 0) or 0)
+            if not feed.entries:
+                empty += 1
+                if start == 0 or empty > self.RETRIES:
+                    if start:
+                        raise ApiError("empty page after retries")
+                    return
+                continue
+            empty = 0
+            for entry in feed.entries:
+                yield paper_from_entry(entry)
+            start += len(feed.entries)
 
 
 def _describe(err: Exception) -> str:
-    status = getattr(err, "status", None)
-    if status:
-        return f"HTTP {status} after retries"
-    name = type(err).__name__
-    if "Timeout" in name:
-        return "timed out after retries"
-    return f"{name}: {str(err)[:160]}"
+    if isinstance(err, ApiError):
+        return str(err)[:160]
+    return f"{type(err).__name__}: {str(err)[:160]}"
 
 
 def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime,
           until: datetime | None = None, timeout: float = 30.0) -> SourceResult:
-    import arxiv
-
     from newsletter.sources import feeds
 
     until = until or datetime.now(UTC)
     queries, categories = plan(subscribers)
-    counter = [0]
     papers: dict[str, Paper] = {}
     failures: list[str] = []
-    client = _client(settings, timeout, counter)
+    api = Api(settings, timeout)
     for q in queries:
-        search = arxiv.Search(query=q.search_query(since, until),
-                              max_results=MAX_RESULTS_PER_QUERY,
-                              sort_by=arxiv.SortCriterion.SubmittedDate)
         try:
-            for r in client.results(search):
-                p = paper_from_result(r)
+            for p in api.results(q.search_query(since, until)):
                 papers.setdefault(p.id, p)
         except Exception as e:  # one failing query must not fail the others
             failures.append(f"{q.kind} query ({', '.join(q.terms[:2])}...): {_describe(e)}")
     base = settings.arxiv_rss_url.rstrip("/")
+    listing_requests = 0
     for cat in categories:
-        counter[0] += 1
+        listing_requests += 1
         try:
             resp = feeds.get(f"{base}/{cat}", {}, settings, timeout, 20_000_000)
             for p, kind in feeds.parse_arxiv_listing(resp.body, resp.content_type):
@@ -187,7 +239,7 @@ def fetch(settings: Settings, subscribers: Sequence[Subscriber], since: datetime
     return SourceResult(
         name="arxiv",
         papers=tuple(papers.values()),
-        requests=counter[0],
+        requests=api.requests + listing_requests,
         error=(f"{len(failures)} of {total} requests failed: " + "; ".join(failures))
         if failures else None,
         partial=bool(failures) and len(failures) < total,

@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import feedparser
-from feedparser.datetimes import _parse_date
 
 from newsletter.config import Settings
 from newsletter.deadline import Watchdog
@@ -125,13 +124,7 @@ def get(url: str, state: dict[str, Any], settings: Settings, timeout: float,
          max_bytes: int) -> Response:
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise FetchFailed(f"cannot fetch {url}: only http and https feed URLs are supported")
-    headers = {"User-Agent": user_agent(settings), "Accept": ACCEPT,
-               "Accept-Encoding": "gzip"}
-    if state.get("etag"):
-        headers["If-None-Match"] = str(state["etag"])
-    if state.get("last_modified"):
-        headers["If-Modified-Since"] = str(state["last_modified"])
-    request = urllib.request.Request(url, headers=headers)
+    request = urllib.request.Request(url, headers=_request_headers(state, settings))
     deadline = time.monotonic() + timeout
     timed_out = f"timed out after {timeout:g} s ({url})"
     with Watchdog(timeout) as dog:
@@ -197,24 +190,38 @@ def _get(request: urllib.request.Request, url: str, dog: Watchdog, max_bytes: in
         elif e.code in (429, 503) and (e.headers.get("Retry-After") or "").strip():
             hint = f" (retry after {e.headers['Retry-After'].strip()})"
         raise FetchFailed(f"HTTP {e.code} from {url}{hint}") from None
-    except TimeoutError:
-        raise FetchFailed(timed_out) from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, TimeoutError):
-            raise FetchFailed(timed_out) from None
-        if isinstance(reason, ConnectionRefusedError):
-            raise FetchFailed(f"connection refused by {urlsplit(url).netloc} ({url})") from None
-        if isinstance(reason, ssl.SSLError):
-            raise FetchFailed(_one_line(f"TLS error from {url}: {reason}")) from None
-        text = getattr(reason, "strerror", None) or str(reason)
-        raise FetchFailed(_one_line(f"cannot reach {url}: {text}")) from None
-    except http.client.RemoteDisconnected:
-        raise FetchFailed(f"{url} closed the connection without answering") from None
-    except http.client.IncompleteRead:
-        raise FetchFailed(f"{url} closed the connection mid-response") from None
     except (http.client.HTTPException, OSError, ValueError) as e:
-        raise FetchFailed(_one_line(f"cannot read {url}: {type(e).__name__}: {e}")) from None
+        raise _failure(e, url, timed_out) from None
+
+
+def _request_headers(state: dict[str, Any], settings: Settings) -> dict[str, str]:
+    """What we accept, and the validators of the last answer (so it can say 304)."""
+    headers = {"User-Agent": user_agent(settings), "Accept": ACCEPT,
+               "Accept-Encoding": "gzip"}
+    if state.get("etag"):
+        headers["If-None-Match"] = str(state["etag"])
+    if state.get("last_modified"):
+        headers["If-Modified-Since"] = str(state["last_modified"])
+    return headers
+
+
+def _failure(e: Exception, url: str, timed_out: str) -> FetchFailed:
+    """One line that says what went wrong on the way to ``url``."""
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, TimeoutError):
+        return FetchFailed(timed_out)
+    if isinstance(e, urllib.error.URLError):
+        if isinstance(reason, ConnectionRefusedError):
+            return FetchFailed(f"connection refused by {urlsplit(url).netloc} ({url})")
+        if isinstance(reason, ssl.SSLError):
+            return FetchFailed(_one_line(f"TLS error from {url}: {reason}"))
+        text = getattr(reason, "strerror", None) or str(reason)
+        return FetchFailed(_one_line(f"cannot reach {url}: {text}"))
+    if isinstance(e, http.client.RemoteDisconnected):
+        return FetchFailed(f"{url} closed the connection without answering")
+    if isinstance(e, http.client.IncompleteRead):
+        return FetchFailed(f"{url} closed the connection mid-response")
+    return FetchFailed(_one_line(f"cannot read {url}: {type(e).__name__}: {e}"))
 
 
 def _read_capped(resp: Any, max_bytes: int, deadline: float, timed_out: str, url: str
@@ -896,6 +903,18 @@ def _struct_to_datetime(value: Any) -> datetime | None:
         return None
 
 
+def _date_string(text: str) -> datetime | None:
+    """A W3C/ISO or RFC 822 date string (PRISM dates are W3CDTF) in UTC; missing parts of
+    a partial date ("2024-01") are the first of the month; no zone means UTC."""
+    from dateutil import parser as dateparser
+
+    try:
+        got = dateparser.parse(text.strip(), default=datetime(2000, 1, 1))
+    except (ValueError, OverflowError):
+        return None
+    return (got if got.tzinfo else got.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _now() -> datetime:
     fixed = os.environ.get("NEWSLETTER_NOW")  # the CLI's clock for reproducible runs
     if fixed:
@@ -948,6 +967,6 @@ def _dates(entry: Any, blocks: list[str]) -> tuple[datetime, datetime | None]:
         best = updated
         for key in ("prism_publicationdate", "prism_coverdate"):
             if best is None and entry.get(key):
-                best = _struct_to_datetime(_parse_date(str(entry[key])))
+                best = _date_string(str(entry[key]))
         return best or _date_in_text(" ".join(blocks)) or _now(), None
     return published, updated if updated and updated != published else None

@@ -10,5 +10,5 @@ from newsletter.store.deliveries import *  # noqa: F403
 from newsletter.store.events import *  # noqa: F403
 from newsletter.store.merge import *  # noqa: F403
 from newsletter.store.papers import *  # noqa: F403
-from newsletter.store.sources import *  # noqa: F403
+from newsletter.store.source_records import *  # noqa: F403
 from newsletter.store.subscribers import *  # noqa: F403

@@ -12,7 +12,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
-from newsletter.store.db import _iso, transaction, utcnow
+from newsletter.store.db import iso, transaction, utcnow
 
 
 def get_brief(db: Database, key: str) -> dict[str, Any] | None:
@@ -24,12 +24,12 @@ def get_brief(db: Database, key: str) -> dict[str, Any] | None:
 
 def put_brief(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("briefs").insert({**row, "created": _iso(at or utcnow())}, replace=True)
+        db.table("briefs").insert({**row, "created": iso(at or utcnow())}, replace=True)
 
 
 def log_llm_call(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
-        db.table("llm_calls").insert({**row, "created": _iso(at or utcnow())})
+        db.table("llm_calls").insert({**row, "created": iso(at or utcnow())})
 
 
 def log_brief_hit(db: Database, key: str, model: str, language: str,
@@ -37,12 +37,12 @@ def log_brief_hit(db: Database, key: str, model: str, language: str,
     """One brief served from the cache: a model call saved."""
     with transaction(db):
         db.table("brief_hits").insert({"brief_key": key, "model": model, "language": language,
-                                       "created": _iso(at or utcnow())})
+                                       "created": iso(at or utcnow())})
 
 
 def llm_spend_since(db: Database, since: datetime) -> float:
     got = db.execute("select coalesce(sum(cost_usd), 0) from llm_calls where created >= ?",
-                     [_iso(since)]).fetchone()[0]
+                     [iso(since)]).fetchone()[0]
     return float(got)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(dt: datetime | None) -> str | None:
+def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
 
 
@@ -96,6 +97,36 @@ def transaction(db: Database) -> Iterator[None]:
         yield
 
 
+class Pool:
+    """A fixed set of connections to one database, shared by the threads of a server:
+    opened (and migrated) once, then lent out one at a time. ``with pool.connection() as
+    db:`` waits up to ``timeout`` seconds for a free one."""
+
+    def __init__(self, path: str | Path, size: int = 4, timeout: float = 10.0) -> None:
+        open_db(path).close()  # create and migrate once, not per request
+        self.timeout = timeout
+        self._free: queue.Queue[Database] = queue.Queue()
+        for _ in range(size):
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=timeout)
+            db = Database(conn)
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._free.put(db)
+        self.size = size
+
+    @contextmanager
+    def connection(self) -> Iterator[Database]:
+        db = self._free.get(timeout=self.timeout)
+        try:
+            yield db
+        finally:
+            self._free.put(db)
+
+    def close(self) -> None:
+        while not self._free.empty():
+            self._free.get_nowait().close()
+
+
 def checkpoint(path: str | Path) -> None:
     """Fold the write-ahead log into the database file, so the file alone is the state."""
     db = Database(path)
@@ -105,6 +136,5 @@ def checkpoint(path: str | Path) -> None:
         db.close()
 
 
-__all__ = ["DatabaseProblem", "checkpoint", "database_message", "describe_problem", "open_db",
-           "transaction",
-           "utcnow"]
+__all__ = ["DatabaseProblem", "Pool", "checkpoint", "database_message", "describe_problem",
+           "open_db", "transaction", "utcnow"]

@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.store.db import _iso, transaction, utcnow
-from newsletter.store.subscribers import _subscriber_row
+from newsletter.store.db import iso, transaction, utcnow
+from newsletter.store.rows import subscriber_row
 
 
 def delivered_paper_ids(db: Database, email: str) -> set[str]:
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     ids: set[str] = set()
     for d in db.table("deliveries").rows_where(
         "subscriber_id = ? and status = 'sent'", [row["id"]], select="paper_ids"
@@ -25,7 +25,7 @@ def delivered_paper_ids(db: Database, email: str) -> set[str]:
 
 def _latest_sent(db: Database, email: str, column: str) -> str | None:
     """The latest value of a column over this subscriber's sent deliveries."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     got: str | None = db.execute(
         f"select max({column}) from deliveries where subscriber_id = ? and status = 'sent'",
         [row["id"]],
@@ -45,7 +45,7 @@ def last_issue_date(db: Database, email: str) -> date | None:
 
 
 def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] | None:
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     rows = list(db.table("deliveries").rows_where(
         "subscriber_id = ? and issue_date = ?", [row["id"], issue_date.isoformat()], limit=1))
     return rows[0] if rows else None
@@ -61,7 +61,7 @@ UNFINISHED = ("pending", "sending", "deferred")
 def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
                    paper_ids: Iterable[str], now: datetime | None = None) -> dict[str, Any]:
     """Create (or reuse) the one delivery row for (subscriber, issue date)."""
-    sub = _subscriber_row(db, email)
+    sub = subscriber_row(db, email)
     existing = get_delivery(db, email, issue_date)
     if existing is not None:
         return existing
@@ -70,7 +70,7 @@ def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
             "insert or ignore into deliveries (subscriber_id, issue_date, status, message_id,"
             " paper_ids, attempts, created) values (?, ?, 'pending', ?, ?, 0, ?)",
             (sub["id"], issue_date.isoformat(), message_id, json.dumps(list(paper_ids)),
-             _iso(now or utcnow())),
+             iso(now or utcnow())),
         )
     delivery = get_delivery(db, email, issue_date)
     assert delivery is not None
@@ -89,7 +89,7 @@ def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str |
         db.conn.execute(
             "update deliveries set status = ?, error = ?, path = coalesce(?, path),"
             " sent_at = case when ? = 'sent' then ? else sent_at end where id = ?",
-            (status, error, path, status, _iso(now or utcnow()), delivery_id),
+            (status, error, path, status, iso(now or utcnow()), delivery_id),
         )
 
 
@@ -110,7 +110,7 @@ def list_deliveries(db: Database, issue_date: date | None = None,
 
 def unfinished_delivery(db: Database, email: str) -> dict[str, Any] | None:
     """The oldest delivery of this subscriber a previous run did not finish, if any."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     marks = ",".join("?" * len(UNFINISHED))
     rows = list(db.table("deliveries").rows_where(
         f"subscriber_id = ? and status in ({marks})", [row["id"], *UNFINISHED],

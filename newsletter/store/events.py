@@ -14,18 +14,19 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.store.db import _iso, transaction, utcnow
+from newsletter.store.db import iso, transaction, utcnow
+from newsletter.store.rows import subscriber_row
 
 ORIGINS = ("cli", "import", "unsubscribe", "bounce", "reply", "web")
 
 
-def _insert_event(conn: sqlite3.Connection, subscriber_id: int | None, event: str,
+def insert_event(conn: sqlite3.Connection, subscriber_id: int | None, event: str,
                   origin: str, detail: str = "", now: datetime | None = None) -> None:
     """Append one event inside the caller's transaction."""
     conn.execute(
         "insert into subscriber_events (subscriber_id, event, origin, detail, created)"
         " values (?, ?, ?, ?, ?)",
-        (subscriber_id, event, origin, detail, _iso(now or utcnow())),
+        (subscriber_id, event, origin, detail, iso(now or utcnow())),
     )
 
 
@@ -35,18 +36,14 @@ def record_event(db: Database, email: str, event: str, origin: str, detail: str 
     ``record_event(db, "ada@example.org", "bounced", "bounce", "550 mailbox full")``.
 
     Raises SubscriberNotFound for an unknown address."""
-    from newsletter.store.subscribers import _subscriber_row
-
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     with transaction(db):
-        _insert_event(db.conn, row["id"], event, origin, detail, now)
+        insert_event(db.conn, row["id"], event, origin, detail, now)
 
 
 def subscriber_history(db: Database, email: str) -> list[dict[str, Any]]:
     """EMAIL's events, oldest first: dicts with created, event, origin and detail."""
-    from newsletter.store.subscribers import _subscriber_row
-
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     return [dict(r) for r in db.query(
         "select created, event, origin, detail from subscriber_events"
         " where subscriber_id = ? order by id", [row["id"]])]

@@ -36,21 +36,7 @@ def merge_run_state(target: Database, source: Database) -> dict[str, int]:
             if row["id"] not in have:
                 target.table("papers").insert(row)
                 counts["papers"] += 1
-        for row in source.query("select * from deliveries"):
-            email = src_ids.get(row["subscriber_id"])
-            if email is None or email not in dst_ids:
-                continue  # the person removed or forgot this subscriber: they win
-            new = {**{k: v for k, v in row.items() if k != "id"},
-                   "subscriber_id": dst_ids[email]}
-            old = next(iter(target.query(
-                "select id, status from deliveries where subscriber_id = ? and issue_date = ?",
-                [new["subscriber_id"], new["issue_date"]])), None)
-            if old is None:
-                target.table("deliveries").insert(new)
-                counts["deliveries"] += 1
-            elif old["status"] != "sent" and new["status"] == "sent":
-                target.table("deliveries").update(old["id"], new)
-                counts["deliveries"] += 1
+        counts["deliveries"] = _merge_deliveries(target, source, src_ids, dst_ids)
         keys = {r["key"] for r in target.query("select key from briefs")}
         for row in source.query("select * from briefs"):
             if row["key"] not in keys:
@@ -62,14 +48,43 @@ def merge_run_state(target: Database, source: Database) -> dict[str, int]:
             if (row["brief_key"], row["created"], row["model"]) not in seen:
                 target.table("llm_calls").insert({k: v for k, v in row.items() if k != "id"})
                 counts["llm_calls"] += 1
-        for row in source.query("select * from sources"):
-            old = next(iter(target.query("select last_fetched from sources where name = ?",
-                                         [row["name"]])), None)
-            if old is None or (row["last_fetched"] or "") > (old["last_fetched"] or ""):
-                target.table("sources").upsert(row, pk="name")
-                counts["sources"] += 1
+        counts["sources"] = _merge_sources(target, source)
         counts["statuses"] = _merge_status_changes(target, source, src_ids, dst_ids)
     return counts
+
+
+def _merge_deliveries(target: Database, source: Database, src_ids: dict[int, str],
+                      dst_ids: dict[str, int]) -> int:
+    """New deliveries, and ones the run sent that the target still has as unsent."""
+    changed = 0
+    for row in source.query("select * from deliveries"):
+        email = src_ids.get(row["subscriber_id"])
+        if email is None or email not in dst_ids:
+            continue  # the person removed or forgot this subscriber: they win
+        new = {**{k: v for k, v in row.items() if k != "id"},
+               "subscriber_id": dst_ids[email]}
+        old = next(iter(target.query(
+            "select id, status from deliveries where subscriber_id = ? and issue_date = ?",
+            [new["subscriber_id"], new["issue_date"]])), None)
+        if old is None:
+            target.table("deliveries").insert(new)
+            changed += 1
+        elif old["status"] != "sent" and new["status"] == "sent":
+            target.table("deliveries").update(old["id"], new)
+            changed += 1
+    return changed
+
+
+def _merge_sources(target: Database, source: Database) -> int:
+    """Each source's fetch state, where the run's copy fetched later."""
+    changed = 0
+    for row in source.query("select * from sources"):
+        old = next(iter(target.query("select last_fetched from sources where name = ?",
+                                     [row["name"]])), None)
+        if old is None or (row["last_fetched"] or "") > (old["last_fetched"] or ""):
+            target.table("sources").upsert(row, pk="name")
+            changed += 1
+    return changed
 
 
 def _merge_status_changes(target: Database, source: Database, src_ids: dict[int, str],

@@ -12,7 +12,7 @@ from sqlite_utils.db import NotFoundError
 
 from newsletter.errors import PaperNotFound
 from newsletter.models import Paper
-from newsletter.store.db import _iso, transaction, utcnow
+from newsletter.store.db import iso, transaction, utcnow
 
 
 def _paper_row(p: Paper) -> dict[str, Any]:
@@ -27,8 +27,8 @@ def _paper_row(p: Paper) -> dict[str, Any]:
         "pdf_url": p.pdf_url,
         "doi": p.doi,
         "categories": json.dumps(list(p.categories)),
-        "published": _iso(p.published),
-        "updated": _iso(p.updated),
+        "published": iso(p.published),
+        "updated": iso(p.updated),
         "code_url": p.code_url,
     }
 
@@ -54,12 +54,11 @@ def _to_paper(row: dict[str, Any]) -> Paper:
 def title_key(p: Paper) -> str:
     """Normalised title + first author's family name: the last-resort identity of a paper."""
     import re
-    import unicodedata
+
+    from newsletter.text import fold
 
     def norm(text: str) -> str:
-        text = unicodedata.normalize("NFKD", text)
-        text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-        return re.sub(r"[^\w]+", " ", text).strip()
+        return re.sub(r"[^\w]+", " ", fold(text)).strip()
 
     family = norm(p.authors[0]).split()[-1] if p.authors and norm(p.authors[0]) else ""
     return f"{norm(p.title)}|{family}"
@@ -99,7 +98,7 @@ def upsert_papers(db: Database, papers: Iterable[Paper], now: datetime | None = 
                   ) -> tuple[int, int]:
     """Store each paper once, however many sources carry it; returns (new, updated).
     ``first_seen`` never moves, so a paper is new only once."""
-    seen = _iso(now or utcnow())
+    seen = iso(now or utcnow())
     new = updated = 0
     with transaction(db):
         for p in papers:
@@ -126,7 +125,7 @@ def list_papers(db: Database, source: str | None = None, since: datetime | None 
         args.append(source)
     if since:
         where.append("first_seen >= ?")
-        args.append(_iso(since))
+        args.append(iso(since))
     rows = db.table("papers").rows_where(" and ".join(where) or None, args,
                                          order_by="first_seen desc, published desc",
                                          limit=limit)
@@ -136,7 +135,7 @@ def list_papers(db: Database, source: str | None = None, since: datetime | None 
 def papers_first_seen_since(db: Database, since: datetime
                             ) -> tuple[list[Paper], list[datetime]]:
     """Papers first seen since ``since``, with when each was first seen."""
-    rows = list(db.table("papers").rows_where("first_seen >= ?", [_iso(since)],
+    rows = list(db.table("papers").rows_where("first_seen >= ?", [iso(since)],
                                               order_by="published desc"))
     return [_to_paper(r) for r in rows], [datetime.fromisoformat(r["first_seen"]) for r in rows]
 
@@ -158,7 +157,7 @@ def fts_search(db: Database, expression: str, since: datetime | None = None,
     args: list[Any] = [expression]
     if since is not None:
         sql += " and p.first_seen >= ?"
-        args.append(_iso(since))
+        args.append(iso(since))
     if ids is not None:
         wanted = list(ids)
         sql += f" and p.id in ({','.join('?' * len(wanted))})"

@@ -10,26 +10,16 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.errors import SubscriberExists, SubscriberNotFound
-from newsletter.models import Subscriber
-from newsletter.store.db import _iso, transaction, utcnow
-from newsletter.store.events import _insert_event
+from newsletter.errors import SubscriberExists
+from newsletter.models import STATUSES, Subscriber
+from newsletter.store.db import iso, transaction, utcnow
+from newsletter.store.events import insert_event
+from newsletter.store.rows import subscriber_row
 
 FILTER_KINDS = ("author", "topic", "category", "exclude")
 _FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
                  "exclude": "exclude"}
-STATUSES = ("active", "paused", "pending", "unsubscribed", "bounced")
 _SCALARS = ("name", "language", "timezone", "send_hour", "frequency", "weekday", "max_papers")
-
-
-def _subscriber_row(db: Database, email: str) -> dict[str, Any]:
-    rows = list(db.table("subscribers").rows_where("lower(email) = lower(?)", [email.strip()],
-                                                   limit=1))
-    if not rows:
-        raise SubscriberNotFound(
-            f"no subscriber {email.strip()} - see \"newsletter subscribers list\""
-        )
-    return rows[0]
 
 
 def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscriber:
@@ -79,7 +69,7 @@ def _insert(conn: sqlite3.Connection, sub: Subscriber, now: str | None) -> int:
         " weekday, max_papers, status, confirmed_at, status_changed, created, updated)"
         " values (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (sub.email, sub.name, sub.language, sub.timezone, sub.send_hour, sub.frequency,
-         sub.weekday, sub.max_papers, sub.status, _iso(sub.confirmed_at), now, now, now),
+         sub.weekday, sub.max_papers, sub.status, iso(sub.confirmed_at), now, now, now),
     )
     sid = cursor.lastrowid
     assert sid is not None
@@ -117,10 +107,10 @@ def add_subscriber(db: Database, sub: Subscriber, *, origin: str = "cli",
                    now: datetime | None = None) -> Subscriber:
     """Insert a subscriber with their filters and the event that added them, in one
     transaction. Raises SubscriberExists when the address is taken, whatever its case."""
-    stamp = _iso(now or utcnow())
+    stamp = iso(now or utcnow())
     with transaction(db):
         sid = _insert(db.conn, sub, stamp)
-        _insert_event(db.conn, sid, event, origin, detail, now)
+        insert_event(db.conn, sid, event, origin, detail, now)
     return get_subscriber(db, sub.email)
 
 
@@ -128,10 +118,10 @@ def update_subscriber(db: Database, old: Subscriber, new: Subscriber, *, origin:
                       detail: str = "", now: datetime | None = None) -> Subscriber:
     """Replace OLD's settings and filters by NEW's (same address) and record an "edited"
     event with ``detail`` (what changed)."""
-    sid = _subscriber_row(db, old.email)["id"]
+    sid = subscriber_row(db, old.email)["id"]
     with transaction(db):
-        _update(db.conn, sid, old, new, _iso(now or utcnow()))
-        _insert_event(db.conn, sid, "edited", origin, detail, now)
+        _update(db.conn, sid, old, new, iso(now or utcnow()))
+        insert_event(db.conn, sid, "edited", origin, detail, now)
     return get_subscriber(db, old.email)
 
 
@@ -140,21 +130,21 @@ def import_subscribers(db: Database, added: Iterable[Subscriber],
                        now: datetime | None = None) -> None:
     """Add and update many subscribers in one transaction: all of it is written, or none.
     ``updated`` holds (stored, new, what changed)."""
-    stamp = _iso(now or utcnow())
+    stamp = iso(now or utcnow())
     with transaction(db):
         conn = db.conn
         for sub in added:
             sid = _insert(conn, sub, stamp)
-            _insert_event(conn, sid, "imported", "import", sub.status, now)
+            insert_event(conn, sid, "imported", "import", sub.status, now)
         for old, new, detail in updated:
             sid = conn.execute("select id from subscribers where lower(email) = lower(?)",
                                (old.email,)).fetchone()[0]
             _update(conn, sid, old, new, stamp)
-            _insert_event(conn, sid, "edited", "import", detail, now)
+            insert_event(conn, sid, "edited", "import", detail, now)
 
 
 def get_subscriber(db: Database, email: str) -> Subscriber:
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     return _load(db, "s.id = ?", [row["id"]])[0]
 
 
@@ -168,30 +158,30 @@ def set_subscriber_status(db: Database, email: str, status: str, *, event: str, 
     drops the confirmation token's hash."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-    row = _subscriber_row(db, email)
-    stamp = _iso(now or utcnow())
+    row = subscriber_row(db, email)
+    stamp = iso(now or utcnow())
     with transaction(db):
         db.conn.execute("update subscribers set status = ?, status_changed = ?, updated = ?"
                         " where id = ?", (status, stamp, stamp, row["id"]))
         if event == "confirmed":
             db.conn.execute("update subscribers set confirmed_at = ?, confirm_hash = null"
                             " where id = ?", (stamp, row["id"]))
-        _insert_event(db.conn, row["id"], event, origin, detail, now)
+        insert_event(db.conn, row["id"], event, origin, detail, now)
     return get_subscriber(db, email)
 
 
 def set_confirm_hash(db: Database, email: str, digest: str, *, origin: str,
                      now: datetime | None = None) -> None:
     """Remember the hash of the confirmation token just sent, and record it was sent."""
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     with transaction(db):
         db.conn.execute("update subscribers set confirm_hash = ? where id = ?",
                         (digest, row["id"]))
-        _insert_event(db.conn, row["id"], "confirmation sent", origin, "", now)
+        insert_event(db.conn, row["id"], "confirmation sent", origin, "", now)
 
 
 def get_confirm_hash(db: Database, email: str) -> str | None:
-    got: str | None = _subscriber_row(db, email)["confirm_hash"]
+    got: str | None = subscriber_row(db, email)["confirm_hash"]
     return got
 
 
@@ -199,7 +189,7 @@ def pending_before(db: Database, before: datetime) -> list[str]:
     """Addresses still pending since before ``before``."""
     return [r["email"] for r in db.query(
         "select email from subscribers where status = 'pending'"
-        " and coalesce(status_changed, created) < ? order by email", [_iso(before)])]
+        " and coalesce(status_changed, created) < ? order by email", [iso(before)])]
 
 
 @contextmanager
@@ -215,7 +205,7 @@ def _secure_delete(db: Database) -> Iterator[None]:
 
 def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
            now: datetime | None) -> dict[str, Any]:
-    row = _subscriber_row(db, email)
+    row = subscriber_row(db, email)
     sid = row["id"]
     conn = db.conn
     counts = {table: conn.execute(f"select count(*) from {table} where subscriber_id = ?",
@@ -234,7 +224,7 @@ def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
         for table in ("filters", "deliveries", "subscriber_events"):
             conn.execute(f"delete from {table} where subscriber_id = ?", (sid,))
         conn.execute("delete from subscribers where id = ?", (sid,))
-        _insert_event(conn, None, event, origin, "", now)
+        insert_event(conn, None, event, origin, "", now)
     return {"email": row["email"], "name": row["name"] or "", "paths": paths, **counts}
 
 
@@ -284,7 +274,7 @@ def subscriber_emails(db: Database) -> list[str]:
     return [row[0] for row in db.execute("select email from subscribers order by email")]
 
 
-__all__ = ["FILTER_KINDS", "STATUSES", "add_subscriber", "compact", "find_text",
+__all__ = ["FILTER_KINDS", "add_subscriber", "compact", "find_text",
            "forget_subscriber", "get_confirm_hash", "get_subscriber", "import_subscribers",
            "list_subscribers", "pending_before", "remove_subscriber", "set_confirm_hash",
            "set_subscriber_status", "subscriber_emails", "update_subscriber"]
