@@ -100,6 +100,14 @@ class Settings:
                                   "written by then fall back to the extractive digest.")
     smtp_timeout: float = setting(60.0, "Seconds one message may take over SMTP in all "
                                   "(connect to end of data).")
+    state_key: str = setting("", "Key that encrypts the state 'state push' sends to the remote "
+                             "(make one with 'newsletter state keygen').", secret=True)
+    state_remote: str = setting("origin", "Git remote of the state: a remote name, a URL or a "
+                                "path.")
+    state_branch: str = setting("newsletter-state", "Branch of the state (never the code's).")
+    state_retention_days: int = setting(90, "Days that sent deliveries, cached briefs and papers "
+                                        "nothing refers to are kept before 'state push' prunes "
+                                        "them.")
 
     @property
     def source_names(self) -> list[str]:
@@ -234,7 +242,9 @@ def validate(settings: Settings) -> Settings:
         if any(ord(c) < 32 or c == "\x7f" for c in getattr(s, name)):
             problems.append(f"{name} contains control characters or line breaks - use one "
                             "line of text")
-    problems += _url("unsubscribe_url", s.unsubscribe_url, ("https",))
+    unsubscribe_host = urlsplit(s.unsubscribe_url).hostname or ""  # http only to loopback
+    problems += _url("unsubscribe_url", s.unsubscribe_url,
+                     ("https", "http") if is_loopback(unsubscribe_host) else ("https",))
     for name in ("arxiv_api_url", "arxiv_rss_url", "llm_api_base"):
         problems += _url(name, getattr(s, name), ("http", "https"))
     problems += _url("smtp_url", s.smtp_url, ("smtp", "smtps", "smtp+starttls"), secret=True)

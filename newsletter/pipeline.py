@@ -5,6 +5,7 @@ The only module that imports every stage. Plain functions taking their inputs as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -98,6 +99,10 @@ def _fetch_within(budget_end: float, settings: Settings, name: str, state: dict[
         name=f"fetch-{name}", daemon=True)
     worker.start()
     worker.join(left)
+    if box and box[0].error and left < settings.fetch_timeout:  # the budget cut it short
+        return dataclasses.replace(box[0], error=f"{box[0].error}; the fetch budget of "
+                                   f"{settings.fetch_budget:g} s was used up "
+                                   "(NEWSLETTER_FETCH_BUDGET)")
     if box:
         return box[0]
     return SourceResult(name=name, requests=1, error=f"gave up after {left:.3g} s: the fetch "
@@ -315,8 +320,6 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
 
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
-    if do_fetch:
-        report.fetched = fetch(db, settings, now, progress)
     subs = ([store.get_subscriber(db, only)] if only
             else store.list_subscribers(db, status="active"))
     for sub in [s for s in subs if s.status != "active"]:
@@ -338,6 +341,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         fresh.append(sub)
     report.due = len(issues) + len(fresh)
+    if do_fetch and fresh:  # nobody due, nothing fetched: the state stays as it was
+        report.fetched = fetch(db, settings, now, progress)
     if fresh:
         earliest = min(window_start(db, s, settings, now) for s in fresh)
         index = build_index(db, earliest)

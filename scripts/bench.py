@@ -9,7 +9,9 @@ Run `make bench` on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -432,6 +434,118 @@ def bench_list(tmp: Path, count: int = 10_000) -> None:
                    "import and export under 5 s each"))
 
 
+# Issue 13's targets, from what a person pays for the state, not from the code: the
+# decrypted state must stay small enough for a laptop to pull in seconds over a slow link
+# (20 MB), and the whole branch, all history, under a tenth of the 1 GB GitHub asks
+# repositories to stay under (100 MB).
+STATE_TARGET_MB = 20
+BRANCH_TARGET_MB = 100
+WORDS = ("model learning network data protein cell quantum graph language transformer "
+         "diffusion causal climate reinforcement vision sequence genome neural inference "
+         "robust sparse attention kernel manifold spectral stochastic bayesian optimal "
+         "single-cell CRISPR folding dynamics lattice energy policy reward benchmark").split()
+
+
+def _year_papers(rng: Any, day: int, count: int, now: datetime) -> list[Any]:
+    from newsletter.models import Paper
+
+    def text(n: int) -> str:
+        return " ".join(rng.choices(WORDS, k=n))
+
+    return [Paper(id=f"{2611 + day // 30}.{day % 30:02d}{n:03d}", source="arxiv",
+                  title=text(10).capitalize(), authors=tuple(
+                      f"Author{rng.randrange(3000)} Family{rng.randrange(400)}"
+                      for _ in range(rng.randint(2, 8))),
+                  abstract=text(160), url=f"https://arxiv.org/abs/{day}.{n}",
+                  published=now, categories=(rng.choice(("cs.CL", "cs.LG", "q-bio.GN")),))
+            for n in range(count)]
+
+
+def bench_state_year(tmp: Path, subs_n: int = 1000, days: int = 365,
+                     papers_per_day: int = 400) -> None:
+    """Issue 13: a year of daily runs for 1,000 subscribers, pushed to a bare git remote
+    after each run (and an extra, idle hourly run each day), with the default retention;
+    the state's size and the branch's size and commit count."""
+    import random
+    import subprocess
+    from datetime import timedelta
+
+    from newsletter.models import Subscriber
+    from newsletter.ops import statesync
+
+    print(f"A year of state: {subs_n:,} subscribers, {days} daily runs of {papers_per_day} "
+          "papers and one issue each, pushed encrypted to a bare git remote:")
+    rng = random.Random(13)
+    remote = tmp / "year-state.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    path = tmp / "year" / "newsletter.db"
+    db = store.open_db(path)
+    db.execute("PRAGMA synchronous = OFF")  # the simulation's writes; sizes are what count
+    start = datetime(2026, 1, 5, 7, tzinfo=UTC)
+    store.import_subscribers(db, [Subscriber(
+        f"reader{n}@example.org", name=f"Reader {n}", authors=(f"Author{n % 3000} Family1",),
+        topics=(rng.choice(WORDS),), categories=("cs.CL",)) for n in range(subs_n)], [],
+        now=start)
+    key = statesync.new_key()
+    idle = pushes = 0
+    push_seconds = 0.0
+    with measure(f"{days} runs and pushes") as m:
+        for day in range(days):
+            now = start + timedelta(days=day)
+            papers = _year_papers(rng, day, papers_per_day, now)
+            store.upsert_papers(db, papers, now)
+            emails = store.subscriber_emails(db)
+            ids = [p.id for p in papers]
+            stamp = now.isoformat()
+            with db.conn:  # one sent delivery each, as the run leaves it (in one go)
+                db.conn.executemany(
+                    "insert into deliveries (subscriber_id, issue_date, status, message_id,"
+                    " paper_ids, attempts, created, sent_at) select id, ?, 'sent', ?, ?, 1,"
+                    " ?, ? from subscribers where email = ?",
+                    [(now.date().isoformat(), f"<{day}.{email}>",
+                      json.dumps(rng.sample(ids, 10)), stamp, stamp, email)
+                     for email in emails])
+            if day % 3 == 0:  # some churn: one leaves, one joins, now and then one is erased
+                roster.set_status(db, rng.choice(emails), "unsubscribed", "unsubscribe",
+                                  now=now)
+                roster.add(db, f"new{day}@example.org", topics=["graph"], now=now)
+            if day % 30 == 29:
+                roster.forget(db, rng.choice(emails), now=now, compact=False)
+            began = time.perf_counter()
+            out = statesync.push(str(path), str(remote), "newsletter-state", key,
+                                 message=f"Day {day + 1}", retention_days=90, now=now)
+            push_seconds += time.perf_counter() - began
+            pushes += 1
+            assert out.startswith("pushed"), out
+            later = statesync.push(str(path), str(remote), "newsletter-state", key,
+                                   retention_days=90, now=now + timedelta(hours=1))
+            idle += later.startswith("nothing changed")
+    commits = int(subprocess.run(["git", "-C", str(remote), "rev-list", "--count",
+                                  "newsletter-state"], capture_output=True, text=True,
+                                 check=True).stdout)
+    tree = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "-l",
+                           "newsletter-state"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    state_mb = sum(int(line.split()[3]) for line in tree) / 1e6
+    subprocess.run(["git", "-C", str(remote), "gc", "-q", "--aggressive", "--prune=now"],
+                   check=True)
+    packed = subprocess.run(["git", "-C", str(remote), "count-objects", "-v"],
+                            capture_output=True, text=True, check=True).stdout
+    branch_mb = int(re.search(r"size-pack: (\d+)", packed).group(1)) / 1024
+    rows = db.execute("select count(*) from deliveries").fetchone()[0]
+    paper_rows = db.execute("select count(*) from papers").fetchone()[0]
+    print(f"  -> {commits} commits for {2 * days} pushes ({idle} idle hourly pushes made no "
+          f"commit); {len(tree)} files; mean push {push_seconds / pushes:.2f} s")
+    print(f"  -> after a year: {rows:,} delivery rows and {paper_rows:,} papers kept (90-day "
+          f"retention); local database {path.stat().st_size / 1e6:.1f} MB")
+    print(f"  -> encrypted state {state_mb:.1f} MB (target < {STATE_TARGET_MB} MB); whole "
+          f"branch packed {branch_mb:.1f} MB (target < {BRANCH_TARGET_MB} MB); peak RSS "
+          f"{m['peak_mb']:.0f} MB")
+    assert commits == days and idle == days, (commits, idle)
+    assert state_mb < STATE_TARGET_MB, state_mb
+    assert branch_mb < BRANCH_TARGET_MB, branch_mb
+
+
 def bench_smtp(count: int = 10_000) -> None:
     """10,000 messages to an SMTP server on loopback over one reused connection (issue 7's
     target: at least 50 per second, memory flat)."""
@@ -483,7 +597,14 @@ def bench_smtp(count: int = 10_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=1000, help="issues to render")
+    parser.add_argument("--year-days", type=int, default=365,
+                        help="daily runs in the state simulation")
+    parser.add_argument("--only", choices=["state"], help="run one section")
     args = parser.parse_args()
+    if args.only == "state":
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_state_year(Path(tmp), days=args.year_days)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         bench_demo(Path(tmp))
         bench_arxiv()
@@ -492,6 +613,7 @@ def main() -> None:
         bench_briefs(Path(tmp))
         bench_render(Path(tmp), args.render)
         bench_list(Path(tmp))
+        bench_state_year(Path(tmp), days=args.year_days)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Process peak RSS: {rss:.0f} MB")
     if MISSED:

@@ -93,8 +93,6 @@ class SMTPServer:
 
 @pytest.fixture
 def smtp_server() -> Iterator[SMTPServer]:
-    from aiosmtpd.controller import Controller
-
     server = SMTPServer("127.0.0.1", 0)
 
     class Handler:
@@ -111,15 +109,23 @@ def smtp_server() -> Iterator[SMTPServer]:
                 message_from_bytes(envelope.content, policy=policy.default))  # type: ignore
             return "250 Message accepted"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        server.port = s.getsockname()[1]
-    controller = Controller(Handler(), hostname="127.0.0.1", port=server.port)
-    controller.start()
+    controller, server.port = start_smtp(Handler())
     try:
         yield server
     finally:
         controller.stop()
+
+
+def start_smtp(handler: Any) -> tuple[Any, int]:
+    """An aiosmtpd server with HANDLER on a free loopback port: (controller, port)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, port
 
 
 # --- HTTP ---------------------------------------------------------------------------------

@@ -152,6 +152,23 @@ def test_a_feed_dripping_its_headers_fails_at_the_total_deadline(drip):
     assert took < 2.5, took
 
 
+def test_an_arxiv_api_dripping_its_headers_fails_at_the_total_deadline(drip):
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.models import Subscriber
+    from newsletter.sources import arxiv
+
+    settings = Settings(arxiv_api_url=f"http://127.0.0.1:{drip.port}/api/query",
+                        arxiv_rss_url=f"http://127.0.0.1:{drip.port}/rss", arxiv_delay=0)
+    now = datetime(2026, 11, 22, 9, tzinfo=UTC)
+    start = time.monotonic()
+    result = arxiv.fetch(settings, [Subscriber("a@example.org", authors=("Taiming Lu",))],
+                         now - timedelta(days=3), now, timeout=1.0)
+    took = time.monotonic() - start
+    assert result.error and "timed out after 1 s" in result.error, result.error
+    assert took < 4, took
+
+
 def test_the_run_sends_although_a_source_drips_and_finishes_within_the_budget(
         isolated, drip, monkeypatch):
     invoke("sources", "add", "slow", f"http://127.0.0.1:{drip.port}/feed")

@@ -126,7 +126,7 @@ def get(url: str, state: dict[str, Any], settings: Settings, timeout: float,
         raise FetchFailed(f"cannot fetch {url}: only http and https feed URLs are supported")
     request = urllib.request.Request(url, headers=_request_headers(state, settings))
     deadline = time.monotonic() + timeout
-    timed_out = f"timed out after {timeout:g} s ({url})"
+    timed_out = f"timed out after {timeout:.3g} s ({url})"
     with Watchdog(timeout) as dog:
         try:
             response = _get(request, url, dog, max_bytes, deadline, timed_out)

@@ -56,4 +56,12 @@ def anonymous_events(db: Database) -> list[dict[str, Any]]:
         " where subscriber_id is null order by id")]
 
 
-__all__ = ["ORIGINS", "anonymous_events", "record_event", "subscriber_history"]
+def change_marker(db: Database) -> tuple[int, int]:
+    """Changes as cheap as a glance: (how many history events, the last one's id). Every
+    change to a subscriber (web, mailbox, CLI) records an event, so a change moves it."""
+    row = db.execute("select count(*), coalesce(max(id), 0) from subscriber_events").fetchone()
+    return int(row[0]), int(row[1])
+
+
+__all__ = ["ORIGINS", "anonymous_events", "change_marker", "record_event",
+           "subscriber_history"]

@@ -1,113 +1,201 @@
-"""Merging a morning run's state into a newer copy of the database.
+"""Merging two copies of the list's state: ``merge_state(target, other)``.
 
-The scheduled job commits the database back to the repository. If a person pushed a
-subscriber change while the job ran, the job's copy is older than the repository's: the
-run's append-only state (papers, deliveries, briefs and model calls, fetch state, and the
-status changes it applied from the mailbox) is merged into the newer copy, whose subscribers
-and filters win.
+Two copies part when a scheduled run works on one while a person (a laptop, ``newsletter
+serve``, another shard) changes the other. The merge makes ``target`` the union of both, the
+same whichever way round it runs:
+
+- subscribers are matched by address; settings and filters come from the copy edited last
+  (its ``updated``), status from the copy whose status changed last (``status_changed``);
+  the history (``subscriber_events``) is the union, so both sides' edits are in it;
+- deliveries are matched by (address, issue date); a "sent" row wins over an unfinished one;
+- papers, briefs, LLM calls and cache hits are the union; each source keeps its latest fetch;
+- tombstones are the union, and then applied: an address forgotten, expired or removed on
+  either side is erased, and one unsubscribed on either side stays unsubscribed (see
+  ``store.tombstones``). A merge never undoes an erasure or an unsubscribe.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlite_utils import Database
 
 from newsletter.store.db import transaction
+from newsletter.store.subscribers import erase_row
+from newsletter.store.tombstones import ERASURES, merge_tombstones, tombstone_matches
 
-RUN_ORIGINS = ("unsubscribe", "bounce", "reply", "web")
+_STATUS_COLS = ("status", "status_changed", "confirmed_at", "confirm_hash")
+_FIXED = ("id", "email", "created", *_STATUS_COLS)
+_RANK = {"sent": 5, "failed": 4, "skipped": 4, "deferred": 2, "sending": 1, "pending": 0}
 
 
-def _ids_by_email(db: Database) -> dict[str, int]:
-    return {r["email"].lower(): r["id"] for r in db.query("select id, email from subscribers")}
+def _filters(db: Database) -> dict[int, list[tuple[str, str, str]]]:
+    out: dict[int, list[tuple[str, str, str]]] = {}
+    for f in db.query("select subscriber_id, kind, value, options from filters order by id"):
+        out.setdefault(f["subscriber_id"], []).append((f["kind"], f["value"], f["options"]))
+    return out
 
 
-def merge_run_state(target: Database, source: Database) -> dict[str, int]:
-    """Copy into ``target`` what ``source`` (the run's copy) has and ``target`` lacks.
+def _settings_key(row: dict[str, Any], filters: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """What decides whose settings win: the later ``updated``, then (a tie) the content."""
+    content = json.dumps([{k: v for k, v in sorted(row.items()) if k not in _FIXED},
+                          sorted(filters)], default=str)
+    return (row["updated"] or "", content)
 
-    Returns how many rows of each kind were added or updated."""
-    counts = {"papers": 0, "deliveries": 0, "briefs": 0, "llm_calls": 0, "sources": 0,
-              "statuses": 0}
-    src_ids = {v: k for k, v in _ids_by_email(source).items()}
-    dst_ids = _ids_by_email(target)
+
+def _merge_subscribers(target: Database, other: Database) -> int:
+    mine = {r["email"].lower(): r for r in target.query("select * from subscribers")}
+    my_filters = _filters(target)
+    their_filters = _filters(other)
+    conn = target.conn
+    changed = 0
+    for row in other.query("select * from subscribers order by id"):
+        theirs = their_filters.get(row["id"], [])
+        old = mine.get(row["email"].lower())
+        if old is None:
+            sid = target.table("subscribers").insert(
+                {k: v for k, v in row.items() if k != "id"}).last_pk
+            conn.executemany("insert into filters (subscriber_id, kind, value, options)"
+                             " values (?,?,?,?)", [(sid, *f) for f in theirs])
+            changed += 1
+            continue
+        update: dict[str, Any] = {}
+        if _settings_key(row, theirs) > _settings_key(old, my_filters.get(old["id"], [])):
+            update.update({k: v for k, v in row.items() if k not in _FIXED})
+            conn.execute("delete from filters where subscriber_id = ?", (old["id"],))
+            conn.executemany("insert into filters (subscriber_id, kind, value, options)"
+                             " values (?,?,?,?)", [(old["id"], *f) for f in theirs])
+        if ((row["status_changed"] or row["created"] or "")
+                > (old["status_changed"] or old["created"] or "")):
+            update.update({k: row[k] for k in _STATUS_COLS})
+        if update:
+            target.table("subscribers").update(old["id"], update)
+            changed += 1
+    return changed
+
+
+def _emails(db: Database) -> dict[int, str]:
+    return {r["id"]: r["email"].lower() for r in db.query("select id, email from subscribers")}
+
+
+def _merge_events(target: Database, other: Database, src: dict[int, str],
+                  dst: dict[str, int]) -> int:
+    def key(ev: dict[str, Any], who: str | None) -> tuple[Any, ...]:
+        return (who, ev["event"], ev["origin"], ev["created"], ev["detail"])
+
+    mine = _emails(target)
+    known = {key(ev, mine.get(ev["subscriber_id"])) for ev in
+             target.query("select * from subscriber_events")}
+    added = 0
+    for ev in other.query("select * from subscriber_events order by id"):
+        who = src.get(ev["subscriber_id"]) if ev["subscriber_id"] is not None else None
+        if ev["subscriber_id"] is not None and (who is None or who not in dst):
+            continue  # erased on this side: the tombstone decides
+        if key(ev, who) in known:
+            continue
+        target.table("subscriber_events").insert(
+            {**{k: v for k, v in ev.items() if k != "id"},
+             "subscriber_id": dst[who] if who else None})
+        added += 1
+    return added
+
+
+def _merge_deliveries(target: Database, other: Database, src: dict[int, str],
+                      dst: dict[str, int]) -> int:
+    mine = {(r["subscriber_id"], r["issue_date"]): r for r in
+            target.query("select id, subscriber_id, issue_date, status from deliveries")}
+    changed = 0
+    for row in other.query("select * from deliveries order by id"):
+        who = src.get(row["subscriber_id"])
+        if who is None or who not in dst:
+            continue
+        new = {**{k: v for k, v in row.items() if k != "id"}, "subscriber_id": dst[who]}
+        old = mine.get((new["subscriber_id"], new["issue_date"]))
+        if old is None:
+            target.table("deliveries").insert(new)
+        elif _RANK.get(new["status"], 0) > _RANK.get(old["status"], 0):
+            target.table("deliveries").update(old["id"], new)
+        else:
+            continue
+        changed += 1
+    return changed
+
+
+def _union(target: Database, other: Database, table: str, key: tuple[str, ...],
+           skip_id: bool = False) -> int:
+    cols = ", ".join(key)
+    known = {tuple(r.values()) for r in target.query(f"select {cols} from {table}")}
+    added = 0
+    for row in other.query(f"select * from {table}"):
+        if tuple(row[k] for k in key) in known:
+            continue
+        target.table(table).insert({k: v for k, v in row.items() if not (skip_id and k == "id")})
+        added += 1
+    return added
+
+
+def _max_counts(target: Database, other: Database, table: str) -> None:
+    """Anonymous counts: the larger of the two (both copies may hold the same count)."""
+    for row in other.query(f"select issue_date, status, count from {table}"):
+        target.execute(
+            f"insert into {table} (issue_date, status, count) values (?, ?, ?) on conflict"
+            f" (issue_date, status) do update set count = max(count, excluded.count)",
+            [row["issue_date"], row["status"], row["count"]])
+
+
+def merge_state(target: Database, other: Database) -> dict[str, int]:
+    """Make ``target`` the union of itself and ``other`` (see the module's docstring), then
+    apply every tombstone. Returns how many rows of each kind were added or changed, and
+    how many subscribers the tombstones erased or unsubscribed."""
+    counts: dict[str, int] = {}
     with transaction(target):
-        have = {r["id"] for r in target.query("select id from papers")}
-        for row in source.query("select * from papers"):
-            if row["id"] not in have:
-                target.table("papers").insert(row)
-                counts["papers"] += 1
-        counts["deliveries"] = _merge_deliveries(target, source, src_ids, dst_ids)
-        keys = {r["key"] for r in target.query("select key from briefs")}
-        for row in source.query("select * from briefs"):
-            if row["key"] not in keys:
-                target.table("briefs").insert(row)
-                counts["briefs"] += 1
-        seen = {(r["brief_key"], r["created"], r["model"]) for r in
-                target.query("select brief_key, created, model from llm_calls")}
-        for row in source.query("select * from llm_calls"):
-            if (row["brief_key"], row["created"], row["model"]) not in seen:
-                target.table("llm_calls").insert({k: v for k, v in row.items() if k != "id"})
-                counts["llm_calls"] += 1
-        counts["sources"] = _merge_sources(target, source)
-        counts["statuses"] = _merge_status_changes(target, source, src_ids, dst_ids)
+        counts["tombstones"] = merge_tombstones(target, other)
+        counts["subscribers"] = _merge_subscribers(target, other)
+        src = _emails(other)
+        dst = {email: sid for sid, email in _emails(target).items()}
+        counts["events"] = _merge_events(target, other, src, dst)
+        counts["deliveries"] = _merge_deliveries(target, other, src, dst)
+        counts["papers"] = _union(target, other, "papers", ("id",))
+        counts["briefs"] = _union(target, other, "briefs", ("key",))
+        counts["llm_calls"] = _union(target, other, "llm_calls",
+                                     ("brief_key", "created", "model"), skip_id=True)
+        counts["brief_hits"] = _union(target, other, "brief_hits",
+                                      ("brief_key", "created", "model", "language"),
+                                      skip_id=True)
+        counts["sources"] = 0
+        for row in other.query("select * from sources"):
+            old = next(iter(target.query("select last_fetched from sources where name = ?",
+                                         [row["name"]])), None)
+            if old is None or (row["last_fetched"] or "") > (old["last_fetched"] or ""):
+                target.table("sources").upsert(row, pk="name")
+                counts["sources"] += 1
+        _max_counts(target, other, "forgotten_deliveries")
+        _max_counts(target, other, "pruned_deliveries")
+    applied = apply_tombstones(target)
+    counts["erased"] = len(applied["erased"])
+    counts["unsubscribed"] = len(applied["unsubscribed"])
     return counts
 
 
-def _merge_deliveries(target: Database, source: Database, src_ids: dict[int, str],
-                      dst_ids: dict[str, int]) -> int:
-    """New deliveries, and ones the run sent that the target still has as unsent."""
-    changed = 0
-    for row in source.query("select * from deliveries"):
-        email = src_ids.get(row["subscriber_id"])
-        if email is None or email not in dst_ids:
-            continue  # the person removed or forgot this subscriber: they win
-        new = {**{k: v for k, v in row.items() if k != "id"},
-               "subscriber_id": dst_ids[email]}
-        old = next(iter(target.query(
-            "select id, status from deliveries where subscriber_id = ? and issue_date = ?",
-            [new["subscriber_id"], new["issue_date"]])), None)
-        if old is None:
-            target.table("deliveries").insert(new)
-            changed += 1
-        elif old["status"] != "sent" and new["status"] == "sent":
-            target.table("deliveries").update(old["id"], new)
-            changed += 1
-    return changed
+def apply_tombstones(db: Database) -> dict[str, list[str]]:
+    """Erase every subscriber an erasure tombstone names (added before it), and unsubscribe
+    every active or paused one an unsubscribe tombstone names (unless added or confirmed
+    after it: a person who opted in again). Returns the
+    addresses, by what was done: {"erased": [...], "unsubscribed": [...]}."""
+    done: dict[str, list[str]] = {"erased": [], "unsubscribed": []}
+    for sub, event, when in tombstone_matches(db):
+        if event in ERASURES:
+            if (sub["created"] or "") <= when:
+                erase_row(db, sub, None, "", keep_counts=True, now=None)
+                done["erased"].append(sub["email"])
+        elif (sub["status"] in ("active", "paused") and (sub["created"] or "") <= when
+              and (sub["confirmed_at"] or "") <= when):
+            with transaction(db):
+                db.execute("update subscribers set status = 'unsubscribed',"
+                           " status_changed = ? where id = ?", [when, sub["id"]])
+            done["unsubscribed"].append(sub["email"])
+    return done
 
 
-def _merge_sources(target: Database, source: Database) -> int:
-    """Each source's fetch state, where the run's copy fetched later."""
-    changed = 0
-    for row in source.query("select * from sources"):
-        old = next(iter(target.query("select last_fetched from sources where name = ?",
-                                     [row["name"]])), None)
-        if old is None or (row["last_fetched"] or "") > (old["last_fetched"] or ""):
-            target.table("sources").upsert(row, pk="name")
-            changed += 1
-    return changed
-
-
-def _merge_status_changes(target: Database, source: Database, src_ids: dict[int, str],
-                          dst_ids: dict[str, int]) -> int:
-    """Unsubscribes, bounces and confirmations the run applied from the mailbox."""
-    if not source.table("subscriber_events").exists():
-        return 0
-    marks = ",".join("?" * len(RUN_ORIGINS))
-    known = {(r["subscriber_id"], r["event"], r["created"]) for r in target.query(
-        "select subscriber_id, event, created from subscriber_events")}
-    changed = 0
-    for ev in source.query(f"select * from subscriber_events where origin in ({marks})"
-                           " order by id", list(RUN_ORIGINS)):
-        email = src_ids.get(ev["subscriber_id"])
-        if email is None or email not in dst_ids:
-            continue
-        sid = dst_ids[email]
-        if (sid, ev["event"], ev["created"]) in known:
-            continue
-        status: Any = next(iter(source.query("select status from subscribers where id = ?",
-                                             [ev["subscriber_id"]])))["status"]
-        target.table("subscriber_events").insert(
-            {**{k: v for k, v in ev.items() if k != "id"}, "subscriber_id": sid})
-        target.table("subscribers").update(sid, {"status": status})
-        changed += 1
-    return changed
+__all__ = ["apply_tombstones", "merge_state"]

@@ -231,3 +231,25 @@ def m010_papers_fts_stemmed(db: Database) -> None:
                                   create_triggers=True,
                                   tokenize="porter unicode61 remove_diacritics 2")
     db.table("papers").rebuild_fts()
+
+
+@migrations()
+def m011_tombstones_and_pruning(db: Database) -> None:
+    """What a merge needs so that it never undoes an erasure or an unsubscribe: one
+    tombstone per forgotten, expired, removed or unsubscribed address, holding a keyed hash
+    of the address (HMAC-SHA256 with a random key of this list's own, never the address);
+    and the delivery counts kept when old delivery rows are pruned."""
+    import secrets
+    from datetime import UTC, datetime
+
+    db.table("tombstone_keys").create({"id": str, "key": str, "created": str}, pk="id")
+    key = secrets.token_hex(32)
+    db.table("tombstone_keys").insert({
+        "id": key[:16], "key": key,
+        "created": datetime.now(UTC).isoformat(timespec="seconds")})
+    db.table("tombstones").create(
+        {"digest": str, "key_id": str, "event": str, "created": str},
+        pk="digest", not_null={"key_id", "event", "created"})
+    db.table("pruned_deliveries").create(
+        {"issue_date": str, "status": str, "count": int},
+        pk=("issue_date", "status"), not_null={"count"}, defaults={"count": 0})

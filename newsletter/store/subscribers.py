@@ -15,6 +15,7 @@ from newsletter.models import STATUSES, Subscriber
 from newsletter.store.db import iso, transaction, utcnow
 from newsletter.store.events import insert_event
 from newsletter.store.rows import subscriber_row
+from newsletter.store.tombstones import insert_tombstone
 
 FILTER_KINDS = ("author", "topic", "category", "exclude")
 _FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
@@ -167,6 +168,8 @@ def set_subscriber_status(db: Database, email: str, status: str, *, event: str, 
             db.conn.execute("update subscribers set confirmed_at = ?, confirm_hash = null"
                             " where id = ?", (stamp, row["id"]))
         insert_event(db.conn, row["id"], event, origin, detail, now)
+        if status == "unsubscribed":
+            insert_tombstone(db.conn, row["email"], "unsubscribed", now)
     return get_subscriber(db, email)
 
 
@@ -203,9 +206,11 @@ def _secure_delete(db: Database) -> Iterator[None]:
         db.execute(f"PRAGMA secure_delete = {int(previous)}")
 
 
-def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
-           now: datetime | None) -> dict[str, Any]:
-    row = subscriber_row(db, email)
+def erase_row(db: Database, row: dict[str, Any], event: str | None, origin: str,
+              keep_counts: bool, now: datetime | None) -> dict[str, Any]:
+    """Erase one subscriber row and everything of theirs; with an ``event``, record it
+    anonymously and leave a tombstone (a merge applying a tombstone passes none: the
+    event and the tombstone travel with the merge)."""
     sid = row["id"]
     conn = db.conn
     counts = {table: conn.execute(f"select count(*) from {table} where subscriber_id = ?",
@@ -224,8 +229,15 @@ def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
         for table in ("filters", "deliveries", "subscriber_events"):
             conn.execute(f"delete from {table} where subscriber_id = ?", (sid,))
         conn.execute("delete from subscribers where id = ?", (sid,))
-        insert_event(conn, None, event, origin, "", now)
-    return {"email": row["email"], "name": row["name"] or "", "paths": paths, **counts}
+        if event is not None:
+            insert_event(conn, None, event, origin, "", now)
+            insert_tombstone(conn, row["email"], event, now)
+    return {"email": row["email"], "name": row.get("name") or "", "paths": paths, **counts}
+
+
+def _erase(db: Database, email: str, event: str, origin: str, keep_counts: bool,
+           now: datetime | None) -> dict[str, Any]:
+    return erase_row(db, subscriber_row(db, email), event, origin, keep_counts, now)
 
 
 def forget_subscriber(db: Database, email: str, *, event: str = "forgotten",
