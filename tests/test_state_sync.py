@@ -151,7 +151,8 @@ def test_the_tombstone_wins_even_over_a_later_status_change(tmp_path):
     """Belt and braces: a copy that set the subscriber active after the unsubscribe (not by
     confirming anew) still ends unsubscribed; one who confirmed anew stays active."""
     a, b = store.open_db(tmp_path / "a.db"), store.open_db(tmp_path / "b.db")
-    roster.add(a, "bob@example.org", topics=["x"], now=store.utcnow().fromisoformat("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "bob@example.org", topics=["x"],
+               now=store.utcnow().fromisoformat("2026-11-01T00:00:00+00:00"))
     store.restore_chunks(b, store.dump_chunks(a))
     roster.set_status(a, "bob@example.org", "unsubscribed", "web",
                       now=store.utcnow().fromisoformat("2026-11-02T00:00:00+00:00"))
