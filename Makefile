@@ -46,6 +46,7 @@ bench: install-dev
 
 eval: install-dev
 	$(BIN)/python scripts/eval.py
+	$(BIN)/python scripts/eval_bounces.py --allow-missing
 
 clean:
 	rm -rf $(VENV) .demo outbox node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -76,6 +76,11 @@ class Settings:
     llm_timeout: float = setting(60.0, "Seconds to wait for one LLM answer.")
     llm_budget_usd: float = setting(0.0, "Daily LLM budget in US dollars; 0 = no cap.")
     llm_concurrency: int = setting(4, "How many LLM calls may run at once.")
+    llm_max_tokens: int = setting(1500, "Longest answer (tokens) the model may write for one "
+                                  "brief; the budget reserves this much per call.")
+    llm_price_per_call_usd: float = setting(0.0, "Worst-case USD per LLM call, for a model "
+                                            "litellm has no price for; needed for such a model "
+                                            "when a budget is set.")
     arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.")
     arxiv_rss_url: str = setting("https://rss.arxiv.org/rss", "Base of arXiv's listing feeds.")
     arxiv_delay: float = setting(3.0, "Seconds between arXiv API requests (at least 3).")
@@ -108,6 +113,18 @@ class Settings:
     state_retention_days: int = setting(90, "Days that sent deliveries, cached briefs and papers "
                                         "nothing refers to are kept before 'state push' prunes "
                                         "them.")
+    feedback_id: str = setting("", "Sender id for a Feedback-ID: header (Gmail's feedback loop);"
+                               " empty = no header.")
+    dkim_selector: str = setting("", "DKIM selector: sign every message when set (with "
+                                 "NEWSLETTER_DKIM_PRIVATE_KEY).")
+    dkim_domain: str = setting("", "DKIM signing domain (d=); empty = the From address's domain.")
+    dkim_private_key: str = setting("", "DKIM private key: the PEM text, or the path of the PEM "
+                                    "file.", secret=True)
+    soft_bounce_limit: int = setting(3, "Pause a subscriber after this many soft bounces (mailbox"
+                                     " full, refused, gave up retrying) within 30 days; 0 = "
+                                     "never.")
+    dns_server: str = setting("", "DNS resolver 'doctor' asks, as host or host:port; empty = the"
+                              " system's.")
 
     @property
     def source_names(self) -> list[str]:

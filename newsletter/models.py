@@ -74,9 +74,13 @@ class Match:
 
 @dataclass(frozen=True)
 class Theme:
+    """One claim of a brief (a theme, or with an empty title a cross-field connection): the
+    papers it cites and, for a model's claim, one checked verbatim quote per cited paper."""
+
     title: str
     text: str
     cites: tuple[int, ...] = ()
+    quotes: tuple[str, ...] = ()  # quotes[i] is from the abstract of paper cites[i]
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,12 @@ class Brief:
     kind: str  # "llm" or "extractive"
     headline: str
     themes: tuple[Theme, ...]
-    connections: str
+    connections: tuple[Theme, ...]  # cross-field connections, each with its evidence
+    # per paper: the opening sentence (extractive digest) or the model's note ("" if none)
     per_paper: tuple[str, ...]
     model: str | None = None
-    note: str = ""  # why a fallback was used, if it was
+    note: str = ""  # why a fallback was used, if it was: for the operator, never the reader
+    dropped: int = 0  # claims the model made whose quotes were missing or not found
 
 
 @dataclass(frozen=True)

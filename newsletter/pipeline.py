@@ -154,14 +154,20 @@ def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: d
 def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str, ...],
             result: brief_mod.BriefResult, report: RunReport, now: datetime | None = None
             ) -> None:
-    """Log every model request, and cache a brief the model wrote (tokens and cost summed
-    over its requests; cost None when the cost map does not know the model)."""
+    """Log every model request (with the claims it made and dropped), the reason for a
+    fallback, and cache a brief the model wrote (tokens and cost summed over its requests;
+    cost None when the cost map does not know the model)."""
     for call in result.calls:
         store.log_llm_call(db, {"brief_key": key, "language": lang, **call}, now)
         report.llm_calls += 1
-        report.llm_cost_usd += call.get("cost_usd") or 0.0
+        if call.get("cost_usd") is None:
+            report.llm_unpriced_calls += not call.get("error")
+        else:
+            report.llm_cost_usd += call["cost_usd"]
+            report.llm_priced_calls += 1
         if call.get("cost_usd") is None and not call.get("error"):
             report.unpriced_models.add(model)
+        report.dropped_claims += call.get("dropped_claims") or 0
     if result.brief.kind == "llm":
         costs = [c["cost_usd"] for c in result.calls if c.get("cost_usd") is not None]
         store.put_brief(db, {
@@ -176,11 +182,13 @@ def _record(db: Database, key: str, lang: str, model: str, paper_ids: tuple[str,
 
 
 def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
-                 settings: Settings, now: datetime, report: RunReport
-                 ) -> dict[tuple[tuple[str, ...], str], Brief]:
-    """One brief per distinct (papers, language): from the cache, else from the model in up
-    to llm_concurrency threads (database writes stay on this thread) while the day's spend
-    is under llm_budget_usd; every fallback is counted in report.brief_notes."""
+                 settings: Settings, now: datetime, report: RunReport, *,
+                 call_model: bool = True) -> dict[tuple[tuple[str, ...], str], Brief]:
+    """One brief per distinct (papers, language): from the cache, else (when ``call_model``)
+    from the model in up to llm_concurrency threads (database writes stay on this thread),
+    each request reserving its worst-case cost from the day's llm_budget_usd first. Every
+    fallback's reason goes to report.brief_notes and the brief_fallbacks table, never to the
+    reader; a setting the operator must fix also to report.operator_errors."""
     distinct = {(tuple(p.id for p in papers), lang): (papers, lang) for papers, lang in wanted}
     model = settings.llm_model
     if not model:
@@ -194,55 +202,73 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
             store.log_brief_hit(db, cached["key"], model, lang, now)
         else:
             todo.append((k, papers, lang))
-    missing = brief_mod.missing_key(model, settings.llm_api_base) if todo else None
-    if missing:
-        note = f"no API key for model {model!r}: set {missing}"
-        out.update({k: brief_mod.extractive(list(p), note=note) for k, p, _ in todo})
+    if todo and not call_model:
+        out.update({k: brief_mod.extractive(list(p), note="dry run: no model calls "
+                                            "(--with-briefs makes them)") for k, p, _ in todo})
         todo = []
     cap = settings.llm_budget_usd
+    problem = _model_problem(settings) if todo else None
+    if problem:
+        report.operator_errors.append(problem)
+        out.update({k: brief_mod.extractive(list(p), note=problem) for k, p, _ in todo})
+        todo = []
     spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
                                                   microsecond=0)) if cap else 0.0
-    def budget_left() -> bool:
-        return not cap or spent < cap
-
+    budget = brief_mod.Budget(cap, spent)
     workers = max(1, settings.llm_concurrency)
     deadline = time.monotonic() + settings.llm_deadline
     with brief_mod.DaemonPool() as pool:
-        for (k, job_papers, lang), result in brief_mod.write_many(
+        for (k, _, lang), result in brief_mod.write_many(
                 todo, pool, workers, model, settings.llm_api_base,
-                min(settings.llm_timeout, settings.llm_deadline),
-                may_start=budget_left, deadline=deadline):
-            if result is None:  # the daily budget ran out before this one could start
-                out[k] = brief_mod.extractive(job_papers, note="daily LLM budget reached")
-                continue
-            if result.brief.note == brief_mod.LATE:
+                min(settings.llm_timeout, settings.llm_deadline), deadline=deadline,
+                max_tokens=settings.llm_max_tokens, budget=budget,
+                price_per_call=settings.llm_price_per_call_usd):
+            if result.brief.note == brief_mod.LATE:  # no call to record: it is still out
                 out[k] = result.brief
                 continue
             _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
                     report, now)
-            spent += sum(c.get("cost_usd") or 0.0 for c in result.calls)
+            if result.operator_error:
+                report.operator_errors.append(result.operator_error)
             out[k] = result.brief
-    report.brief_notes += _fallback_notes(list(out.values()), len(distinct), settings, spent)
+    _fallbacks(db, out, settings, now, report, budget, record=call_model)
     return out
 
 
-def _fallback_notes(briefs: list[Brief], total: int, settings: Settings, spent: float
-                    ) -> list[str]:
-    """One line per reason a brief fell back to the extractive digest, with its count."""
+def _model_problem(settings: Settings) -> str | None:
+    """What the operator must fix before the model may be called at all."""
+    model = settings.llm_model
+    problem = brief_mod.check_model(model, settings.llm_api_base)
+    if problem is None and settings.llm_budget_usd and not settings.llm_price_per_call_usd \
+            and not brief_mod.known_price(model):
+        problem = (f"model {model!r} has no price in litellm's list, so the daily budget "
+                   "cannot cap it: set NEWSLETTER_LLM_PRICE_PER_CALL_USD or unset "
+                   "NEWSLETTER_LLM_BUDGET_USD")
+    return problem
+
+
+def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
+               settings: Settings, now: datetime, report: RunReport,
+               budget: brief_mod.Budget, record: bool) -> None:
+    """Every brief that fell back to the digest: its reason to the run summary and (unless
+    a dry run) to the brief_fallbacks table for `briefs stats`."""
     notes: dict[str, int] = {}
-    for b in briefs:
-        if b.note:
-            notes[b.note] = notes.get(b.note, 0) + 1
-    lines = []
+    for (ids, lang), b in out.items():
+        if not b.note:
+            continue
+        notes[b.note] = notes.get(b.note, 0) + 1
+        if record:
+            store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
+                                     settings.llm_model, lang, b.note, now)
     for note, n in notes.items():
         if note == brief_mod.LATE:
             note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
                     "briefs)")
-        if note == "daily LLM budget reached":
+        if note == brief_mod.BUDGET_REACHED:
             note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
-                    f"(${spent:.4f} spent today)")
-        lines.append(f"{note} - {n} of {total} briefs fell back to the extractive digest")
-    return lines
+                    f"(${budget.spent:.4f} spent today)")
+        report.brief_notes.append(f"{note} - {n} of {len(out)} briefs fell back to the "
+                                  "extractive digest")
 
 
 # --- whole issues ------------------------------------------------------------------------
@@ -309,15 +335,19 @@ def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
 
 
 def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = False,
-        dry_run: bool = False, only: str | None = None, do_fetch: bool = True,
+        dry_run: bool = False, with_briefs: bool = False, only: str | None = None,
+        do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
         sent: Callable[[RunLine], None] | None = None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
-    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery."""
+    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery.
+    A dry run calls no model (briefs come from the cache or the digest) unless
+    ``with_briefs``."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
 
+        send.refuse_unready(settings)
         report.expired = roster.expire_pending(db, now, settings.confirm_days,
                                                     outbox=settings.outbox)
     subs = ([store.get_subscriber(db, only)] if only
@@ -350,9 +380,9 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     if not issues:
         return report
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
-                               for i in issues if i.matches], settings, now, report)
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                     settings.smtp_rate, settings.smtp_timeout) as transport:
+                               for i in issues if i.matches], settings, now, report,
+                          call_model=not dry_run or with_briefs)
+    with send.transport_for(settings) as transport:
         for issue in issues:
             line = _deliver(db, with_brief(issue, briefs), settings, now, transport, dry_run)
             report.lines.append(line)
@@ -375,6 +405,9 @@ def _deliver(db: Database, issue: Issue, settings: Settings, now: datetime,
                                     issue.paper_ids, now)
     if delivery["status"] == "sent":
         return RunLine(sub.email, "skipped", 0, "already sent today")
+    if delivery["status"] == "failed":  # a 5xx answer: sending again would only repeat it
+        return RunLine(sub.email, "skipped", 0, "failed earlier, not retried ("
+                       f"{delivery['error']}) - 'newsletter deliveries retry' sends it again")
     if delivery["message_id"] != msg["Message-ID"]:
         msg.replace_header("Message-ID", delivery["message_id"])
     store.mark_sending(db, delivery["id"])

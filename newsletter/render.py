@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import binascii
 import functools
-import hashlib
 import math
 import re
 import threading
@@ -32,16 +31,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import jinja2
 import markupsafe
 
+from newsletter import headers
 from newsletter.config import REPO_ROOT, Settings
-from newsletter.lists.tokens import unsubscribe_token
+from newsletter.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
 from newsletter.untrusted import http_url
@@ -106,6 +106,11 @@ def format_date(d: date, t: dict[str, Any]) -> str:
                                         month_name=t["months"][d.month - 1])
 
 
+def format_number(n: int, t: dict[str, Any]) -> str:
+    """An integer with the language's digit grouping (1,234 / 1,234 / 1 234 ...)."""
+    return f"{n:,}".replace(",", t["thousands_sep"])
+
+
 # --- Jinja2 ------------------------------------------------------------------------------
 
 
@@ -163,7 +168,7 @@ def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja
                               lstrip_blocks=True, undefined=jinja2.StrictUndefined,
                               auto_reload=True)
     text.filters["wrap"] = wrap
-    text.filters["cite"] = lambda n: f"[{n:02d}]"
+    text.filters["cite"] = lambda n: f"[{int(n):02d}]"
     return html, text
 
 
@@ -178,26 +183,27 @@ def shorten(text: str, limit: int) -> tuple[str, bool]:
     return cut + " …", True
 
 
-def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
-    """(mailto link, https link or None) for List-Unsubscribe and the footer."""
-    sender = parseaddr(settings.from_addr)[1]
-    token = unsubscribe_token(settings.secret, email) if settings.secret else ""
-    subject = f"unsubscribe {token}".strip()
-    mailto = f"mailto:{sender}?subject={quote(subject)}"
-    web = None
-    if settings.unsubscribe_url and token:
-        query = urlencode({"email": email, "token": token})
-        web = f"{settings.unsubscribe_url.rstrip('/')}/unsubscribe?{query}"
-    return mailto, web
-
-
 def _reply_link(settings: Settings, subject: str) -> str:
     """A mailto: link that opens a reply to the sender with this subject."""
     to = parseaddr(settings.reply_to or settings.from_addr)[1]
     return f"mailto:{to}?subject={quote(subject)}"
 
 
-def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
+def _why(reasons: Sequence[str], t: dict[str, Any]) -> str:
+    """Why a paper is in the issue, in the reader's words: "author: Ada" -> "作者：Ada"."""
+    out = []
+    for reason in reasons:
+        kind, sep, value = reason.partition(": ")
+        label = t.get("reasons", {}).get(kind if sep else reason)
+        if label is None:
+            out.append(reason)
+        else:
+            out.append(label + t["colon"] + value if sep else label)
+    return t["reason_sep"].join(out)
+
+
+def _paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
+                   note: str = "") -> dict[str, Any]:
     p = m.paper
     followed = {fold(a) for a in m.followed_authors}
     authors = [(a, fold(a) in followed) for a in p.authors]
@@ -208,44 +214,62 @@ def _paper_context(n: int, m: Match, abstract_chars: int) -> dict[str, Any]:
     abstract, truncated = shorten(p.abstract, abstract_chars)
     links = []  # only http(s) links ever render, whatever the database holds
     if http_url(p.pdf_url):
-        links.append(("PDF", http_url(p.pdf_url)))
+        links.append((t["link_pdf"], http_url(p.pdf_url)))
     if p.doi:
-        links.append(("DOI", f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
+        links.append((t["link_doi"], f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
     if http_url(p.code_url):
-        links.append(("Code", http_url(p.code_url)))
+        links.append((t["link_code"], http_url(p.code_url)))
+    sep = t["list_sep_authors"]
     return {
         "n": f"{n:02d}",
+        "anchor": f"p{n:02d}",
         "badge": p.badge,
-        "date": p.published.date().isoformat(),
+        "date": format_date(p.published.date(), t),
         "title": p.title,
         "url": http_url(p.url) or "",
         "authors": shown,
         "more_authors": len(authors) - len(shown),
-        "author_line": ", ".join(p.authors[:MAX_AUTHORS])
-        + (f", +{len(p.authors) - MAX_AUTHORS}" if len(p.authors) > MAX_AUTHORS else ""),
-        "first_author": (p.authors[0] + (" et al." if len(p.authors) > 1 else ""))
+        "author_line": sep.join(p.authors[:MAX_AUTHORS])
+        + (f"{sep}+{format_number(len(p.authors) - MAX_AUTHORS, t)}"
+           if len(p.authors) > MAX_AUTHORS else ""),
+        "first_author": (p.authors[0] + (t["et_al"] if len(p.authors) > 1 else ""))
         if p.authors else "",
         "abstract": abstract,
         "truncated": truncated,
         "links": links,
-        "why": "; ".join(m.reasons),
+        "why": _why(m.reasons, t),
+        "note": note,
     }
 
 
-def _cite_runs(cites: Sequence[int]) -> list[str]:
-    """[2, 3, 4, 5, 7, 9, 10] -> ["[02]–[05]", "[07]", "[09]", "[10]"]."""
+def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
+    """[2, 3, 4, 5, 7] -> runs for "[02]–[05] [07]": each run's ``text`` (plain-text part)
+    and its ``ends`` as (number, card anchor) to link (HTML part)."""
     runs: list[list[int]] = []
     for c in sorted(cites):
         if runs and c == runs[-1][-1] + 1:
             runs[-1].append(c)
         else:
             runs.append([c])
-    out: list[str] = []
+    out: list[dict[str, Any]] = []
     for run in runs:
-        if len(run) >= 3:
-            out.append(f"[{run[0]:02d}]–[{run[-1]:02d}]")
-        else:
-            out.extend(f"[{c:02d}]" for c in run)
+        pieces = [run] if len(run) >= 3 else [[c] for c in run]
+        for piece in pieces:
+            ends = [(f"{c:02d}", f"p{c:02d}") for c in dict.fromkeys((piece[0], piece[-1]))]
+            out.append({"text": "–".join(f"[{n}]" for n, _ in ends), "ends": ends})
+    return out
+
+
+def claims_view(brief: Brief, connections: bool = False) -> list[dict[str, Any]]:
+    """The model's themes (or connections) as the templates show them: title, text, and
+    each citation as (number, card anchor ``pNN``, the quote that backs it). A page that
+    shows the brief over the cards (the radar page) links citations the same way."""
+    out = []
+    for claim in brief.connections if connections else brief.themes:
+        quotes = claim.quotes + ("",) * (len(claim.cites) - len(claim.quotes))
+        out.append({"title": claim.title, "text": claim.text,
+                    "cites": [(f"{c:02d}", f"p{c:02d}", q)
+                              for c, q in zip(claim.cites, quotes, strict=True)]})
     return out
 
 
@@ -287,11 +311,14 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
                           (t["chip_exclude"], sub.exclude)):
         for value in values:
             chips.append({"label": label, "value": value, "remove": _reply_link(
-                settings, t["chip_remove_subject"].format(filter=f"{label}: {value}"))})
+                settings, t["chip_remove_subject"].format(filter=label + t["colon"] + value))})
     mailto, web = unsubscribe_links(settings, sub.email)
     fields = t.get("fields", {})
-    papers = [_paper_context(n, m, abstract_chars) for n, m in enumerate(issue.matches, 1)]
-    more = [_paper_context(n, m, 0) for n, m in
+    brief = issue.brief
+    notes = brief.per_paper if brief and brief.kind == "llm" else ()
+    papers = [_paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
+              for n, m in enumerate(issue.matches, 1)]
+    more = [_paper_context(n, m, 0, t) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []
@@ -303,8 +330,8 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "subscriber": sub,
         "date_str": date_str,
         "subject": subject_tpl.format(brand=settings.brand.split(" · ")[0], date=date_str,
-                                      count=count),
-        "preheader": t["preheader"].format(count=count, lead=lead),
+                                      count=format_number(count, t)),
+        "preheader": t["preheader"].format(count=format_number(count, t), lead=lead),
         "preheader_filler": PREHEADER_FILLER,
         "chips": chips,
         "brief": issue.brief,
@@ -312,10 +339,14 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         if issue.brief and issue.brief.kind != "llm" else [],
         "extractive_headline": t["extractive_headline_one" if briefed == 1
                                  else "extractive_headline"].format(
-            count=briefed, fields=t.get("list_sep", ", ").join(field_names)),
+            count=format_number(briefed, t), fields=t["list_sep"].join(field_names)),
         "field_name": lambda key: fields.get(key, key),
         "papers": papers,
         "more": more,
+        "more_note": t["more_note"].format(count=format_number(len(more), t)),
+        "claims": claims_view(issue.brief) if issue.brief and issue.brief.kind == "llm" else [],
+        "connections": claims_view(issue.brief, connections=True)
+        if issue.brief and issue.brief.kind == "llm" else [],
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
         "change_url": _reply_link(settings, t["change_subject"]),
@@ -527,10 +558,9 @@ def render(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHAR
 # --- the message -------------------------------------------------------------------------
 
 
-def message_id(email: str, issue_date: date, from_addr: str) -> str:
-    digest_ = hashlib.sha256(f"{fold(email)}|{issue_date.isoformat()}".encode()).hexdigest()
-    domain = parseaddr(from_addr)[1].partition("@")[2] or "localhost"
-    return f"<{issue_date.strftime('%Y%m%d')}.{digest_[:20]}@{domain}>"
+def message_id(email: str, issue_date: date, settings: Settings) -> str:
+    """The same for every attempt at one subscriber's issue of one day."""
+    return headers.message_id(f"{issue_date:%Y%m%d}|{fold(email)}", settings)
 
 
 def _text_part(content: str, subtype: str) -> EmailMessage:
@@ -552,21 +582,12 @@ def _text_part(content: str, subtype: str) -> EmailMessage:
 
 def build_message(issue: Issue, rendered: Rendered, settings: Settings,
                   now: datetime) -> EmailMessage:
+    """The issue (or the "nothing new" note) as a message; headers.py writes the headers."""
     sub = issue.subscriber
-    msg = EmailMessage()
-    msg["From"] = settings.from_addr
-    msg["To"] = formataddr((sub.name, sub.email)) if sub.name else sub.email
-    msg["Reply-To"] = settings.reply_to or settings.from_addr
-    msg["Subject"] = rendered.subject
-    msg.set_raw("Date", format_datetime(now))  # set_raw: short ASCII, nothing to parse
-    msg.set_raw("Message-ID", message_id(sub.email, issue.issue_date, settings.from_addr))
-    msg.set_raw("MIME-Version", "1.0")
-    sender_domain = parseaddr(settings.from_addr)[1].partition("@")[2] or "localhost"
-    msg["List-Id"] = f"{settings.brand.split(' · ')[0]} <daily.{sender_domain}>"
-    mailto, web = unsubscribe_links(settings, sub.email)
-    msg["List-Unsubscribe"] = f"<{mailto}>" + (f", <{web}>" if web else "")
-    if web:
-        msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    msg = headers.new_message(settings, headers.Envelope(
+        to_email=sub.email, to_name=sub.name, subject=rendered.subject, date=now,
+        message_id=message_id(sub.email, issue.issue_date, settings),
+        kind="issue" if issue.matches else "empty"))
     msg.set_raw("Content-Type", "multipart/alternative")
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))

@@ -11,9 +11,12 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from newsletter.config import Settings
 from newsletter.deadline import Watchdog
 from newsletter.errors import ConfigError, SendFailed
+from newsletter.headers import envelope_sender, from_domain, to_bytes
 from newsletter.lists.addresses import is_loopback
+from newsletter.signing import DkimKey, key_from_settings
 
 
 def safe_name(name: str) -> str:
@@ -24,8 +27,9 @@ def safe_name(name: str) -> str:
 class Outbox:
     """Writes ``<date>_<address>.eml`` and ``.html`` side by side."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, dkim: DkimKey | None = None):
         self.folder = Path(folder)
+        self.dkim = dkim
 
     def __enter__(self) -> Outbox:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -34,12 +38,12 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str) -> str:
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str) -> str:
         stem = f"{issue_date}_{safe_name(email)}"
         eml = self.folder / f"{stem}.eml"
         tmp = self.folder / f".{stem}.eml.tmp"
         (self.folder / f"{stem}.html").write_text(html, encoding="utf-8")
-        tmp.write_bytes(bytes(msg))
+        tmp.write_bytes(to_bytes(msg, self.dkim))
         tmp.replace(eml)  # atomic: a crash never leaves half a message
         return str(eml)
 
@@ -47,7 +51,8 @@ class Outbox:
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 60.0, rate: float = 0.0):
+    def __init__(self, url: str, password: str = "", timeout: float = 60.0, rate: float = 0.0,
+                 dkim: DkimKey | None = None):
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -74,6 +79,7 @@ class SMTPSender:
         self.timeout = timeout
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._last_send = 0.0
+        self.dkim = dkim
         self.conn: smtplib.SMTP | None = None
         self.timed_out = ""  # after one timeout the rest of the run's messages wait
 
@@ -125,16 +131,17 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
-    def send(self, msg: EmailMessage, email: str, issue_date: str, html: str,
+    def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
              retries: int = 2, backoff: float = 0.5) -> str:
         """Send one message. A dropped connection is reopened; a 4xx answer is retried with
         backoff and then reported as temporary; a 5xx answer is a permanent failure."""
+        raw = to_bytes(msg, self.dkim)
         if self.timed_out:
             raise SendFailed(f"not tried: the SMTP server timed out earlier in this run "
                              f"({self.timed_out})", temporary=True)
         with Watchdog(self.timeout) as dog:
             try:
-                return self._send(msg, email, retries, backoff, dog)
+                return self._send(msg, raw, email, retries, backoff, dog)
             except (OSError, smtplib.SMTPException, SendFailed) as e:
                 if not dog.expired:
                     raise
@@ -144,8 +151,8 @@ class SMTPSender:
                 raise SendFailed(f"SMTP timed out: {self.timed_out} (NEWSLETTER_SMTP_TIMEOUT)",
                                  temporary=True) from e
 
-    def _send(self, msg: EmailMessage, email: str, retries: int, backoff: float,
-              dog: Watchdog) -> str:
+    def _send(self, msg: EmailMessage | bytes, raw: bytes, email: str, retries: int,
+              backoff: float, dog: Watchdog) -> str:
         for attempt in range(retries + 1):
             if self.conn is None:
                 self.conn = self._connect(dog)
@@ -154,7 +161,7 @@ class SMTPSender:
                 raise TimeoutError("deadline passed")
             self._pace()
             try:
-                self.conn.send_message(msg, to_addrs=[email])
+                self.conn.sendmail(envelope_sender(msg), [email], raw)
                 return f"smtp://{self.host}:{self.port}"
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
@@ -184,10 +191,34 @@ class SMTPSender:
         raise SendFailed("unreachable")  # pragma: no cover
 
 
+def refuse_unready(settings: Settings) -> None:
+    """Mail over a real (non-loopback) SMTP server must come from a real domain and carry
+    signed unsubscribe tokens: refuse to send otherwise."""
+    if not settings.smtp_url:
+        return
+    host = urlsplit(settings.smtp_url).hostname or ""
+    if is_loopback(host):
+        return
+    if from_domain(settings) in ("localhost", "localhost.localdomain") or \
+            from_domain(settings).endswith(".localhost"):
+        raise ConfigError(f"refusing to send through {host} from {settings.from_addr!r} - set "
+                          "NEWSLETTER_FROM_ADDR to an address at your domain")
+    if not settings.secret:
+        raise ConfigError(f"refusing to send through {host} without NEWSLETTER_SECRET: readers' "
+                          "unsubscribe requests could not be verified - set it (any long "
+                          "random string, kept the same)")
+
+
 def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
-           timeout: float = 60.0) -> Outbox | SMTPSender:
+           dkim: DkimKey | None = None, timeout: float = 60.0) -> Outbox | SMTPSender:
     """SMTP when a URL is set (``timeout``: total seconds for one message), else the
     outbox folder."""
-    if smtp_url:
-        return SMTPSender(smtp_url, smtp_password, timeout=timeout, rate=rate)
-    return Outbox(outbox)
+    return (SMTPSender(smtp_url, smtp_password, timeout=timeout, rate=rate, dkim=dkim)
+            if smtp_url else Outbox(outbox, dkim=dkim))
+
+
+def transport_for(settings: Settings) -> Outbox | SMTPSender:
+    """The transport the settings ask for, DKIM-signing when a key is set. (Callers that
+    send for real call refuse_unready first.)"""
+    return sender(settings.smtp_url, settings.smtp_password, settings.outbox,
+                  settings.smtp_rate, key_from_settings(settings), settings.smtp_timeout)

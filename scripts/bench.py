@@ -254,18 +254,30 @@ def _fake_llm_server() -> tuple[str, Any]:
 
     import litellm
 
-    answer = json.dumps({
-        "headline": "Today's papers, read together", "connections": "They connect.",
-        "themes": [{"title": "One", "text": "A theme.", "cites": [1]},
-                   {"title": "Two", "text": "Another theme.", "cites": [1]}],
-        "papers": [{"n": 1, "sentence": "A finding."}]})
-    out_tokens = litellm.token_counter(model="gpt-4o-mini", text=answer)
+    def answer_for(request: dict[str, Any]) -> str:
+        """A grounded brief: every claim quotes the first words of the abstract it cites."""
+        user = request["messages"][1]["content"]
+        papers = json.loads(user.split("<papers>\n")[1].split("\n</papers>")[0])
+
+        def claim(text: str, n: int) -> dict[str, Any]:
+            quote = " ".join(papers[n - 1]["abstract"].split()[:12])
+            return {"text": text, "cites": [n], "evidence": [{"paper": n, "quote": quote}]}
+
+        last = len(papers)
+        return json.dumps({
+            "headline": claim("Today's papers, read together", 1),
+            "themes": [{"title": "One", **claim("A theme.", 1)},
+                       {"title": "Two", **claim("Another theme.", last)}],
+            "connections": [claim("They connect.", last)],
+            "papers": [{"paper": n, "note": "A finding."} for n in range(1, last + 1)]})
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = answer_for(request)
+            out_tokens = litellm.token_counter(model="gpt-4o-mini", text=answer)
             prompt = litellm.token_counter(model="gpt-4o-mini", messages=request["messages"])
             body = json.dumps({
                 "id": "chatcmpl-bench", "object": "chat.completion", "created": 0,
@@ -464,7 +476,7 @@ def _year_papers(rng: Any, day: int, count: int, now: datetime) -> list[Any]:
 def bench_state_year(tmp: Path, subs_n: int = 1000, days: int = 365,
                      papers_per_day: int = 400) -> None:
     """Issue 13: a year of daily runs for 1,000 subscribers, pushed to a bare git remote
-    after each run (and an extra, idle hourly run each day), with the default retention;
+    after each run (and, once a week, an idle hourly run), with the default retention;
     the state's size and the branch's size and commit count."""
     import random
     import subprocess
@@ -487,7 +499,7 @@ def bench_state_year(tmp: Path, subs_n: int = 1000, days: int = 365,
         topics=(rng.choice(WORDS),), categories=("cs.CL",)) for n in range(subs_n)], [],
         now=start)
     key = statesync.new_key()
-    idle = pushes = 0
+    idle = idle_runs = pushes = 0
     push_seconds = 0.0
     with measure(f"{days} runs and pushes") as m:
         for day in range(days):
@@ -517,9 +529,11 @@ def bench_state_year(tmp: Path, subs_n: int = 1000, days: int = 365,
             push_seconds += time.perf_counter() - began
             pushes += 1
             assert out.startswith("pushed"), out
-            later = statesync.push(str(path), str(remote), "newsletter-state", key,
-                                   retention_days=90, now=now + timedelta(hours=1))
-            idle += later.startswith("nothing changed")
+            if day % 7 == 0:  # an hourly run later that day: nobody due, nothing changed
+                later = statesync.push(str(path), str(remote), "newsletter-state", key,
+                                       retention_days=90, now=now + timedelta(hours=1))
+                idle += later.startswith("nothing changed")
+                idle_runs += 1
     commits = int(subprocess.run(["git", "-C", str(remote), "rev-list", "--count",
                                   "newsletter-state"], capture_output=True, text=True,
                                  check=True).stdout)
@@ -534,16 +548,18 @@ def bench_state_year(tmp: Path, subs_n: int = 1000, days: int = 365,
     branch_mb = int(re.search(r"size-pack: (\d+)", packed).group(1)) / 1024
     rows = db.execute("select count(*) from deliveries").fetchone()[0]
     paper_rows = db.execute("select count(*) from papers").fetchone()[0]
-    print(f"  -> {commits} commits for {2 * days} pushes ({idle} idle hourly pushes made no "
-          f"commit); {len(tree)} files; mean push {push_seconds / pushes:.2f} s")
-    print(f"  -> after a year: {rows:,} delivery rows and {paper_rows:,} papers kept (90-day "
-          f"retention); local database {path.stat().st_size / 1e6:.1f} MB")
-    print(f"  -> encrypted state {state_mb:.1f} MB (target < {STATE_TARGET_MB} MB); whole "
-          f"branch packed {branch_mb:.1f} MB (target < {BRANCH_TARGET_MB} MB); peak RSS "
-          f"{m['peak_mb']:.0f} MB")
-    assert commits == days and idle == days, (commits, idle)
-    assert state_mb < STATE_TARGET_MB, state_mb
-    assert branch_mb < BRANCH_TARGET_MB, branch_mb
+    print(f"  -> {commits} commits for {pushes + idle_runs} pushes; mean push of a run "
+          f"{push_seconds / pushes:.2f} s " + target(
+              commits == days and idle == idle_runs,
+              f"one commit per daily run ({days}), none for the {idle_runs} idle hourly "
+              f"runs ({idle} made none)"))
+    print(f"  -> after {days} days: {rows:,} delivery rows and {paper_rows:,} papers kept "
+          f"(90-day retention); {len(tree)} files; local database "
+          f"{path.stat().st_size / 1e6:.1f} MB; peak RSS {m['peak_mb']:.0f} MB")
+    print(f"  -> encrypted state {state_mb:.1f} MB "
+          + target(state_mb < STATE_TARGET_MB, f"< {STATE_TARGET_MB} MB"))
+    print(f"  -> whole branch, all history, packed {branch_mb:.1f} MB "
+          + target(branch_mb < BRANCH_TARGET_MB, f"< {BRANCH_TARGET_MB} MB"))
 
 
 def bench_smtp(count: int = 10_000) -> None:
@@ -601,11 +617,10 @@ def main() -> None:
                         help="daily runs in the state simulation")
     parser.add_argument("--only", choices=["state"], help="run one section")
     args = parser.parse_args()
-    if args.only == "state":
-        with tempfile.TemporaryDirectory() as tmp:
-            bench_state_year(Path(tmp), days=args.year_days)
-        return
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "state":
+            bench_state_year(Path(tmp), days=args.year_days)
+            sys.exit("Missed targets: " + "; ".join(MISSED) if MISSED else 0)
         bench_demo(Path(tmp))
         bench_arxiv()
         bench_smtp()

@@ -221,6 +221,79 @@ def llm_server(http_server: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTP
     return http_server
 
 
+# What the loopback model answers: a brief built from the papers each request carries, with
+# real quotes from their abstracts, or with some quotes fabricated or taken from the wrong
+# paper; the grounding check must keep the first and drop the others.
+HEADLINE = {"en": "Smaller models and world models: what transfers, and what has to be learned",
+            "zh": "小模型与世界模型：哪些可以迁移，哪些必须重新学习"}
+THEMES = {"en": [("Compression", "Pruning and distillation both reuse a parent model."),
+                 ("World models", "Generative exploration helps embodied planning."),
+                 ("Training recipes", "Open recipes make strong baselines cheaper.")],
+          "zh": [("模型压缩", "剪枝与蒸馏都复用了父模型。"),
+                 ("世界模型", "生成式探索有助于具身规划。"),
+                 ("训练方案", "开放的方案让强基线更便宜。")]}
+CONNECTION = {"en": "Efficiency work and embodied AI meet in cheap imagination.",
+              "zh": "效率研究与具身智能在低成本的想象中相遇。"}
+NOTE = {"en": "Paper {n} in one sentence, by the model.", "zh": "模型对第{n}篇论文的一句话点评。"}
+FABRICATED = "diffusion models move beyond image synthesis into every field of science"
+
+
+def sent_papers(body: bytes) -> list[dict[str, Any]]:
+    """The papers a brief request carries (the JSON between <papers> tags)."""
+    user = json.loads(body)["messages"][1]["content"]
+    return json.loads(user.split("<papers>\n")[1].split("\n</papers>")[0])  # type: ignore
+
+
+def brief_answer(papers: list[dict[str, Any]], mode: str = "faithful", lang: str = "en"
+                 ) -> dict[str, Any]:
+    """A brief in the schema the prompt asks for. ``mode``: faithful (every quote real),
+    fabricated (theme 2's quote invented), wrong_paper (theme 2's quote is real but from
+    paper 1, not the paper it cites), mostly_fabricated (4 of 5 claims' quotes invented)."""
+    def quote(k: int, start: int = 0) -> str:
+        return " ".join(papers[k - 1]["abstract"].split()[start:start + 12])
+
+    def claim(text: str, cites: list[int], fake: bool = False, title: str | None = None,
+              from_paper: int | None = None) -> dict[str, Any]:
+        evidence = [{"paper": k, "quote": FABRICATED if fake else quote(from_paper or k,
+                                                                        3 * i)}
+                    for i, k in enumerate(cites)]
+        return {**({"title": title} if title is not None else {}), "text": text,
+                "cites": cites, "evidence": evidence}
+
+    n = len(papers)
+    two, last = min(2, n), n
+    most = mode == "mostly_fabricated"
+    (t1, x1), (t2, x2), (t3, x3) = THEMES[lang]
+    return {
+        "headline": claim(HEADLINE[lang], [1], fake=most),
+        "themes": [
+            claim(x1, sorted({1, two}), title=t1),
+            claim(x2, [last], title=t2, fake=mode in ("fabricated", "mostly_fabricated"),
+                  from_paper=1 if mode == "wrong_paper" else None),
+            claim(x3, [two], title=t3, fake=most),
+        ],
+        "connections": [claim(CONNECTION[lang], sorted({1, last}), fake=most)],
+        "papers": [{"paper": k, "note": NOTE[lang].format(n=k)} for k in range(1, n + 1)],
+    }
+
+
+def model_answers(mode: str = "faithful", lang: str | None = None,
+                  edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                  prompt_tokens: int = 120, completion_tokens: int = 80) -> Route:
+    """A /chat/completions route answering each request with :func:`brief_answer` for its
+    own papers (in the language the system prompt asks for, unless ``lang``)."""
+    def route(h: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        system = json.loads(body)["messages"][0]["content"]
+        language = lang or ("zh" if "Simplified Chinese" in system else "en")
+        answer = brief_answer(sent_papers(body), mode, language)
+        if edit:
+            answer = edit(answer)
+        return 200, {"Content-Type": "application/json"}, chat_completion(
+            json.dumps(answer, ensure_ascii=False), prompt_tokens, completion_tokens)
+
+    return route
+
+
 def llm_calls(server: HTTPServer) -> list[dict[str, Any]]:
     return [json.loads(body) for method, path, _, body in server.requests
             if path.endswith("/chat/completions")]
@@ -229,7 +302,9 @@ def llm_calls(server: HTTPServer) -> list[dict[str, Any]]:
 def read_outbox(folder: Path) -> dict[str, EmailMessage]:
     out = {}
     for eml in sorted(folder.glob("*.eml")):
-        msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        # the files hold CRLF line ends, as sent; read their text with plain newlines
+        raw = eml.read_bytes().replace(b"\r\n", b"\n")
+        msg = message_from_bytes(raw, policy=policy.default)
         out[str(msg["To"].addresses[0].addr_spec)] = msg  # type: ignore[union-attr]
     return out
 

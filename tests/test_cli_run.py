@@ -3,7 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
 from conftest import invoke, parts, read_outbox
+
+from newsletter import store
 
 
 def _two_subscribers():
@@ -93,6 +96,30 @@ def test_smtp_refusal_marks_failure_and_exits_non_zero(isolated, smtp_server, mo
         ["ada@example.org"]
 
 
+def test_a_failed_delivery_is_not_retried_until_asked(isolated, smtp_server, monkeypatch):
+    _two_subscribers()
+    smtp_server.reject["grace@example.edu"] = "550 5.1.1 mailbox unavailable"
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_server.url)
+    assert invoke("run", "--all", ok=False).exit_code == 1
+    attempts = len(smtp_server.envelopes)
+    again = invoke("run", "--all").output  # later the same day: nothing is tried again
+    assert "skipped    grace@example.edu" in again
+    assert "failed earlier, not retried (550 5.1.1 mailbox unavailable) - 'newsletter " \
+        "deliveries retry' sends it again" in again
+    assert len(smtp_server.envelopes) == attempts
+    db = store.open_db(isolated / "newsletter.db")
+    [row] = store.list_deliveries(db, status="failed")
+    assert row["email"] == "grace@example.edu" and row["attempts"] == 1
+    out = invoke("deliveries", "retry", "--email", "grace@example.edu").output
+    assert out == "1 failed deliveries set back to pending: the next run sends them\n"
+    smtp_server.reject.clear()  # the cause was fixed
+    out = invoke("run", "--all").output
+    assert "sent       grace@example.edu" in out
+    sent = {r["email"]: r for r in store.list_deliveries(db, status="sent")}
+    assert sent["grace@example.edu"]["attempts"] == 2 and len(sent) == 2
+    assert invoke("deliveries", "retry").output.startswith("0 failed deliveries")
+
+
 def test_unreachable_smtp_server_is_a_clear_failure(isolated, monkeypatch):
     _two_subscribers()
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://127.0.0.1:9")
@@ -104,11 +131,35 @@ def test_unreachable_smtp_server_is_a_clear_failure(isolated, monkeypatch):
 def test_password_never_sent_in_clear_to_remote_host(isolated, monkeypatch):
     _two_subscribers()
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://me:hunter2@mail.example.org:25")
+    monkeypatch.setenv("NEWSLETTER_FROM_ADDR", "news@academichub.example")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 32)
     result = invoke("run", "--all", ok=False)
     assert result.exit_code == 1
     assert "refusing to send the SMTP password to mail.example.org unencrypted" in \
         result.output
     assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("env, refusal", [
+    ({}, "refusing to send through mail.example.org from 'AcademicHub <newsletter@localhost>'"
+         " - set NEWSLETTER_FROM_ADDR"),
+    ({"NEWSLETTER_FROM_ADDR": "news@academichub.example"},
+     "refusing to send through mail.example.org without NEWSLETTER_SECRET"),
+])
+def test_run_refuses_a_real_server_from_localhost_or_without_secret(isolated, monkeypatch, env,
+                                                                   refusal):
+    _two_subscribers()
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtps://me:hunter2@mail.example.org:465")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = invoke("run", "--all", ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: " + refusal), result.output
+    assert "hunter2" not in result.output
+    db = store.open_db(isolated / "newsletter.db")
+    assert store.list_deliveries(db) == []  # refused before anything was planned or sent
+    # a dry run sends nothing, so it is allowed
+    assert "would-send" in invoke("run", "--all", "--dry-run").output
 
 
 def test_fetch_reports_counts_and_is_idempotent(isolated):

@@ -273,6 +273,18 @@ def test_import_confirm_keeps_new_people_pending(isolated, tmp_path, monkeypatch
         [("imported", "import"), ("confirmation sent", "import")]
 
 
+def test_import_confirm_refuses_a_real_server_from_localhost(isolated, tmp_path, monkeypatch):
+    """The list is imported; the confirmation requests wait until the sender is fixed."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s")
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtps://me:pw@mail.example.org:465")
+    path = write(tmp_path, "a.csv", f"{HEADER}\nn@example.org,N,en,UTC,RAG\n")
+    out = invoke("subscribers", "import", path, "--confirm").output
+    assert out.startswith("row 2: added n@example.org (pending: confirmation NOT sent - "
+                          "refusing to send through mail.example.org from ")
+    assert {s.email: s.status for s in store.list_subscribers(db(isolated))} == \
+        {"n@example.org": "pending"}
+
+
 # --- export and the round trip ---------------------------------------------------------------
 
 

@@ -19,8 +19,9 @@ import pytest
 from conftest import ROOT, require_chromium, require_node_tool
 
 from newsletter import render
-from newsletter.brief import extractive
+from newsletter.brief import extractive, first_sentence
 from newsletter.config import Settings
+from newsletter.lists import tokens
 from newsletter.models import Brief, Issue, Match, Paper, Subscriber, Theme
 from newsletter.sources.sample import load_papers
 
@@ -50,8 +51,9 @@ LLM_BRIEF = Brief(
                   "transformers make strong baselines cheaper to reproduce.", (2, 4, 5)),
             Theme("World models", "Generative exploration lets embodied agents imagine "
                   "unseen views before they plan.", (6,))),
-    connections="Efficiency work and embodied AI meet in cheap imagination: a small model "
-                "that imagines well is worth more than a large one that only recalls.",
+    connections=(Theme("", "Efficiency work and embodied AI meet in cheap imagination: a "
+                       "small model that imagines well is worth more than a large one that "
+                       "only recalls.", (3, 6)),),
     per_paper=tuple(f"Sentence {n}." for n in range(1, 11)))
 
 
@@ -225,7 +227,7 @@ def test_chinese_issue_says_everything_in_chinese():
     r = render.render(make_issue("zh"), Settings())
     assert r.subject == "AcademicHub · 2026年11月22日 · 10 篇新论文"
     for phrase in ("交叉领域文献分析简报", "今日论文", "退订", "2026年11月22日",
-                   "作者: Taiming Lu"):
+                   "作者：Taiming Lu"):
         assert phrase in r.html
     assert "Today's papers" not in r.html and "Read more" not in r.html
     assert '<html lang="zh-Hans"' in r.html
@@ -275,13 +277,15 @@ def test_extractive_digest_is_compact_and_cites_every_paper():
     issue = make_issue(n=30)
     r = render.render(issue, Settings())
     brief = r.html.split("CROSS-FIELD BRIEF")[1].split("TODAY&#39;S PAPERS")[0]
-    quoted = re.findall(r'<span class="nl-cite"[^>]*>\[(\d\d)\]</span> (?!<)', brief)
+    quoted = re.findall(r'<a class="nl-cite" href="#p(\d\d)"[^>]*>\[\1\]</a> (?!<)', brief)
     assert 1 <= len(quoted) <= 5  # a compact digest: at most five quoted sentences
     cited = set()
-    for first, last in re.findall(r"\[(\d\d)\](?:</span>|)(?:–\[(\d\d)\])?", brief):
+    for first, last in re.findall(r'<a class="nl-cite" href="#p(\d\d)"[^>]*>\[\d\d\]</a>'
+                                  r'(?:–<a class="nl-cite" href="#p(\d\d)")?', brief):
         cited.update(range(int(first), int(last or first) + 1))
     assert cited == set(range(1, 31))
-    assert "[02]–[11]" in brief  # runs of papers are cited as ranges
+    # runs of papers are cited as ranges, both ends linked to their cards
+    assert re.search(r'>\[02\]</a>–<a class="nl-cite" href="#p11"[^>]*>\[11\]</a>', brief)
     assert "30 papers today across Computer science" in r.html
     assert "Also: [" in r.text and "[02]–[11]" in r.text
 
@@ -309,14 +313,14 @@ def test_chips_cards_and_footer():
     assert chips[0][1] == ("mailto:editors@academichub.example?subject=Remove%20filter%20-"
                            "%20Author%3A%20Taiming%20Lu")
     card = r.html.split('class="nl-num"')[1]
-    assert "01.</span>" in card and "arXiv (cs." in card and "2026-06-12" in card
+    assert "01.</span>" in card and "arXiv (cs." in card and "June 12, 2026" in card
     assert re.search(r'class="nl-followed"[^>]*>Taiming Lu</span>', card)
     assert ">Read more</a>" in card and ">PDF</a>" in card
     footer = r.html.split('class="nl-foot')[1]
     assert "because ada@example.org subscribed" in footer
     assert ('href="mailto:editors@academichub.example?subject=Change%20my%20filters"'
             in footer)
-    token = render.unsubscribe_token("k", "ada@example.org")
+    token = tokens.unsubscribe_token("k", "ada@example.org")
     assert (f'href="https://academichub.example/unsubscribe?email=ada%40example.org&amp;'
             f'token={token}"') in footer
     assert "AcademicHub, 1 Example Road, Princeton NJ" in footer
@@ -336,54 +340,22 @@ def test_empty_issue_says_so():
 # --- the message -------------------------------------------------------------------------
 
 
-def test_message_headers():
-    issue = make_issue()
-    settings = Settings(from_addr="AcademicHub <daily@academichub.example>", secret="k",
-                        unsubscribe_url="https://academichub.example")
-    r = render.render(issue, settings)
-    msg = render.build_message(issue, r, settings, datetime(2026, 11, 22, 7, tzinfo=UTC))
-    assert msg["From"] == "AcademicHub <daily@academichub.example>"
-    assert msg["To"] == "Ada <ada@example.org>"
-    assert msg["Reply-To"] == "AcademicHub <daily@academichub.example>"
-    assert msg["Subject"] == "AcademicHub · November 22, 2026 · 10 new papers"
-    assert msg["Date"] == "Sun, 22 Nov 2026 07:00:00 +0000"
-    assert msg["MIME-Version"] == "1.0"
-    assert msg["List-Id"] == "AcademicHub <daily.academichub.example>"
-    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    token = render.unsubscribe_token("k", "ada@example.org")
-    assert msg["List-Unsubscribe"] == (
-        f"<mailto:daily@academichub.example?subject=unsubscribe%20{token}>, "
-        f"<https://academichub.example/unsubscribe?email=ada%40example.org&token={token}>")
-    assert render.unsubscribe_token("k", "bob@example.org") != token
-    again = render.build_message(issue, r, settings, datetime(2026, 11, 22, 8, tzinfo=UTC))
-    assert again["Message-ID"] == msg["Message-ID"]
-    assert msg["Message-ID"].endswith("@academichub.example>")
-
-
-def test_message_without_web_unsubscribe_and_with_reply_to():
-    issue = make_issue("zh")
-    settings = Settings(reply_to="Editors <editors@example.org>")
-    r = render.render(issue, settings)
-    msg = render.build_message(issue, r, settings, datetime(2026, 11, 22, 7, tzinfo=UTC))
-    assert msg["Reply-To"] == "Editors <editors@example.org>"
-    assert msg["List-Unsubscribe"] == "<mailto:newsletter@localhost?subject=unsubscribe>"
-    assert msg["List-Unsubscribe-Post"] is None
-    assert msg["Subject"] == "AcademicHub · 2026年11月22日 · 10 篇新论文"
-
-
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_message_parts_decode_to_exactly_what_was_rendered(language):
     issue = make_issue(language, n=10, more=3)
     r = render.render(issue, Settings())
     raw = bytes(render.build_message(issue, r, Settings(),
                                      datetime(2026, 11, 22, 7, tzinfo=UTC)))
-    assert max(len(line) for line in raw.split(b"\n")) <= 78  # safe for any SMTP hop
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78  # safe for any SMTP hop
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg.get_content_type() == "multipart/alternative"
     text, html = msg.get_body(("plain",)), msg.get_body(("html",))
     assert text is not None and html is not None
     for part, rendered in ((text, r.text), (html, r.html)):
-        assert part.get_content() == rendered + ("" if rendered.endswith("\n") else "\n")
+        # CRLF on the wire (SMTP and DKIM want it); the text is what was rendered
+        assert part.get_content().replace("\r\n", "\n") == \
+            rendered + ("" if rendered.endswith("\n") else "\n")
     assert html["Content-Transfer-Encoding"] == "quoted-printable"
     assert html.get_content_charset() == "utf-8"
     # the preheader: what the inbox shows after the subject, hidden in the body
@@ -466,3 +438,84 @@ def test_plain_text_wraps_chinese_and_never_breaks_words_or_urls():
                         "words " * 3, 30, indent="  ")
     assert "https://arxiv.org/abs/2606.14150" in mixed  # a URL stays on one line
     assert "LLM" in mixed.replace("\n  ", " ")
+
+
+def test_a_citation_in_the_brief_takes_the_reader_to_the_card_in_chromium(tmp_path):
+    """Click "[05]" in the brief, as a reader would: the page jumps to paper 05's card."""
+    chromium = require_chromium()
+    quoted = tuple(" ".join(p.abstract.split()[:12]) for p in load_papers()[:6])
+    brief = replace(LLM_BRIEF, themes=tuple(
+        replace(th, quotes=tuple(quoted[c - 1] for c in th.cites)) for th in LLM_BRIEF.themes))
+    html = tmp_path / "issue.html"
+    html.write_text(render.render(make_issue(brief=brief), Settings()).html, encoding="utf-8")
+    done = subprocess.run(
+        ["node", str(ROOT / "tests" / "browser" / "click_cite.mjs"), str(html), "05"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={"CHROMIUM": chromium, "PATH": "/usr/bin:/bin",
+             "NODE_PATH": str(ROOT / "node_modules")})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["label"] == "[05]" and seen["before"] == 0
+    assert seen["title"] == f"\u201c{quoted[4]}\u201d"  # the evidence, on hover
+    assert seen["hash"] == "#p05" and seen["cardNumber"] == "05."
+    assert seen["scrollY"] > 0 and abs(seen["cardTop"]) < 2  # the card is at the top
+
+
+ZH_BRIEF = Brief(
+    kind="llm", model="openai/gpt-4o-mini",
+    headline="小模型与世界模型：哪些可以迁移，哪些必须重新学习",
+    themes=(Theme("模型压缩", "剪枝与蒸馏都复用了父模型。", (1, 3), ("q1", "q3")),
+            Theme("世界模型", "生成式探索有助于具身规划。", (6,), ("q6",))),
+    connections=(Theme("", "效率研究与具身智能在低成本的想象中相遇。", (3, 6), ("q3", "q6")),),
+    per_paper=tuple(f"模型对第{n}篇论文的一句话点评。" for n in range(1, 11)))
+
+
+def _visible(html: str) -> str:
+    """What a reader of the HTML part can see or hear: text, titles and aria labels."""
+    html = re.sub(r"(?is)<head\b.*?</head>|<!--.*?-->", "", html)
+    said = " ".join(re.findall(r'(?:title|aria-label)="([^"]*)"', html))
+    return unescape(re.sub(r"<[^>]+>", " ", html) + " " + said)
+
+
+def test_a_chinese_issue_has_no_untranslated_template_string():
+    """Every word the template itself says to a Chinese reader is Chinese, with Chinese
+    punctuation: render Chinese issues with every part the template has (brief with
+    connections and notes, digest, all four kinds of chip, more matches, links, footer),
+    take out what came from the data (titles, authors, abstracts, badges, addresses, URLs,
+    the model's name), and no English word or English punctuation mark is left."""
+    settings = Settings(secret="k", unsubscribe_url="https://academichub.example",
+                        contact="AcademicHub")
+    sub = Subscriber("ada@example.org", name="Ada", language="zh", authors=("Taiming Lu",),
+                     topics=("diffusion models",), categories=("cs.CV",),
+                     exclude=("survey",))
+    papers = load_papers()
+    issues = [make_issue("zh", n=10, more=5, brief=ZH_BRIEF, sub=sub),
+              make_issue("zh", n=10, more=5, sub=sub),
+              make_issue("zh", n=0, sub=sub, brief=None)]
+    data = {settings.brand, settings.brand.upper(), sub.email, sub.name, "openai/gpt-4o-mini",
+            *(q for th in ZH_BRIEF.themes + ZH_BRIEF.connections for q in th.quotes),
+            *sub.authors, *sub.topics, *sub.categories, *sub.exclude}
+    for p in papers:
+        # an author list is Latin text: its commas are the names', not the template's
+        data |= {p.title, p.badge, p.url, p.pdf_url or "", *p.authors, p.venue or "",
+                 ", ".join(p.authors[:render.MAX_AUTHORS]),
+                 *(render.shorten(p.abstract, n)[0] for n in (render.ABSTRACT_CHARS, 0)),
+                 render.shorten(first_sentence(p.abstract), render.DIGEST_CHARS)[0]}
+        if p.doi:
+            data.add(f"https://doi.org/{p.doi}")
+    squashed = sorted({re.sub(r"\s+", "", d) for d in data if d}, key=len, reverse=True)
+    for issue in issues:
+        r = render.render(issue, settings)
+        for part in (r.text, _visible(r.html), r.subject, r.preheader):
+            left = re.sub(r"\s+", "", part)
+            for d in squashed:
+                left = left.replace(d, "")
+            left = re.sub(r"(?:https?://|mailto:)\S*?(?=[\u3000-\u9fff（）]|$)", "", left)
+            left = left.replace("AcademicHub", "")  # the product's name, in every language
+            words = set(re.findall(r"[A-Za-z]{2,}", left)) - {"PDF", "DOI", "unsubscribe"}
+            assert not words, (words, left[:3000])
+            # no ASCII punctuation touching Chinese text: the template's own marks are
+            # full-width (：，。（）)
+            cjk = r"[\u3400-\u9fff]"
+            bad = re.findall(rf"{cjk}[:;,.!?()]|[:;,.!?()]{cjk}", left)
+            assert not bad, (bad, left[:3000])

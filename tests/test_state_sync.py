@@ -330,3 +330,26 @@ def test_a_push_that_loses_the_race_merges_again_and_wins(remote, tmp_path, monk
     assert (origin / "raced").exists()
     check = fresh(tmp_path, monkeypatch)
     assert emails(check) == {"ada@example.org", "bob@example.org", "cy@example.org"}
+
+
+def test_expiry_and_removal_leave_tombstones_that_a_merge_applies(tmp_path):
+    """Expiry (never confirmed) and removal erase on merge too, and the tombstone holds a
+    keyed hash, not the address; someone added again after an erasure stays."""
+    at = store.utcnow().fromisoformat
+    a, b = store.open_db(tmp_path / "a.db"), store.open_db(tmp_path / "b.db")
+    roster.add(a, "pending@example.org", topics=["x"], status="pending",
+               now=at("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "gone@example.org", topics=["x"], now=at("2026-11-01T00:00:00+00:00"))
+    store.restore_chunks(b, store.dump_chunks(a))
+    assert roster.expire_pending(a, at("2026-11-10T00:00:00+00:00"), 7) == ["pending@example.org"]
+    store.remove_subscriber(a, "gone@example.org", now=at("2026-11-10T00:00:00+00:00"))
+    assert [r["event"] for r in a.query("select event from tombstones order by event")] == [
+        "expired", "removed"]
+    assert store.find_text(a, "example.org") == []  # no address anywhere, tombstones included
+    counts = store.merge_state(b, a)
+    assert counts["erased"] == 2 and store.subscriber_emails(b) == []
+    # added again after the erasure (a new sign-up): the old tombstone does not touch it
+    roster.add(b, "gone@example.org", topics=["x"], now=at("2026-11-12T00:00:00+00:00"))
+    store.merge_state(b, a)
+    store.merge_state(a, b)
+    assert store.subscriber_emails(a) == store.subscriber_emails(b) == ["gone@example.org"]

@@ -95,7 +95,7 @@ def test_request_confirmation_reopens_an_unsubscribed_person(db, tmp_path):
 
 
 def test_confirm_token_differs_from_the_unsubscribe_token():
-    from newsletter.render import unsubscribe_token
+    from newsletter.lists.tokens import unsubscribe_token
 
     token = roster.confirm_token("k", "Ada@Example.org")
     assert token == roster.confirm_token("k", "ada@example.org") and len(token) == 32

@@ -7,7 +7,7 @@ import pytest
 from conftest import invoke
 
 from newsletter import store
-from newsletter.render import unsubscribe_token
+from newsletter.lists.tokens import unsubscribe_token
 
 SECRET = "test-signing-key"
 
@@ -49,9 +49,9 @@ def test_mailbox_sync_applies_unsubscribes_and_bounces(people, imap_server, monk
     monkeypatch.setenv("NEWSLETTER_IMAP_URL", imap_server.url)
     token = unsubscribe_token(SECRET, "ada@example.org")
     imap_server.deliver(mail("ada@example.org", f"unsubscribe {token}"))
-    # bob's token used from someone else's address still unsubscribes bob, and only bob
-    imap_server.deliver(mail("forwarder@example.net",
-                             f"unsubscribe {unsubscribe_token(SECRET, 'bob@example.org')}"))
+    # the mailto in bob's issue names bob: forwarded, it still acts for bob, and only bob
+    bob = unsubscribe_token(SECRET, "bob@example.org")
+    imap_server.deliver(mail("forwarder@example.net", f"unsubscribe bob@example.org {bob}"))
     # a request without a valid token changes nothing
     imap_server.deliver(mail("cy@example.org", "unsubscribe 0123456789abcdef0123456789abcdef"))
     imap_server.deliver(bounce("cy@example.org"))
@@ -60,15 +60,36 @@ def test_mailbox_sync_applies_unsubscribes_and_bounces(people, imap_server, monk
     out = invoke("unsubscribes", "sync").output
     assert "unsubscribed ada@example.org" in out and "unsubscribed bob@example.org" in out
     assert "bounced      cy@example.org (5.1.1 550 5.1.1 user unknown)" in out
-    assert "rejected     unsubscribe request from cy@example.org: no valid token" in out
-    assert out.rstrip().endswith("2 unsubscribed, 1 bounced, 0 confirmed, 1 rejected, "
-                                 "1 other messages left unread")
+    assert ("rejected     unsubscribe request from cy@example.org: no valid token for that "
+            "address") in out
+    assert out.rstrip().endswith("2 unsubscribed, 1 bounced, 0 soft bounces, 0 complaints, "
+                                 "0 confirmed, 1 rejected, 1 other messages left unread")
     assert statuses(people) == {"ada@example.org": "unsubscribed",
                                 "bob@example.org": "unsubscribed", "cy@example.org": "bounced"}
     assert imap_server.unseen() == 1  # only the unrelated message stays unread
     assert "0 unsubscribed, 0 bounced" in invoke("unsubscribes", "sync").output
     out = invoke("run", "--all").output
     assert "Summary: 0 due" in out  # nobody left to send to
+
+
+def test_a_token_acts_only_for_the_address_it_was_made_for(people, imap_server, monkeypatch):
+    """dana replies with bob's token (say, from a forwarded issue): bob stays subscribed."""
+    monkeypatch.setenv("NEWSLETTER_IMAP_URL", imap_server.url)
+    invoke("subscribers", "add", "dana@example.org", "--author", "Taiming Lu")
+    bob = unsubscribe_token(SECRET, "bob@example.org")
+    imap_server.deliver(mail("dana@example.org", f"Re: unsubscribe {bob}"))
+    imap_server.deliver(mail("dana@example.org", f"unsubscribe dana@example.org {bob}"))
+    imap_server.deliver(mail("bob@example.org", f"unsubscribe cy@example.org {bob}"))
+    out = invoke("unsubscribes", "sync").output
+    assert out.count("rejected     ") == 3, out
+    assert "from dana@example.org: no valid token for that address" in out
+    assert "from bob@example.org for cy@example.org: no valid token" in out
+    assert set(statuses(people).values()) == {"active"}
+    # the same token from bob's own address (an older issue's mailto) does act for bob
+    imap_server.deliver(mail("bob@example.org", f"unsubscribe {bob}"))
+    assert "unsubscribed bob@example.org" in invoke("unsubscribes", "sync").output
+    assert statuses(people)["bob@example.org"] == "unsubscribed"
+    assert statuses(people)["dana@example.org"] == "active"
 
 
 def test_sync_needs_a_mailbox_setting(people):

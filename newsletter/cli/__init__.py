@@ -12,6 +12,7 @@ import click
 from newsletter.cli import (
     briefs,
     deliveries,
+    doctor,
     papers,
     preview,
     serve,
@@ -154,7 +155,10 @@ def _print_delivery(line: Any) -> None:
 @click.option("--all", "send_all", is_flag=True,
               help="Ignore send hours and frequencies (still one issue per person per day).")
 @click.option("--only", metavar="EMAIL", help="Run for this one subscriber.")
-@click.option("--dry-run", is_flag=True, help="Render and report; send and record nothing.")
+@click.option("--dry-run", is_flag=True, help="Render and report; send and record nothing, "
+              "and call no LLM (briefs from the cache, else the extractive digest).")
+@click.option("--with-briefs", is_flag=True,
+              help="With --dry-run: call the LLM for the briefs anyway (and pay for them).")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]),
               help="Run as on this day (UTC noon), e.g. to rebuild a past issue.")
 @click.option("--no-fetch", is_flag=True, help="Use the papers already in the database.")
@@ -162,10 +166,12 @@ def _print_delivery(line: Any) -> None:
               help="Seconds to wait for another run to finish before giving up.")
 @click.pass_context
 def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
-        on: datetime | None, no_fetch: bool, wait: float) -> None:
+        with_briefs: bool, on: datetime | None, no_fetch: bool, wait: float) -> None:
     """The morning job: fetch, match, brief, render and send to everyone due now.
 
-    Exits non-zero when any delivery did not go out, so a scheduled job turns red.
+    Exits non-zero when any delivery did not go out, or when the brief could not use the
+    model for a reason the operator must fix (no API key, unknown model, no price under a
+    budget), so a scheduled job turns red; the emails still go out, with the digest.
 
     \b
     Example:
@@ -181,8 +187,8 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         db = get_db(ctx)
         try:
             report = pipeline.run(
-                db, settings, now, send_all=send_all, dry_run=dry_run, only=only,
-                do_fetch=not no_fetch,
+                db, settings, now, send_all=send_all, dry_run=dry_run,
+                with_briefs=with_briefs, only=only, do_fetch=not no_fetch,
                 progress=lambda n: click.echo(f"Fetching {n}...", err=True),
                 sent=_print_delivery)
         finally:  # the write-ahead log folded into the file before the lock is let go:
@@ -192,6 +198,10 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         click.echo(line)
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} deliveries did not go out - see above")
+    if report.operator_errors:
+        raise click.ClickException(f"the brief could not use the model: "
+                                   f"{report.operator_errors[0]} (the emails carry the "
+                                   "extractive digest)")
 
 
 @cli.command()
@@ -234,6 +244,7 @@ def config_cmd(ctx: click.Context) -> None:
 
 cli.add_command(briefs.briefs)
 cli.add_command(deliveries.deliveries)
+cli.add_command(doctor.doctor)
 cli.add_command(papers.papers)
 cli.add_command(preview.preview)
 cli.add_command(sources.sources)

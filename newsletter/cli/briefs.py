@@ -25,9 +25,10 @@ def briefs() -> None:
 @json_option("Print JSON.")
 @click.pass_context
 def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> None:
-    """LLM usage per day and model: calls (ok/failed), tokens, cost in USD, and briefs
-    served from the cache instead of a call. Cost "-" means the model is not in litellm's
-    cost map.
+    """LLM usage per day and model: calls (ok/failed), tokens, cost in USD, briefs served
+    from the cache instead of a call, claims dropped for want of a quote from the cited
+    abstract, and briefs that fell back to the extractive digest, with the reasons. Cost
+    "-" means the model is not in litellm's cost map.
 
     \b
     Example:
@@ -35,17 +36,24 @@ def briefs_stats(ctx: click.Context, since: datetime | None, as_json: bool) -> N
     """
     from newsletter import brief, store
 
-    rows = store.llm_usage(get_db(ctx), since.date() if since else None)
+    db = get_db(ctx)
+    rows = store.llm_usage(db, since.date() if since else None)
     total = brief.usage_totals(rows)
+    reasons = store.brief_fallback_reasons(db, since.date() if since else None)
     if as_json:
-        click.echo(json.dumps({"rows": rows, "total": total}, indent=2))
+        click.echo(json.dumps({"rows": rows, "total": total, "fallbacks": reasons},
+                              indent=2, ensure_ascii=False))
         return
     click.echo(f"{'day':<10}  {'model':<28} {'calls':>5} {'ok':>4} {'failed':>6} "
-               f"{'in tokens':>10} {'out tokens':>10} {'cost':>10} {'cache hits':>10}")
+               f"{'in tokens':>10} {'out tokens':>10} {'cost':>10} {'cache hits':>10} "
+               f"{'claims':>6} {'dropped':>7} {'digests':>7}")
     for r in [*rows, {**total, "day": "total", "model": ""}]:
         click.echo(f"{r['day']:<10}  {r['model'] or '':<28} {r['calls']:>5} {r['ok']:>4} "
                    f"{r['failed']:>6} {r['input_tokens']:>10} {r['output_tokens']:>10} "
-                   f"{brief.format_cost(r['cost_usd']):>10} {r['cache_hits']:>10}")
+                   f"{brief.format_cost(r['cost_usd']):>10} {r['cache_hits']:>10} "
+                   f"{r['claims']:>6} {r['dropped_claims']:>7} {r['fallbacks']:>7}")
+    for r in reasons:
+        click.echo(f"digest {r['day']} {r['model']}: {r['briefs']} x {r['reason']}")
 
 
 @briefs.command(name="list")

@@ -42,3 +42,23 @@ def deliveries_list(ctx: click.Context, on: datetime | None, status: str | None,
         click.echo(f"{r['issue_date']}  {r['status']:<9} {r['email']:<32} "
                    f"{len(r['paper_ids']):>3} papers  {r['attempts']} tries  {r['error'] or ''}")
     click.echo(f"{len(rows)} deliveries")
+
+
+@deliveries.command(name="retry")
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), help="Only this issue date.")
+@click.option("--email", metavar="EMAIL", help="Only this subscriber.")
+@click.pass_context
+def deliveries_retry(ctx: click.Context, on: datetime | None, email: str | None) -> None:
+    """Send failed deliveries again with the next run.
+
+    A delivery the SMTP server refused with a 5xx answer is "failed" and is not tried
+    again on its own; fix the cause first (e.g. the address), then retry.
+
+    \b
+    Example:
+        newsletter deliveries retry --date 2026-11-22 && newsletter run
+    """
+    from newsletter import store
+
+    count = store.retry_failed(get_db(ctx), on.date() if on else None, email)
+    click.echo(f"{count} failed deliveries set back to pending: the next run sends them")

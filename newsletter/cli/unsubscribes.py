@@ -30,10 +30,17 @@ def unsubscribes_sync(ctx: click.Context) -> None:
         click.echo(f"unsubscribed {address}")
     for address, status in report.bounced:
         click.echo(f"bounced      {address} ({status})")
+    for address in report.complained:
+        click.echo(f"complained   {address} (unsubscribed)")
+    for address, count in report.soft:
+        click.echo(f"soft bounce  {address} ({count} in 30 days)")
+    for address in report.paused:
+        click.echo(f"paused       {address} (too many soft bounces)")
     for address in report.confirmed:
         click.echo(f"confirmed    {address}")
     for why in report.rejected:
         click.echo(f"rejected     {why}")
     click.echo(f"{len(report.unsubscribed)} unsubscribed, {len(report.bounced)} bounced, "
+               f"{len(report.soft)} soft bounces, {len(report.complained)} complaints, "
                f"{len(report.confirmed)} confirmed, {len(report.rejected)} rejected, "
                f"{report.ignored} other messages left unread")

@@ -1,10 +1,12 @@
-"""Reading the sender's mailbox: unsubscribe requests, hard bounces and confirmation
-replies, applied before the morning's sending (`newsletter unsubscribes sync`).
+"""Reading the sender's mailbox: unsubscribe requests, bounces, complaints and
+confirmation replies, applied before the morning's sending (`newsletter unsubscribes sync`).
 
 Works where there is no web server (a GitHub Actions set-up): List-Unsubscribe carries a
-mailto whose subject holds a signed token; a reader's mail client sends it, and this module
-reads it over IMAP. A token is an HMAC of the address with NEWSLETTER_SECRET, so a token
-for one address cannot unsubscribe another.
+mailto whose subject names the address and holds a signed token; a reader's mail client
+sends it, and this module reads it over IMAP. A token is an HMAC of the address with
+NEWSLETTER_SECRET and acts only for that address, whoever sends it: the address named in
+the subject (else the sender's) must be the one the token was made for. Bounce and
+complaint reports are read by lists/bounces.py and applied by ``apply_report``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import imaplib
 import re
 import ssl
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import parseaddr
@@ -25,16 +27,23 @@ from sqlite_utils import Database
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.lists import bounces
 from newsletter.lists.addresses import is_loopback, normalize_email
 from newsletter.lists.tokens import unsubscribe_token
 
+MAX_FETCH = 1_000_000
+SOFT_WINDOW = timedelta(days=30)  # soft bounces older than this are not counted
 _TOKEN = re.compile(r"\b([0-9a-f]{32})\b")
+_ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+")
 
 
 @dataclass
 class SyncReport:
     unsubscribed: list[str] = field(default_factory=list)
     bounced: list[tuple[str, str]] = field(default_factory=list)  # (address, status text)
+    soft: list[tuple[str, int]] = field(default_factory=list)  # (address, soft bounces in a row)
+    paused: list[str] = field(default_factory=list)  # paused after too many soft bounces
+    complained: list[str] = field(default_factory=list)  # unsubscribed by a complaint
     confirmed: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # requests we could not verify
     ignored: int = 0  # messages that are none of the above, left unread
@@ -77,44 +86,12 @@ def _text(msg: Message) -> str:
         return ""
 
 
-def is_report(msg: Message) -> bool:
-    """A delivery status notification (RFC 3464)."""
-    return (msg.get_content_type() == "multipart/report"
-            and msg.get_param("report-type") == "delivery-status")
-
-
-def hard_bounces(msg: Message) -> list[tuple[str, str]]:
-    """(address, status) for every permanently failed recipient in a delivery status
-    notification; delays and other 4.x.x reports are not bounces."""
-    if not is_report(msg):
-        return []
-    found = []
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        blocks: list[Message] = [b for b in payload if isinstance(b, Message)] \
-            if isinstance(payload, list) else [part]
-        for block in blocks:
-            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
-            action = str(block.get("Action") or "").strip().lower()
-            status = str(block.get("Status") or "").strip()
-            address = recipient.split(";", 1)[-1].strip()
-            if address and action == "failed" and status.startswith("5"):
-                diagnostic = str(block.get("Diagnostic-Code") or "").split(";", 1)[-1].strip()
-                found.append((address, f"{status} {diagnostic}".strip()))
-    return found
-
-
-def _owner(db: Database, secret: str, token: str, sender: str) -> str | None:
-    """The subscriber a token belongs to: the sender (one HMAC), else whoever it was
-    forwarded from (one HMAC per address, no filters loaded)."""
-    if sender and _known(db, sender) and \
-            hmac.compare_digest(unsubscribe_token(secret, sender), token):
-        return sender
-    for address in store.subscriber_emails(db):
-        if hmac.compare_digest(unsubscribe_token(secret, address), token):
-            return address
+def _owner(db: Database, secret: str, token: str, address: str) -> str | None:
+    """ADDRESS when TOKEN was made for it (and it is a subscriber): a token acts only for
+    the address it was made for, whoever sends it."""
+    if address and _known(db, address) and \
+            hmac.compare_digest(unsubscribe_token(secret, address), token):
+        return address
     return None
 
 
@@ -126,18 +103,70 @@ def _known(db: Database, address: str) -> bool:
         return False
 
 
+def _subscriber_for(db: Database, address: str, message_ids: tuple[str, ...]) -> str | None:
+    """Who a bounce or complaint is about: the subscriber an issue with one of these
+    Message-IDs went to (the surest), else the address the report names."""
+    for mid in message_ids:
+        owner = store.delivery_recipient(db, mid)
+        if owner:
+            return owner
+    return address if address and _known(db, address) else None
+
+
+def apply_report(db: Database, settings: Settings, found: bounces.Report, report: SyncReport,
+                 now: datetime) -> None:
+    """Act on a bounce or complaint: a complaint unsubscribes at once, a hard bounce marks
+    the address bounced at once, soft bounces are counted and pause the subscriber at
+    NEWSLETTER_SOFT_BOUNCE_LIMIT within 30 days (counted since their status last changed)."""
+    from newsletter.lists import roster
+
+    only = found.message_ids if len(found.failures) + len(found.complaints) == 1 else ()
+    for address in found.complaints:
+        owner = _subscriber_for(db, address, only)
+        if owner and store.get_subscriber(db, owner).status not in ("unsubscribed",):
+            roster.set_status(db, owner, "unsubscribed", origin="complaint",
+                              detail="marked the newsletter as spam", now=now)
+            report.complained.append(owner)
+    if found.kind == "arf" and not found.complaints and found.message_ids:
+        owner = _subscriber_for(db, "", found.message_ids)
+        if owner:
+            roster.set_status(db, owner, "unsubscribed", origin="complaint",
+                              detail="marked the newsletter as spam", now=now)
+            report.complained.append(owner)
+    for failure in found.failures:
+        owner = _subscriber_for(db, failure.address, only)
+        if owner is None:
+            continue
+        sub = store.get_subscriber(db, owner)
+        if sub.status in ("bounced", "unsubscribed"):
+            continue
+        if failure.hard:
+            roster.set_status(db, owner, "bounced", origin="bounce", detail=failure.detail,
+                              now=now)
+            report.bounced.append((owner, failure.detail))
+            continue
+        store.record_event(db, owner, "soft bounce", "bounce", failure.detail, now=now)
+        count = store.soft_bounces(db, owner, since=now - SOFT_WINDOW)
+        report.soft.append((owner, count))
+        limit = settings.soft_bounce_limit
+        if limit and count >= limit and sub.status == "active":
+            roster.set_status(db, owner, "paused", origin="bounce",
+                              detail=f"{count} soft bounces in a row", now=now)
+            report.paused.append(owner)
+
+
 def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
              now: datetime) -> bool:
     """Apply one message; True if it was ours to handle (it is then marked read)."""
     from newsletter.lists import roster
 
-    if is_report(msg):  # a delivery status notification: act on hard bounces only
-        for address, status in hard_bounces(msg):
-            if _known(db, address):
-                roster.set_status(db, address, "bounced", origin="bounce", detail=status,
-                                       now=now)
-                report.bounced.append((address, status))
+    found = bounces.parse(msg)
+    if found.kind in ("dsn", "dsn-global", "arf", "non-standard"):
+        apply_report(db, settings, found, report, now)
         return True
+    if found.kind == "auto-reply":  # "out of office": nothing to do, not a request
+        report.ignored += 1
+        return False
     subject = str(msg.get("Subject") or "")
     words = (subject + "\n" + _text(msg)[:500]).lower()
     try:
@@ -147,13 +176,21 @@ def classify(db: Database, settings: Settings, msg: Message, report: SyncReport,
     match = _TOKEN.search(subject) or _TOKEN.search(_text(msg)[:2000])
     token = match.group(1) if match else ""
     if "unsubscribe" in words:
+        named = _ADDRESS.search(subject)  # "unsubscribe ada@example.org <token>"
+        target = sender
+        if named:
+            try:
+                target = normalize_email(named.group(0))
+            except NewsletterError:
+                target = ""
         if settings.secret:
-            owner = _owner(db, settings.secret, token, sender) if token else None
+            owner = _owner(db, settings.secret, token, target) if token else None
         else:  # no signing key: the From address is the only proof there is
             owner = sender if sender and _known(db, sender) else None
         if owner is None:
-            report.rejected.append(f"unsubscribe request from {sender or 'unknown'}: "
-                                   "no valid token")
+            report.rejected.append(f"unsubscribe request from {sender or 'unknown'}"
+                                   f"{' for ' + target if target != sender else ''}: "
+                                   "no valid token for that address")
             return True
         roster.set_status(db, owner, "unsubscribed", origin="unsubscribe", now=now)
         report.unsubscribed.append(owner)
@@ -183,7 +220,8 @@ def sync(db: Database, settings: Settings, now: datetime) -> SyncReport:
             raise NewsletterError(f"cannot open mailbox {mailbox!r} on the IMAP server ({why})")
         _, data = conn.uid("SEARCH", "UNSEEN")
         for uid in (data[0] or b"").decode().split():
-            _, fetched = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            # at most MAX_FETCH bytes of any message: a report's useful part is at the top
+            _, fetched = conn.uid("FETCH", uid, f"(BODY.PEEK[]<0.{MAX_FETCH}>)")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), b"")
             msg = message_from_bytes(raw, policy=policy.default)
             if classify(db, settings, msg, report, now):

@@ -445,26 +445,22 @@ def require_secret(settings: Settings) -> None:
 def confirmation_message(sub: Subscriber, settings: Settings, token: str, now: datetime
                          ) -> tuple[Any, str]:
     """(the EmailMessage asking SUB to confirm, its HTML part)."""
-    from email.message import EmailMessage
-    from email.utils import format_datetime, formataddr, make_msgid, parseaddr
     from html import escape
 
+    from newsletter import headers
+
     t = _CONFIRM_TEXT.get(sub.language, _CONFIRM_TEXT["en"])
-    brand = settings.brand.split(" · ")[0]
+    brand = headers.brand_name(settings)
     url = confirm_url(settings, sub.email, token)
     link = t["link"].format(url=url) if url else ""
     greeting = (f" {sub.name}" if sub.language == "en" else sub.name) if sub.name else ""
     text = t["body"].format(name=greeting, email=sub.email, brand=brand, token=token,
                             link=link)
-    msg = EmailMessage()
-    msg["From"] = settings.from_addr
-    msg["To"] = formataddr((sub.name, sub.email)) if sub.name else sub.email
-    msg["Reply-To"] = settings.reply_to or settings.from_addr
-    msg["Subject"] = t["subject"].format(brand=brand, token=token)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid("confirm", parseaddr(settings.from_addr)[1].partition("@")[2]
-                                   or "localhost")
-    msg["Auto-Submitted"] = "auto-generated"
+    msg = headers.new_message(settings, headers.Envelope(
+        to_email=sub.email, to_name=sub.name,
+        subject=t["subject"].format(brand=brand, token=token), date=now,
+        message_id=headers.message_id(f"confirm|{sub.email}|{now.isoformat()}", settings),
+        kind="confirm"))
     msg.set_content(text)
     paragraphs = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>"
                          for p in text.split("\n\n"))
@@ -499,8 +495,8 @@ def request_confirmation(db: Database, settings: Settings, email: str, *,
         if transport is not None:
             where = transport.send(msg, sub.email, f"confirm-{now:%Y%m%d}", html)
         else:
-            with send.sender(settings.smtp_url, settings.smtp_password,
-                             settings.outbox) as box:
+            send.refuse_unready(settings)
+            with send.transport_for(settings) as box:
                 where = box.send(msg, sub.email, f"confirm-{now:%Y%m%d}", html)
     except SendFailed as e:
         raise ConfirmationError(
@@ -744,7 +740,14 @@ def _send_confirmations(db: Database, settings: Settings, report: ImportReport,
     from newsletter import send
 
     pending = {s.email for s in report.added if s.status == "pending"}
-    with send.sender(settings.smtp_url, settings.smtp_password, settings.outbox) as box:
+    try:
+        send.refuse_unready(settings)
+    except NewsletterError as e:  # the list is imported; the requests wait for a fix
+        for line in report.lines:
+            if line.outcome == "added" and line.email in pending:
+                line.detail = f"pending: confirmation NOT sent - {e}"
+        return
+    with send.transport_for(settings) as box:
         for line in report.lines:
             if line.outcome != "added" or line.email not in pending:
                 continue

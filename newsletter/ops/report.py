@@ -37,7 +37,11 @@ class RunReport:
     lines: list[RunLine] = field(default_factory=list)
     llm_calls: int = 0
     llm_cost_usd: float = 0.0
+    llm_priced_calls: int = 0  # answered calls with a known cost (summed in llm_cost_usd)
+    llm_unpriced_calls: int = 0  # answered calls with no known price
+    dropped_claims: int = 0  # claims the model made without a quote found in the abstract
     brief_notes: list[str] = field(default_factory=list)
+    operator_errors: list[str] = field(default_factory=list)  # settings to fix: exit 1
 
     due: int = 0
     expired: list[str] = field(default_factory=list)
@@ -76,7 +80,12 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
         lines.append(f"Source {f.source}: {state}, {f.new} new, {f.requests} requests"
                      + (f" - {f.error}" if f.error else "") + (f" ({f.note})" if f.note else ""))
     if report.llm_calls:
-        lines.append(f"LLM: {report.llm_calls} calls, ${report.llm_cost_usd:.4f}")
+        cost = ("cost unknown" if not report.llm_priced_calls and report.llm_unpriced_calls
+                else f"${report.llm_cost_usd:.4f}"
+                + (f" + {report.llm_unpriced_calls} calls of unknown cost"
+                   if report.llm_unpriced_calls else ""))
+        lines.append(f"LLM: {report.llm_calls} calls, {cost}, {report.dropped_claims} "
+                     "claims dropped (no supporting quote)")
     for model in sorted(report.unpriced_models):
         cap = ("; NEWSLETTER_LLM_BUDGET_USD cannot cap it" if settings.llm_budget_usd
                else "")

@@ -40,6 +40,20 @@ def log_brief_hit(db: Database, key: str, model: str, language: str,
                                        "created": iso(at or utcnow())})
 
 
+def log_brief_fallback(db: Database, key: str, model: str, language: str, reason: str,
+                       at: datetime | None = None) -> None:
+    """One brief that went out as the extractive digest, and why (for the operator)."""
+    with transaction(db):
+        db.table("brief_fallbacks").insert({"brief_key": key, "model": model,
+                                            "language": language, "reason": reason[:500],
+                                            "created": iso(at or utcnow())})
+
+
+def _dicts(cursor: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def llm_spend_since(db: Database, since: datetime) -> float:
     got = db.execute("select coalesce(sum(cost_usd), 0) from llm_calls where created >= ?",
                      [iso(since)]).fetchone()[0]
@@ -49,15 +63,21 @@ def llm_spend_since(db: Database, since: datetime) -> float:
 _USAGE = """
 select day, model, sum(calls) as calls, sum(ok) as ok, sum(failed) as failed,
        sum(input_tokens) as input_tokens, sum(output_tokens) as output_tokens,
-       sum(cost_usd) as cost_usd, sum(hits) as cache_hits
+       sum(cost_usd) as cost_usd, sum(hits) as cache_hits, sum(claims) as claims,
+       sum(dropped) as dropped_claims, sum(fallbacks) as fallbacks
 from (
   select substr(created, 1, 10) as day, model, 1 as calls, error is null as ok,
          error is not null as failed, coalesce(input_tokens, 0) as input_tokens,
-         coalesce(output_tokens, 0) as output_tokens, cost_usd, 0 as hits
+         coalesce(output_tokens, 0) as output_tokens, cost_usd, 0 as hits,
+         coalesce(claims, 0) as claims, coalesce(dropped_claims, 0) as dropped,
+         0 as fallbacks
   from llm_calls where created >= :since
   union all
-  select substr(created, 1, 10), model, 0, 0, 0, 0, 0, null, 1
+  select substr(created, 1, 10), model, 0, 0, 0, 0, 0, null, 1, 0, 0, 0
   from brief_hits where created >= :since
+  union all
+  select substr(created, 1, 10), model, 0, 0, 0, 0, 0, null, 0, 0, 0, 1
+  from brief_fallbacks where created >= :since
 )
 group by day, model
 order by day, model
@@ -66,11 +86,20 @@ order by day, model
 
 def llm_usage(db: Database, since: date | None = None) -> list[dict[str, Any]]:
     """Per day (UTC) and model: calls, ok, failed, input/output tokens, cost_usd (None when
-    no call had a known price) and cache_hits (briefs served without a call)."""
+    no call had a known price), cache_hits (briefs served without a call), claims (made by
+    the model), dropped_claims (no supporting quote found) and fallbacks (briefs that went
+    out as the extractive digest)."""
     start = since.isoformat() if since else ""
-    cursor = db.execute(_USAGE, {"since": start})
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _dicts(db.execute(_USAGE, {"since": start}))
+
+
+def brief_fallback_reasons(db: Database, since: date | None = None
+                           ) -> list[dict[str, Any]]:
+    """Why briefs fell back to the digest: per day, model and reason, how many."""
+    return _dicts(db.execute(
+        "select substr(created, 1, 10) as day, model, reason, count(*) as briefs "
+        "from brief_fallbacks where created >= ? group by day, model, reason "
+        "order by day, model, briefs desc, reason", [since.isoformat() if since else ""]))
 
 
 _LIST = """
@@ -85,10 +114,8 @@ order by b.created desc, b.key
 def list_briefs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
     """The cached briefs, newest first, without their text."""
     sql = _LIST + (" limit ?" if limit is not None else "")
-    cursor = db.execute(sql, [limit] if limit is not None else [])
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _dicts(db.execute(sql, [limit] if limit is not None else []))
 
 
-__all__ = ["get_brief", "list_briefs", "llm_spend_since", "llm_usage", "log_brief_hit",
-           "log_llm_call", "put_brief"]
+__all__ = ["brief_fallback_reasons", "get_brief", "list_briefs", "llm_spend_since",
+           "llm_usage", "log_brief_fallback", "log_brief_hit", "log_llm_call", "put_brief"]

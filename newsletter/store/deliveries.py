@@ -52,7 +52,8 @@ def get_delivery(db: Database, email: str, issue_date: date) -> dict[str, Any] |
 
 
 # A delivery moves: pending (planned, papers fixed) -> sending (handed to the transport)
-# -> sent | deferred (temporary failure: retried next run) | failed (permanent).
+# -> sent | deferred (temporary failure: retried next run) | failed (permanent: a 5xx answer;
+# not retried until `deliveries retry` sets it back to pending).
 # A row left in "pending" or "sending" by a killed run is sent again by the next run, with
 # the same papers and the same Message-ID.
 UNFINISHED = ("pending", "sending", "deferred")
@@ -91,6 +92,33 @@ def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str |
             " sent_at = case when ? = 'sent' then ? else sent_at end where id = ?",
             (status, error, path, status, iso(now or utcnow()), delivery_id),
         )
+
+
+def retry_failed(db: Database, issue_date: date | None = None, email: str | None = None
+                 ) -> int:
+    """Set failed deliveries back to pending, so the next run sends them again (with the
+    same papers and Message-ID); returns how many."""
+    conditions = {"issue_date": issue_date.isoformat() if issue_date else None,
+                  "subscriber_id": subscriber_row(db, email)["id"] if email else None}
+    sql = "update deliveries set status = 'pending', error = null where status = 'failed'"
+    args = [v for v in conditions.values() if v is not None]
+    sql += "".join(f" and {k} = ?" for k, v in conditions.items() if v is not None)
+    with transaction(db):
+        count: int = db.conn.execute(sql, args).rowcount
+    return count
+
+
+def delivery_recipient(db: Database, message_id: str) -> str | None:
+    """The subscriber an issue with this Message-ID went to (bounces and complaints quote
+    it), or None."""
+    mid = message_id.strip()
+    if not mid:
+        return None
+    if not mid.startswith("<"):
+        mid = f"<{mid}>"
+    row = db.execute("select s.email from deliveries d join subscribers s on s.id ="
+                     " d.subscriber_id where d.message_id = ? limit 1", [mid]).fetchone()
+    return row[0] if row else None
 
 
 def list_deliveries(db: Database, issue_date: date | None = None,

@@ -19,7 +19,8 @@ from newsletter.errors import NewsletterError
 from newsletter.store.db import transaction
 
 TIMED = {"deliveries": "created", "papers": "first_seen", "subscriber_events": "created",
-         "llm_calls": "created", "brief_hits": "created", "briefs": "created"}
+         "llm_calls": "created", "brief_hits": "created", "briefs": "created",
+         "brief_fallbacks": "created"}
 _SKIP = ("_sqlite_migrations",)
 
 

@@ -1,9 +1,9 @@
 """The history of every change to a subscriber: what happened, when, and where from.
 
 Events name what happened (added, imported, edited, paused, resumed, pending, confirmation
-sent, confirmed, unsubscribed, bounced, forgotten, expired, removed); the origin says who
-or what did it (cli, import, unsubscribe, bounce, reply, web). The detail may hold personal
-data (an old name, a filter); it is erased with the subscriber.
+sent, confirmed, unsubscribed, bounced, soft bounce, forgotten, expired, removed); the origin
+says who or what did it (cli, import, unsubscribe, bounce, complaint, reply, web). The detail
+may hold personal data (an old name, a filter); it is erased with the subscriber.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from newsletter.store.db import iso, transaction, utcnow
 from newsletter.store.rows import subscriber_row
 
-ORIGINS = ("cli", "import", "unsubscribe", "bounce", "reply", "web")
+ORIGINS = ("cli", "import", "unsubscribe", "bounce", "complaint", "reply", "web")
 
 
 def insert_event(conn: sqlite3.Connection, subscriber_id: int | None, event: str,
@@ -49,6 +49,17 @@ def subscriber_history(db: Database, email: str) -> list[dict[str, Any]]:
         " where subscriber_id = ? order by id", [row["id"]])]
 
 
+def soft_bounces(db: Database, email: str, since: datetime) -> int:
+    """How many soft bounces EMAIL had since SINCE and since their status last changed
+    (resuming or reactivating someone starts the count again)."""
+    row = subscriber_row(db, email)
+    start = max(iso(since) or "", row["status_changed"] or "")
+    got: int = db.execute(
+        "select count(*) from subscriber_events where subscriber_id = ? and event = "
+        "'soft bounce' and created >= ?", [row["id"], start]).fetchone()[0]
+    return got
+
+
 def anonymous_events(db: Database) -> list[dict[str, Any]]:
     """Events left by subscribers who were forgotten, expired or removed (no subscriber)."""
     return [dict(r) for r in db.query(
@@ -63,5 +74,5 @@ def change_marker(db: Database) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-__all__ = ["ORIGINS", "anonymous_events", "change_marker", "record_event",
+__all__ = ["ORIGINS", "anonymous_events", "change_marker", "record_event", "soft_bounces",
            "subscriber_history"]

@@ -163,6 +163,9 @@ def merge_state(target: Database, other: Database) -> dict[str, int]:
         counts["brief_hits"] = _union(target, other, "brief_hits",
                                       ("brief_key", "created", "model", "language"),
                                       skip_id=True)
+        counts["brief_fallbacks"] = _union(target, other, "brief_fallbacks",
+                                           ("brief_key", "created", "model", "language"),
+                                           skip_id=True)
         counts["sources"] = 0
         for row in other.query("select * from sources"):
             old = next(iter(target.query("select last_fetched from sources where name = ?",

@@ -253,3 +253,24 @@ def m011_tombstones_and_pruning(db: Database) -> None:
     db.table("pruned_deliveries").create(
         {"issue_date": str, "status": str, "count": int},
         pk=("issue_date", "status"), not_null={"count"}, defaults={"count": 0})
+
+
+@migrations()
+def m012_brief_grounding(db: Database) -> None:
+    """Grounded briefs: per model call the claims it made and how many were dropped for a
+    missing or unfound quote; per brief that fell back to the digest, the reason (for
+    `briefs stats`; readers never see it)."""
+    db.table("llm_calls").add_column("claims", int)
+    db.table("llm_calls").add_column("dropped_claims", int)
+    db.table("brief_fallbacks").create(
+        {"id": int, "brief_key": str, "model": str, "language": str, "reason": str,
+         "created": str},
+        pk="id",
+    )
+    db.table("brief_fallbacks").create_index(["created"])
+
+
+@migrations()
+def m013_delivery_message_id_index(db: Database) -> None:
+    """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
+    db.table("deliveries").create_index(["message_id"])

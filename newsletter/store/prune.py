@@ -9,7 +9,6 @@ the papers table (its triggers delete the index rows with the papers).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 
 from sqlite_utils import Database
@@ -43,14 +42,13 @@ def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
                                             (cutoff,)).rowcount
         dropped["brief_hits"] = conn.execute("delete from brief_hits where created < ?",
                                              (cutoff,)).rowcount
-        keep: set[str] = set()
-        for (ids,) in conn.execute("select paper_ids from deliveries union all"
-                                   " select paper_ids from briefs"):
-            keep.update(json.loads(ids or "[]"))
-        stale = [pid for (pid,) in conn.execute(
-            "select id from papers where first_seen < ?", (cutoff,)) if pid not in keep]
-        conn.executemany("delete from papers where id = ?", [(p,) for p in stale])
-        dropped["papers"] = len(stale)
+        dropped["brief_fallbacks"] = conn.execute(
+            "delete from brief_fallbacks where created < ?", (cutoff,)).rowcount
+        dropped["papers"] = conn.execute(
+            "delete from papers where first_seen < ? and id not in ("
+            " select j.value from deliveries d, json_each(coalesce(d.paper_ids, '[]')) j"
+            " union select j.value from briefs b, json_each(coalesce(b.paper_ids, '[]')) j)",
+            (cutoff,)).rowcount
     return dropped
 
 
