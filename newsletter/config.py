@@ -83,6 +83,10 @@ class Settings:
                                             "when a budget is set.")
     arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.")
     arxiv_rss_url: str = setting("https://rss.arxiv.org/rss", "Base of arXiv's listing feeds.")
+    crossref_url: str = setting("https://api.crossref.org",
+                                "Crossref REST API, for seed papers named by DOI.")
+    openalex_url: str = setting("https://api.openalex.org",
+                                "OpenAlex API, for abstracts Crossref lacks.")
     arxiv_delay: float = setting(3.0, "Seconds between arXiv API requests (at least 3).")
     arxiv_holidays: str = setting("",
                                   "Comma-separated dates (YYYY-MM-DD) with no arXiv announcement,"
@@ -92,7 +96,8 @@ class Settings:
                             "Mailbox read by 'unsubscribes sync', e.g. "
                             "imaps://newsletter@mail.example.org:993/INBOX.", secret=True)
     imap_password: str = setting("", "IMAP password, if not in NEWSLETTER_IMAP_URL.", secret=True)
-    secret: str = setting("", "Key that signs unsubscribe links (HMAC).", secret=True)
+    secret: str = setting("", "Key that signs unsubscribe and page links (HMAC); changing it "
+                          "revokes them all.", secret=True)
     confirm_days: int = setting(7,
                                 "Days a subscriber added with --confirm has to confirm before "
                                 "being forgotten.")
@@ -105,6 +110,9 @@ class Settings:
                                   "written by then fall back to the extractive digest.")
     smtp_timeout: float = setting(60.0, "Seconds one message may take over SMTP in all "
                                   "(connect to end of data).")
+    web_url: str = setting("", "Public base URL of 'newsletter serve' (the research radar "
+                           "page); empty = the email's filter links stay mailto replies.")
+    link_days: int = setting(60, "Days a research radar page link stays valid.")
     state_key: str = setting("", "Key that encrypts the state 'state push' sends to the remote "
                              "(make one with 'newsletter state keygen').", secret=True)
     state_remote: str = setting("origin", "Git remote of the state: a remote name, a URL or a "

@@ -48,6 +48,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
     for name in source_names(db, settings):
         if progress:
             progress(name)
+        started = time.monotonic()
         state = store.source_state(db, name)
         last = state.get("retry_from") or state.get("last_success")
         since = (datetime.fromisoformat(last) if last
@@ -77,7 +78,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
             fields["retry_from"] = None
         store.save_source_state(db, name, **fields)
         lines.append(FetchLine(name, new, updated, result.requests, result.error,
-                               result.not_modified, result.partial, note))
+                               result.not_modified, result.partial, note,
+                               seconds=round(time.monotonic() - started, 3)))
     return lines
 
 
@@ -140,12 +142,35 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None,
+           labels: tuple[list[Paper], list[Paper]] = ([], [])
            ) -> tuple[list[Any], list[Any]]:
-    """(papers in the issue, "more matches"), after the per-subscriber cap."""
-    found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
-                          sub.max_papers + MORE_MATCHES, rejected)
+    """(papers in the issue, "more matches"), after the per-subscriber cap; ``labels`` are
+    the reader's (positives, negatives) for the learned ranking (store.labelled_papers)."""
+    excluded = already_sent | index.seen_before(since)
+    found, _ = match.rank(sub, index, excluded, sub.max_papers + MORE_MATCHES, rejected)
+    found = learned_order(sub, found, index, excluded, *labels)
     return found[: sub.max_papers], found[sub.max_papers:]
+
+
+def learned_order(sub: Subscriber, found: list[Match], index: match.Index,
+                  excluded: set[str], positives: list[Paper], negatives: list[Paper]
+                  ) -> list[Match]:
+    """The learned ranking over the filters' matches (see newsletter.relevance): nothing
+    changes for a subscriber with no seed papers and no verdicts, or in mode "filters"."""
+    if sub.ranking == "filters" or not index.papers or not positives:
+        return found
+    from newsletter.relevance import learned
+
+    if index.learned is None:
+        index.learned = learned.Model(index.papers)
+    mode = "reorder" if sub.ranking == "auto" else sub.ranking
+    scored = index.learned.score(learned.Labels(tuple(positives), tuple(negatives)))
+    # their own seed papers are not news to them; what they marked not relevant stays out
+    known = {p.id for p in positives + negatives}
+    found = [m for m in found if m.paper.id not in known]
+    return learned.rerank(found, scored, mode, sub.like_cap,
+                          excluded | {p.id for p in negatives + positives})
 
 
 # --- brief -------------------------------------------------------------------------------
@@ -279,7 +304,8 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since,
+                          labels=store.labelled_papers(db, sub.email, sub.likes))
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -291,7 +317,8 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     delivered = store.delivered_paper_ids(db, email)
-    picked, more = select(sub, build_index(db, since), delivered, since, rejected)
+    picked, more = select(sub, build_index(db, since), delivered, since, rejected,
+                          store.labelled_papers(db, sub.email, sub.likes))
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     shown = set(issue.paper_ids) | delivered  # in the issue through another filter, or sent
@@ -322,10 +349,13 @@ def preview(db: Database, email: str, settings: Settings, now: datetime) -> tupl
     return issue, render.render(issue, settings)
 
 
-def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any]) -> Issue:
-    """Rebuild the issue a previous run planned but did not finish: same papers, same order."""
+def resume_issue(db: Database, sub: Subscriber, row: dict[str, Any],
+                 skip_missing: bool = False) -> Issue:
+    """Rebuild the issue a previous run planned but did not finish: same papers, same order.
+    ``skip_missing``: leave out papers pruned since (for reading an old issue)."""
     ids = json.loads(row["paper_ids"] or "[]")
-    papers = [store.get_paper(db, pid) for pid in ids]
+    papers = (store.get_papers(db, ids) if skip_missing
+              else [store.get_paper(db, pid) for pid in ids])
     index = match.Index(papers, lambda expr: store.fts_search(db, expr, ids=ids))
     by_id = {m.paper.id: m for m in match.match_subscriber(sub, index)}
     matches = [by_id.get(p.id) or Match(p, 0.0, ("planned earlier",)) for p in papers]
@@ -338,11 +368,12 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         dry_run: bool = False, with_briefs: bool = False, only: str | None = None,
         do_fetch: bool = True,
         progress: Callable[[str], None] | None = None,
-        sent: Callable[[RunLine], None] | None = None) -> RunReport:
+        sent: Callable[[RunLine], None] | None = None,
+        planned: Callable[[int], None] = lambda total: None) -> RunReport:
     """The morning job. ``send_all`` ignores send hours and frequencies (never the one-issue-
-    per-day rule); ``only`` runs for one subscriber; ``sent`` is told about each delivery.
-    A dry run calls no model (briefs come from the cache or the digest) unless
-    ``with_briefs``."""
+    per-day rule); ``only`` runs for one subscriber; ``planned`` is told how many issues
+    will be delivered, before the first; ``sent`` is told about each delivery. A dry run
+    calls no model (briefs come from the cache or the digest) unless ``with_briefs``."""
     report = RunReport()
     if not dry_run:
         from newsletter.lists import roster
@@ -379,6 +410,7 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
         issues += [plan_issue(db, s, settings, now, index) for s in fresh]
     if not issues:
         return report
+    planned(len(issues))
     briefs = write_briefs(db, [(tuple(m.paper for m in i.matches), i.subscriber.language)
                                for i in issues if i.matches], settings, now, report,
                           call_model=not dry_run or with_briefs)

@@ -29,7 +29,7 @@ import threading
 import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -45,6 +45,7 @@ from newsletter.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
 from newsletter.untrusted import http_url
+from newsletter.web.links import page_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -202,7 +203,7 @@ def _why(reasons: Sequence[str], t: dict[str, Any]) -> str:
     return t["reason_sep"].join(out)
 
 
-def _paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
+def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
                    note: str = "") -> dict[str, Any]:
     p = m.paper
     followed = {fold(a) for a in m.followed_authors}
@@ -305,20 +306,24 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     subject_tpl = t["subject_one"] if count == 1 else t["subject"]
     lead = (t["preheader_lead"].format(title=issue.matches[0].paper.title)
             if issue.matches else "")
+    # with a web URL, the chips' x and "more matches" open the subscriber's radar page
+    issued = datetime.combine(issue.issue_date, time(12), UTC)
+    radar = page_url(settings, sub.email, sub.link_generation, issued)
     chips = []
     for label, values in ((t["chip_author"], sub.authors), (t["chip_topic"], sub.topics),
                           (t["chip_category"], sub.categories),
                           (t["chip_exclude"], sub.exclude)):
         for value in values:
-            chips.append({"label": label, "value": value, "remove": _reply_link(
-                settings, t["chip_remove_subject"].format(filter=label + t["colon"] + value))})
+            chips.append({"label": label, "value": value, "remove": radar + "#filters-h"
+                          if radar else _reply_link(settings, t["chip_remove_subject"].format(
+                              filter=label + t["colon"] + value))})
     mailto, web = unsubscribe_links(settings, sub.email)
     fields = t.get("fields", {})
     brief = issue.brief
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
-    papers = [_paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
+    papers = [paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
               for n, m in enumerate(issue.matches, 1)]
-    more = [_paper_context(n, m, 0, t) for n, m in
+    more = [paper_context(n, m, 0, t) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []
@@ -349,7 +354,9 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         if issue.brief and issue.brief.kind == "llm" else [],
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
-        "change_url": _reply_link(settings, t["change_subject"]),
+        "change_url": radar or _reply_link(settings, t["change_subject"]),
+        "radar_url": radar,
+        "more_url": radar + "#papers" if radar else None,
         "contact": settings.contact,
     }
 

@@ -131,20 +131,14 @@ EXTRA_TOPICS = ["graph neural network*", "protein", '"language model" AND evalua
                 "reinforcement learning NOT game*", "causal", "climate"]
 
 
-def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
-    """1,000 subscribers against 5,000 new papers (issue 4's target: < 5 s, < 300 MB)."""
+def _day_of_papers(rng: Any, papers_n: int) -> tuple[list[Any], list[str]]:
+    """``papers_n`` papers built from the labelled set's titles and words, and its authors."""
     import json
-    import random
 
-    from newsletter.match import rank
-    from newsletter.models import Paper, Subscriber
-    from newsletter.pipeline import index_papers
+    from newsletter.models import Paper
 
-    print(f"Matching {subs_n} subscribers against {papers_n} new papers:")
-    rng = random.Random(7)
     root = Path(__file__).resolve().parent.parent
     base = json.loads((root / "tests" / "eval" / "papers.json").read_text())
-    profiles = json.loads((root / "tests" / "eval" / "profiles.json").read_text())
     words = " ".join(p["abstract"] for p in base).split()
     names = sorted({a for p in base for a in p["authors"]})
     papers = []
@@ -155,6 +149,44 @@ def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
             id=f"9{i:04d}.{i:05d}", source="arxiv", title=src["title"] + f" ({i})",
             authors=tuple(rng.sample(names, 6)), abstract=src["abstract"] + " " + abstract,
             url="", published=NOW, categories=tuple(src["categories"])))
+    return papers, names
+
+
+def bench_learned(subs_n: int = 1000, papers_n: int = 5000) -> None:
+    """The learned ranking (issue 18): one TF-IDF fit per run over the day's papers, then a
+    linear SVM trained and scored per subscriber with 3 seed papers and 2 verdicts."""
+    import random
+
+    from newsletter.relevance.learned import Labels, Model
+
+    print(f"Learned ranking, {subs_n} subscribers over {papers_n} new papers:")
+    rng = random.Random(11)
+    papers, _ = _day_of_papers(rng, papers_n)
+    with measure("TF-IDF over the day's papers (once a run)") as fitted:
+        model = Model(papers)
+    with measure(f"train + score {subs_n} subscribers") as m:
+        for _ in range(subs_n):
+            picked = rng.sample(papers, 5)
+            model.score(Labels(tuple(picked[:4]), tuple(picked[4:])))
+    whole = fitted["seconds"] + m["seconds"]
+    print(f"  -> {m['seconds'] * 1000 / subs_n:.1f} ms per subscriber; {whole:.1f} s in all "
+          + target(whole < 120, "< 2 minutes of the morning for 1,000 readers"))
+
+
+def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
+    """1,000 subscribers against 5,000 new papers (issue 4's target: < 5 s, < 300 MB)."""
+    import json
+    import random
+
+    from newsletter.match import rank
+    from newsletter.models import Subscriber
+    from newsletter.pipeline import index_papers
+
+    print(f"Matching {subs_n} subscribers against {papers_n} new papers:")
+    rng = random.Random(7)
+    root = Path(__file__).resolve().parent.parent
+    profiles = json.loads((root / "tests" / "eval" / "profiles.json").read_text())
+    papers, names = _day_of_papers(rng, papers_n)
     subs = []
     for i in range(subs_n):
         prof = profiles[i % len(profiles)]
@@ -610,25 +642,119 @@ def bench_smtp(count: int = 10_000) -> None:
           + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
 
 
+def bench_radar(tmp: Path, readers: int = 100, rounds: int = 5,
+                target_p95_s: float = 2.0) -> None:
+    """100 subscribers, each with a sent issue; `newsletter serve` (Uvicorn, one process)
+    on loopback; 100 readers at once, each loading their own radar page ROUNDS times."""
+    import asyncio
+    import re
+    import subprocess
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from newsletter.web import links
+
+    print(f"Research radar: {readers} concurrent readers x {rounds} page loads each, "
+          "newsletter serve on loopback:")
+    secret = "bench-secret"
+    settings = Settings(db=str(tmp / "radar.db"), outbox=str(tmp / "radar-outbox"),
+                        sources="sample", secret=secret)
+    db = store.open_db(settings.db)
+    people = sample.load_subscribers()
+    for i in range(readers):
+        row = dict(people[i % len(people)])
+        row["email"] = f"reader{i}@example.org"
+        roster.add(db, **row)
+    pipeline.run(db, settings, NOW, send_all=True)
+    env = {**os.environ, "NEWSLETTER_DB": settings.db, "NEWSLETTER_SECRET": secret,
+           "NEWSLETTER_NOW": NOW.isoformat(), "NEWSLETTER_CONFIG": str(tmp / "none.toml")}
+    log = tmp / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "newsletter"), "serve", "--port", "0",
+             "--rate-limit", "0"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    base = ""
+    while not base:
+        found = re.search(r"Serving on (http://\S+)", log.read_text())
+        if found:
+            base = found.group(1)
+        elif server.poll() is not None:
+            raise SystemExit("newsletter serve did not start:\n" + log.read_text())
+        time.sleep(0.05)
+    urls = []
+    for sub in store.list_subscribers(db):
+        params = links.page_params(secret, sub.email, 0, links.expires_at(settings, NOW))
+        urls.append(f"{base}{links.RADAR}?{urlencode(params)}")
+    latencies: list[float] = []
+
+    async def reader(client: httpx.AsyncClient, url: str) -> None:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            answer = await client.get(url)
+            latencies.append(time.perf_counter() - started)
+            assert answer.status_code == 200 and "class=\"card paper\"" in answer.text
+
+    async def crowd() -> None:
+        # close idle connections before the server's 5 s keep-alive timeout does
+        limits = httpx.Limits(max_connections=readers, keepalive_expiry=4)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            await client.get(urls[0])  # warm up imports and caches
+            await asyncio.gather(*(reader(client, url) for url in urls))
+
+    try:
+        with httpx.Client(timeout=60) as one:  # one reader alone, first (uncached) loads
+            alone = []
+            for url in urls[1:11]:
+                started = time.perf_counter()
+                one.get(url).raise_for_status()
+                alone.append(time.perf_counter() - started)
+        print(f"  one reader alone, 10 first page loads: median "
+              f"{sorted(alone)[5] * 1000:.0f} ms")
+        with measure(f"{readers * rounds} page loads by {readers} readers") as m:
+            asyncio.run(crowd())
+    except httpx.HTTPError:
+        print(log.read_text()[-3000:])
+        raise
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    latencies.sort()
+    p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
+    print(f"  -> {len(latencies) / m['seconds']:.0f} pages/s; latency p50 {p50 * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms "
+          + target(p95 <= target_p95_s,
+                   f"radar p95 <= {target_p95_s:g} s with {readers} readers at once"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--render", type=int, default=1000, help="issues to render")
     parser.add_argument("--year-days", type=int, default=365,
                         help="daily runs in the state simulation")
-    parser.add_argument("--only", choices=["state"], help="run one section")
+    parser.add_argument("--only", choices=["state", "radar", "learned"],
+                        help="run one section")
     args = parser.parse_args()
+    if args.only == "learned":
+        bench_learned()
+        sys.exit("Missed targets: " + "; ".join(MISSED) if MISSED else 0)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "state":
             bench_state_year(Path(tmp), days=args.year_days)
+        if args.only == "radar":
+            bench_radar(Path(tmp))
+        if args.only:
             sys.exit("Missed targets: " + "; ".join(MISSED) if MISSED else 0)
         bench_demo(Path(tmp))
         bench_arxiv()
         bench_smtp()
         bench_match()
+        bench_learned()
         bench_briefs(Path(tmp))
         bench_render(Path(tmp), args.render)
         bench_list(Path(tmp))
         bench_state_year(Path(tmp), days=args.year_days)
+        bench_radar(Path(tmp))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Process peak RSS: {rss:.0f} MB")
     if MISSED:

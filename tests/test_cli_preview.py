@@ -199,3 +199,14 @@ def test_served_preview_in_chromium(server, width):
     if width == 640:
         assert seen["firstPaperBottom"] < seen["innerHeight"], seen
 
+
+
+@pytest.mark.parametrize("width", [375, 640])
+def test_server_index_fits_a_phone(server, width):
+    """No sideways scrolling in Chromium at phone widths (a long address wraps too)."""
+    from test_render import inspect
+
+    invoke("subscribers", "add", "a.very.long.address.for.testing.wrapping@example-university"
+           ".edu", "--topic", '"protein structure prediction" OR AlphaFold OR "cryo-EM"')
+    seen = inspect(server.url, width, name="preview-index")
+    assert seen["scrollWidth"] <= width, seen

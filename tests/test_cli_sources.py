@@ -18,7 +18,7 @@ def test_sources_add_list_disable_enable_remove(isolated, monkeypatch):
         "Enabled biorxiv (https://connect.biorxiv.org/biorxiv_xml/all)\n"
     table = invoke("sources").output
     assert "on  biorxiv" in table and "off arxiv" in table
-    assert invoke("sources", "remove", "nphys").output == "Removed nphys\n"
+    assert invoke("sources", "remove", "nphys", "--yes").output == "Removed nphys\n"
     result = invoke("sources", "add", "biorxiv", "https://example.org/x.rss", ok=False)
     assert result.output == ('Error: source biorxiv already exists - use "newsletter sources '
                              'remove" first to replace it\n')
@@ -77,8 +77,7 @@ def test_an_rss_091_feed(isolated, http_server):
     http_server.serve("/rss091", (DATA / "feeds" / "rss091.xml").read_bytes(),
                       content_type="application/rss+xml")
     invoke("sources", "add", "reading", http_server.base + "/rss091", "--label", "Reading list")
-    out = invoke("sources", "check", "reading", "--json").output
-    papers = json.loads(out[: out.rindex("]") + 1])
+    papers = json.loads(invoke("sources", "check", "reading", "--json").stdout)["papers"]
     assert [(p["id"], p["title"]) for p in papers] == [
         ("1706.03762", "Attention Is All You Need"),
         ("1512.03385", "Deep Residual Learning for Image Recognition")]

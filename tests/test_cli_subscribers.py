@@ -26,7 +26,7 @@ def test_add_list_show_remove(isolated):
     shown = invoke("subscribers", "show", "ada@example.org").output
     assert "topics:       diffusion models" in shown
 
-    assert invoke("subscribers", "remove", "ADA@example.org").output == \
+    assert invoke("subscribers", "remove", "ADA@example.org", "--yes").output == \
         "Removed ADA@example.org\n"
     assert json.loads(invoke("subscribers", "list", "--json").output) == []
 

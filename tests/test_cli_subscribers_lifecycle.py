@@ -196,7 +196,8 @@ def test_list_json_has_every_field(isolated):
                    "timezone": "Asia/Shanghai", "send_hour": 7, "frequency": "daily",
                    "weekday": None, "max_papers": 10, "status": "active",
                    "confirmed_at": None, "authors": [], "topics": ["CRISPR"],
-                   "categories": [], "exclude": []}
+                   "categories": [], "exclude": [], "likes": [], "ranking": "auto",
+                   "like_cap": 3}
 
 
 def test_list_rejects_an_unknown_status(isolated):
@@ -350,9 +351,9 @@ def test_expire_forgets_the_unconfirmed(isolated, monkeypatch):
     invoke("subscribers", "add", "old@example.org", "--topic", "x", "--confirm")
     invoke("subscribers", "add", "ok@example.org", "--topic", "x")
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-28T09:00:00+00:00")
-    assert invoke("subscribers", "expire").output == "0 unconfirmed subscribers forgotten\n"
+    assert invoke("subscribers", "expire", "-y").output == "0 unconfirmed subscribers forgotten\n"
     monkeypatch.setenv("NEWSLETTER_NOW", "2026-11-29T09:00:01+00:00")
-    assert invoke("subscribers", "expire").output == \
+    assert invoke("subscribers", "expire", "--yes").output == \
         "Expired old@example.org\n1 unconfirmed subscribers forgotten\n"
     assert [s.email for s in store.list_subscribers(db(isolated))] == ["ok@example.org"]
     assert [e["event"] for e in store.anonymous_events(db(isolated))] == ["expired"]
@@ -390,7 +391,7 @@ def test_forget_leaves_no_trace_in_any_table(isolated, monkeypatch):
     invoke("subscribers", "pause", EMAIL)
     assert len(list((isolated / "outbox").glob("*Zhao*"))) == 4  # issue + confirmation
 
-    out = invoke("subscribers", "forget", EMAIL.lower()).output
+    out = invoke("subscribers", "forget", EMAIL.lower(), "--yes").output
     assert out == ("Forgot Zhao.Xiaoming.7@example.org: 3 filters, 5 history events, "
                    "1 deliveries (kept as anonymous counts), 4 outbox files\n")
 
@@ -424,8 +425,8 @@ def test_forget_adds_counts_to_earlier_forgotten_ones(isolated):
     for email in ("a@example.org", "b@example.org"):
         invoke("subscribers", "add", email, "--topic", "CRISPR")
     invoke("run", "--all")
-    invoke("subscribers", "forget", "a@example.org")
-    invoke("subscribers", "forget", "b@example.org")
+    invoke("subscribers", "forget", "a@example.org", "--yes")
+    invoke("subscribers", "forget", "b@example.org", "--yes")
     assert db(isolated).execute("select issue_date, status, count from forgotten_deliveries"
                                 ).fetchall() == [("2026-11-22", "sent", 2)]
 
@@ -438,7 +439,7 @@ def test_forget_unknown_subscriber(isolated):
 
 def test_remove_leaves_an_anonymous_event(isolated):
     add_two()
-    invoke("subscribers", "remove", "ada@example.org")
+    invoke("subscribers", "remove", "ada@example.org", "--yes")
     database = db(isolated)
     assert [e["event"] for e in store.anonymous_events(database)] == ["removed"]
     assert database.execute("select count(*) from subscriber_events where subscriber_id "

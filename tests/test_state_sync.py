@@ -98,7 +98,7 @@ def state_log(origin: Path) -> list[str]:
 def test_forget_during_a_run_is_not_undone(remote, tmp_path, monkeypatch, first):
     origin, runner, person = remote
     assert "3 sent" in runner("run", "--all", now="2026-11-22T09:00:00+00:00").output
-    person("subscribers", "forget", "late@example.org",
+    person("subscribers", "forget", "late@example.org", "--yes",
            now="2026-11-22T09:05:00+00:00")
     order = [person, runner] if first == "person" else [runner, person]
     for clone in order:
@@ -208,7 +208,7 @@ def test_what_leaves_the_machine_is_ciphertext_only(remote, tmp_path, monkeypatc
     origin, runner, person = remote
     runner("run", "--all", now="2026-11-22T09:00:00+00:00")
     runner("state", "push")
-    person("subscribers", "forget", "late@example.org")
+    person("subscribers", "forget", "late@example.org", "--yes")
     person("state", "push")
     objects = subprocess.run(["git", "-C", str(origin), "cat-file", "--batch-all-objects",
                               "--batch"], check=True, capture_output=True).stdout
@@ -316,7 +316,7 @@ def test_a_push_that_loses_the_race_merges_again_and_wins(remote, tmp_path, monk
     remote moves the branch and refuses the first attempt): the push fetches again, merges
     again, and both changes are on the branch."""
     origin, runner, person = remote
-    person("subscribers", "forget", "late@example.org")
+    person("subscribers", "forget", "late@example.org", "--yes")
     person("state", "push", "--branch", "elsewhere")
     hook = origin / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\nif [ ! -e raced ]; then touch raced;"

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from newsletter.cli._common import get_settings
+from newsletter.cli._common import get_now, get_settings
 
 
 @click.command()
@@ -41,6 +41,6 @@ def serve(ctx: click.Context, host: str, port: int, rate_limit: float, proxy: st
 
     try:
         endpoint.serve(get_settings(ctx), host, port, rate_per_minute=rate_limit, proxy=proxy,
-                       ready=ready)
+                       ready=ready, clock=get_now)
     except KeyboardInterrupt:
         pass

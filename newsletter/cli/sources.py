@@ -7,6 +7,7 @@ import json
 import click
 
 from newsletter.cli._common import SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.cli.output import JSON_HELP, Console, confirm, yes_option
 
 
 @click.group(cls=SubGroup, default="list", default_if_no_args=True)
@@ -82,17 +83,22 @@ def sources_add(ctx: click.Context, name: str, url: str, label: str | None) -> N
 
 @sources.command(name="remove")
 @click.argument("name")
+@yes_option
 @click.pass_context
-def sources_remove(ctx: click.Context, name: str) -> None:
-    """Remove a source (papers already stored stay).
+def sources_remove(ctx: click.Context, name: str, yes: bool) -> None:
+    """Remove a source and its fetch state (papers already stored stay). Asks first on a
+    terminal; elsewhere needs --yes.
 
     \b
     Example:
-        newsletter sources remove nature-physics
+        newsletter sources remove nature-physics --yes
     """
     from newsletter import store
 
-    store.remove_source(get_db(ctx), name)
+    db = get_db(ctx)
+    if store.source_state(db, name):  # an unknown name is refused without asking
+        confirm(yes, f"Remove the source {name}?")
+    store.remove_source(db, name)
     click.echo(f"Removed {name}")
 
 
@@ -130,31 +136,39 @@ def sources_disable(ctx: click.Context, name: str) -> None:
 
 @sources.command(name="check")
 @click.argument("name")
-@json_option("Print the parsed papers as JSON.")
+@json_option(JSON_HELP)
 @click.pass_context
 def sources_check(ctx: click.Context, name: str, as_json: bool) -> None:
     """Fetch a source once and print what was parsed; nothing is stored.
 
+    Exits non-zero when the source failed (a partial fetch still lists what it parsed).
+
     \b
     Example:
         newsletter sources check nature
+        newsletter sources check nature --json | jq '.papers[].title'
     """
+    import time
+
     from newsletter.cli.papers import paper_json
     from newsletter.ops import source_admin
 
+    out = Console(as_json)
+    clock = time.monotonic()
     result = source_admin.check_source(get_db(ctx), name, get_settings(ctx), get_now())
-    if as_json:
-        click.echo(json.dumps([paper_json(p) for p in result.papers], indent=2,
-                              ensure_ascii=False))
-    else:
-        for p in result.papers:
-            click.echo(f"{p.id}  {p.published:%Y-%m-%d}  {p.title}")
-            click.echo(f"    {', '.join(p.authors[:6])}{' ...' if len(p.authors) > 6 else ''}"
-                       + (f"  doi:{p.doi}" if p.doi else ""))
+    failed = bool(result.error) and not result.partial
+    for p in result.papers:
+        out.line(f"{p.id}  {p.published:%Y-%m-%d}  {p.title}")
+        out.line(f"    {', '.join(p.authors[:6])}{' ...' if len(p.authors) > 6 else ''}"
+                 + (f"  doi:{p.doi}" if p.doi else ""))
     if result.note:
-        click.echo(f"Note: {result.note}", err=True)
-    if result.error and not result.partial:
+        out.warn(f"Note: {result.note}")
+    out.document({
+        "source": name, "seconds": round(time.monotonic() - clock, 3),
+        "status": "failed" if failed else "partial" if result.partial else "ok",
+        "reason": result.error, "note": result.note, "requests": result.requests,
+        "count": len(result.papers), "papers": [paper_json(p) for p in result.papers]})
+    if failed:
         raise click.ClickException(f"{name}: {result.error}")
-    click.echo(f"{len(result.papers)} papers parsed from {name} "
-               f"({result.requests} requests)" + (f"; {result.error}" if result.error else ""),
-               err=True)
+    out.warn(f"{len(result.papers)} papers parsed from {name} ({result.requests} requests)"
+             + (f"; {result.error}" if result.error else ""))

@@ -8,11 +8,28 @@ from typing import Any
 import click
 
 from newsletter.cli._common import F, SubGroup, get_db, get_now, get_settings, json_option
+from newsletter.cli.output import JSON_HELP, Console, confirm, verbosity_options, yes_option
 from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 
 STATUS_CHOICE = click.Choice(STATUSES)
 WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
 FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
+RANKING_CHOICE = click.Choice(["auto", "filters", "reorder", "like"])
+RANKING_HELP = ("How seed papers and feedback rank the issue: filters (unchanged), reorder "
+                "(the filters' papers, best first), like (also add up to --like-cap papers "
+                "the filters missed); auto = reorder once there are seeds or feedback.")
+
+
+def like_options(fn: F) -> F:
+    """Seed papers ("papers like mine") and the learned ranking's settings."""
+    fn = click.option("--like-cap", type=click.IntRange(0, 20),
+                      help="In ranking mode 'like', how many papers may be added.")(fn)
+    fn = click.option("--ranking", type=RANKING_CHOICE, help=RANKING_HELP)(fn)
+    fn = click.option("--like-file", "like_files", multiple=True,
+                      type=click.Path(exists=True, dir_okay=False),
+                      help="Seed papers from a BibTeX, RIS or CSL-JSON file (Zotero, "
+                      "Mendeley, JabRef exports; repeatable).")(fn)
+    return fn
 
 # --- subscribers -------------------------------------------------------------------------
 
@@ -53,6 +70,12 @@ def edit_options(fn: F) -> F:
                           help=f"Follow {what} (repeatable).")(fn)
     fn = click.option("--max-papers", type=click.IntRange(1, 100),
                       help="Papers shown in full; the rest go under 'More matches'.")(fn)
+    fn = like_options(fn)
+    fn = click.option("--remove-like", "remove_like", multiple=True, metavar="ID",
+                      help="Drop a seed paper (arXiv id or DOI; repeatable).")(fn)
+    fn = click.option("--add-like", "add_like", multiple=True, metavar="ID",
+                      help="Add a seed paper, a paper like theirs (arXiv id or DOI; "
+                      "repeatable).")(fn)
     fn = click.option("--weekday", type=WEEKDAY_CHOICE,
                       help="The day of a weekly issue (with --frequency weekly).")(fn)
     fn = click.option("--frequency", type=FREQUENCY_CHOICE,
@@ -79,6 +102,9 @@ def edit_options(fn: F) -> F:
 @click.option("--weekday", type=WEEKDAY_CHOICE, help="The day of a weekly issue (default mon).")
 @click.option("--max-papers", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Papers shown in full; the rest go under 'More matches'.")
+@click.option("--like", "likes", multiple=True, metavar="ID",
+              help="A paper like theirs, by arXiv id or DOI (repeatable).")
+@like_options
 @click.option("--confirm", is_flag=True, help="Double opt-in: keep them pending and email a "
               "confirmation request (needs NEWSLETTER_SECRET).")
 @click.pass_context
@@ -102,6 +128,10 @@ def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
     extra = roster.load_filter_file(filters_file) if filters_file else {}
     for key, values in extra.items():
         fields[key] = tuple(fields[key]) + tuple(values)
+    fields["likes"] = roster.resolve_likes(db, settings, fields["likes"],
+                                           fields.pop("like_files"))
+    fields["ranking"] = fields["ranking"] or "auto"
+    fields["like_cap"] = 3 if fields["like_cap"] is None else fields["like_cap"]
     sub = roster.add(db, email, status="pending" if confirm else "active", now=get_now(), **fields)
     click.echo(f"Added {sub.email} ({roster.describe(sub)})")
     if confirm:
@@ -126,8 +156,15 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
     """
     from newsletter.lists import roster
 
+    db = get_db(ctx)
     given = {k: v for k, v in options.items() if v not in (None, ())}
-    done = roster.edit(get_db(ctx), email, now=get_now(), **given)  # type: ignore[arg-type]
+    if given.get("add_like") or given.get("like_files"):
+        given["add_like"] = roster.resolve_likes(
+            db, get_settings(ctx), given.get("add_like", ()),  # type: ignore[arg-type]
+            given.pop("like_files", ()))  # type: ignore[arg-type]
+    if given.get("remove_like"):
+        given["remove_like"] = roster.like_ids(db, given["remove_like"])  # type: ignore[arg-type]
+    done = roster.edit(db, email, now=get_now(), **given)  # type: ignore[arg-type]
     for line in done or [f"Nothing changed for {email.strip()}"]:
         click.echo(line)
 
@@ -184,6 +221,29 @@ def subscribers_show(ctx: click.Context, email: str, history: bool, as_json: boo
         click.echo(line)
 
 
+@subscribers.command(name="link")
+@click.argument("email")
+@click.option("--days", type=click.IntRange(1, 3650), default=None,
+              help="Days the link stays valid (default: the link_days setting).")
+@click.option("--feed", is_flag=True, help="Print the private Atom feed URL instead.")
+@click.option("--revoke", is_flag=True,
+              help="First make every page and feed link handed out so far invalid.")
+@click.pass_context
+def subscribers_link(ctx: click.Context, email: str, days: int | None, feed: bool,
+                     revoke: bool) -> None:
+    """Print EMAIL's signed research radar page link (needs NEWSLETTER_WEB_URL and
+    NEWSLETTER_SECRET); every issue carries a fresh one when the web URL is set.
+
+    \b
+    Example:
+        newsletter subscribers link ada@example.org --revoke
+    """
+    from newsletter.lists import roster
+
+    click.echo(roster.radar_link(get_db(ctx), get_settings(ctx), email, get_now(), days=days,
+                                 feed=feed, revoke=revoke))
+
+
 @subscribers.command(name="pause")
 @click.argument("email")
 @click.pass_context
@@ -224,9 +284,12 @@ def subscribers_resume(ctx: click.Context, email: str) -> None:
 @click.option("--encoding", help="The file's encoding if not UTF-8, e.g. gb18030 or latin-1.")
 @click.option("--confirm", is_flag=True, help="New subscribers stay pending and get a "
               "confirmation email (needs NEWSLETTER_SECRET).")
+@json_option(JSON_HELP)
+@verbosity_options
 @click.pass_context
 def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invalid: bool,
-                       encoding: str | None, confirm: bool) -> None:
+                       encoding: str | None, confirm: bool, as_json: bool, quiet: bool,
+                       verbose: bool) -> None:
     """Add or update subscribers from a CSV or JSON file, in one transaction.
 
     CSV: a header row, then one row per subscriber. Columns: email (required), name,
@@ -237,23 +300,42 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
     subscribers only. JSON: a list of objects with the same keys, lists as JSON lists.
     Each row is reported as added, updated, unchanged or rejected with the reason (rows
     counted as a spreadsheet shows them, the header being row 1); if any row is rejected
-    nothing is imported, unless --skip-invalid.
+    nothing is imported, unless --skip-invalid. On a terminal a progress bar replaces the
+    line per row (rejected rows are always printed; -v prints every row).
 
     \b
     Example:
         newsletter subscribers import subscribers/example.csv --dry-run
+        newsletter subscribers import new.csv --dry-run --json | jq '.counts'
     """
+    import time
+
     from newsletter.lists import roster
 
     settings = get_settings(ctx)
-    report = roster.import_file(get_db(ctx), file, encoding=encoding, dry_run=dry_run,
-                              skip_invalid=skip_invalid, now=get_now(),
-                              confirm_with=settings if confirm else None)
+    out = Console(as_json, quiet, verbose)
+    clock = time.monotonic()
+    with out.ticker("Checking rows") as tick:
+        report = roster.import_file(get_db(ctx), file, encoding=encoding, dry_run=dry_run,
+                                    skip_invalid=skip_invalid, now=get_now(),
+                                    confirm_with=settings if confirm else None, tick=tick,
+                                    settings=settings)
     for line in report.lines:
-        click.echo(str(line))
+        if line.outcome == "rejected":
+            out.result(str(line))
+        elif out.interactive:
+            out.detail(str(line))
+        else:
+            out.line(str(line))
+    out.document({
+        "file": file, "dry_run": dry_run, "written": report.written, "error": report.error,
+        "seconds": round(time.monotonic() - clock, 3),
+        "counts": {o: report.count(o) for o in ("added", "updated", "unchanged", "rejected")},
+        "rows": [{"row": line.row, "email": line.email or None, "status": line.outcome,
+                  "reason": line.detail or None} for line in report.lines]})
     if report.error:
         raise roster.ImportRejected(report.error)
-    click.echo(report.summary() + (" (dry run: nothing written)" if dry_run else ""))
+    out.result(report.summary() + (" (dry run: nothing written)" if dry_run else ""))
 
 
 @subscribers.command(name="export")
@@ -262,8 +344,10 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
 @click.option("--out", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file (UTF-8; CSV with a byte-order mark for Excel) "
               "instead of standard output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None) -> None:
+def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None,
+                       quiet: bool) -> None:
     """Write every subscriber with all settings and filters, ready for "import".
 
     \b
@@ -275,7 +359,8 @@ def subscribers_export(ctx: click.Context, fmt: str | None, out: str | None) -> 
     from newsletter.lists import roster
 
     fmt = fmt or ("json" if out and out.lower().endswith(".json") else "csv")
-    text, count = roster.export(get_db(ctx), fmt)
+    with Console(quiet=quiet).ticker("Exporting") as tick:
+        text, count = roster.export(get_db(ctx), fmt, tick)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -311,58 +396,78 @@ def subscribers_confirm(ctx: click.Context, email: str, token: str | None,
 @subscribers.command(name="expire")
 @click.option("--days", type=click.IntRange(1), default=7, show_default=True,
               help="Forget those still unconfirmed this many days after being added.")
+@yes_option
+@json_option(JSON_HELP)
 @click.pass_context
-def subscribers_expire(ctx: click.Context, days: int) -> None:
-    """Forget pending subscribers who never confirmed.
+def subscribers_expire(ctx: click.Context, days: int, yes: bool, as_json: bool) -> None:
+    """Forget pending subscribers who never confirmed. Asks first on a terminal;
+    elsewhere needs --yes.
 
     \b
     Example:
-        newsletter subscribers expire --days 7
+        newsletter subscribers expire --days 7 --yes
     """
     from newsletter.lists import roster
 
+    out = Console(as_json)
+    confirm(yes, f"Forget every subscriber still unconfirmed after {days} days?")
     gone = roster.expire_pending(get_db(ctx), get_now(), days, outbox=get_settings(ctx).outbox)
     for email in gone:
-        click.echo(f"Expired {email}")
-    click.echo(f"{len(gone)} unconfirmed subscribers forgotten")
+        out.line(f"Expired {email}")
+    out.result(f"{len(gone)} unconfirmed subscribers forgotten")
+    out.document({"days": days, "count": len(gone), "expired": gone})
 
 
 @subscribers.command(name="forget")
 @click.argument("email")
+@yes_option
+@json_option(JSON_HELP)
 @click.pass_context
-def subscribers_forget(ctx: click.Context, email: str) -> None:
+def subscribers_forget(ctx: click.Context, email: str, yes: bool, as_json: bool) -> None:
     """Erase a person: address, name, filters, history, delivery records and their emails
-    in the outbox. Only anonymous counts of past deliveries remain.
+    in the outbox. Only anonymous counts of past deliveries remain. Asks first on a
+    terminal; elsewhere needs --yes.
 
     \b
     Example:
-        newsletter subscribers forget ada@example.org
+        newsletter subscribers forget ada@example.org --yes
     """
+    from newsletter import store
     from newsletter.lists import roster
 
-    done = roster.forget(get_db(ctx), email, now=get_now(), outbox=get_settings(ctx).outbox)
-    click.echo(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
+    out = Console(as_json)
+    db = get_db(ctx)
+    sub = store.get_subscriber(db, email)  # an unknown address is refused without asking
+    confirm(yes, f"Erase {sub.email} and everything about them?")
+    done = roster.forget(db, email, now=get_now(), outbox=get_settings(ctx).outbox)
+    out.result(f"Forgot {done.email}: {done.filters} filters, {done.events} history events, "
                f"{done.deliveries} deliveries (kept as anonymous counts), "
                f"{len(done.files)} outbox files")
     for where in done.residue:
-        click.echo(f"Warning: the address still appears in {where}", err=True)
+        out.warn(f"Warning: the address still appears in {where}")
     if done.compact_error:
-        click.echo(f"Warning: could not compact the database ({done.compact_error}); "
-                   "run it again when nothing else uses it", err=True)
+        out.warn(f"Warning: could not compact the database ({done.compact_error}); "
+                 "run it again when nothing else uses it")
+    out.document({"email": done.email, "filters": done.filters, "events": done.events,
+                  "deliveries": done.deliveries, "outbox_files": len(done.files),
+                  "residue": list(done.residue), "compact_error": done.compact_error})
 
 
 @subscribers.command(name="remove")
 @click.argument("email")
+@yes_option
 @click.pass_context
-def subscribers_remove(ctx: click.Context, email: str) -> None:
+def subscribers_remove(ctx: click.Context, email: str, yes: bool) -> None:
     """Remove a subscriber, their filters and their delivery records (use "forget" to keep
-    anonymous delivery counts).
+    anonymous delivery counts). Asks first on a terminal; elsewhere needs --yes.
 
     \b
     Example:
-        newsletter subscribers remove ada@example.org
+        newsletter subscribers remove ada@example.org --yes
     """
     from newsletter import store
 
+    sub = store.get_subscriber(get_db(ctx), email)  # an unknown address is refused first
+    confirm(yes, f"Remove {sub.email}, their filters and delivery records?")
     store.remove_subscriber(get_db(ctx), email, now=get_now())
     click.echo(f"Removed {email.strip()}")

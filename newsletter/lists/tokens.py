@@ -22,3 +22,10 @@ def unsubscribe_token(secret: str, email: str) -> str:
 def confirm_token(secret: str, email: str) -> str:
     """In the confirmation email (a different token from the unsubscribe one)."""
     return sign(secret, f"confirm:{fold(email.strip())}")
+
+
+def page_token(secret: str, email: str, expires: int, generation: int) -> str:
+    """In the research radar page's links: valid until ``expires`` (Unix time) and while
+    the subscriber's link generation is ``generation`` (raising it revokes the link);
+    rotating the secret revokes every link."""
+    return sign(secret, f"page:{fold(email)}:{expires}:{generation}")

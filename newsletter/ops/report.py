@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from newsletter.config import Settings, redact_url
 
@@ -17,6 +20,12 @@ class FetchLine:
     not_modified: bool = False
     partial: bool = False
     note: str | None = None
+    seconds: float = 0.0  # how long this source took
+
+    @property
+    def status(self) -> str:
+        return ("failed" if self.failed else "partial" if self.partial else
+                "not-modified" if self.not_modified else "ok")
 
     @property
     def failed(self) -> bool:
@@ -96,3 +105,145 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
     for note in dict.fromkeys(report.brief_notes):
         lines.append(f"Brief fallback: {note}")
     return lines
+
+
+# --- for scripts: the JSON document of `run --json` and `fetch --json` --------------------
+
+PROBLEMS = ("failed", "deferred")
+
+
+def fetch_record(f: FetchLine) -> dict[str, Any]:
+    return {"source": f.source, "status": f.status, "new": f.new, "updated": f.updated,
+            "requests": f.requests, "reason": f.error, "note": f.note, "seconds": f.seconds}
+
+
+def fetch_counts(lines: list[FetchLine]) -> dict[str, int]:
+    return {"sources": len(lines), "failed": sum(1 for f in lines if f.failed),
+            "partial": sum(1 for f in lines if f.partial),
+            "new": sum(f.new for f in lines), "updated": sum(f.updated for f in lines),
+            "requests": sum(f.requests for f in lines)}
+
+
+def counts(report: RunReport) -> dict[str, int]:
+    """Deliveries by outcome (``would_send`` in a dry run)."""
+    out = {"due": report.due, "sent": 0, "would_send": 0, "skipped": 0, "deferred": 0,
+           "failed": 0}
+    for line in report.lines:
+        key = line.status.replace("-", "_")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def run_document(report: RunReport, *, dry_run: bool, started: str,
+                 seconds: float) -> dict[str, Any]:
+    """What ``run --json`` prints: counts, one record per subscriber and per source,
+    the LLM's calls and cost, brief fallbacks, timings (docs/json/run.schema.json)."""
+    return {
+        "dry_run": dry_run, "started": started, "seconds": round(seconds, 3),
+        "ok": not report.failed and not report.operator_errors, "counts": counts(report),
+        "deliveries": [{"email": line.email, "status": line.status, "papers": line.papers,
+                        "reason": line.detail if line.status in (*PROBLEMS, "skipped")
+                        else None,
+                        "detail": line.detail} for line in report.lines],
+        "sources": [fetch_record(f) for f in report.fetched],
+        "llm": {"calls": report.llm_calls, "priced_calls": report.llm_priced_calls,
+                "unpriced_calls": report.llm_unpriced_calls,
+                "cost_usd": round(report.llm_cost_usd, 6),
+                "unpriced_models": sorted(report.unpriced_models)},
+        "brief_fallbacks": list(dict.fromkeys(report.brief_notes)),
+        "operator_errors": list(dict.fromkeys(report.operator_errors)),
+        "expired": len(report.expired),
+    }
+
+
+# --- for the GitHub Actions run page -------------------------------------------------------
+
+MAX_ANNOTATIONS = 10  # per kind; the run page shows only the first few anyway
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    """Outside text made safe for one Markdown table cell: no markup, no line breaks."""
+    text = _CONTROL.sub(" ", text)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = html.escape(text, quote=False)
+    return re.sub(r"([\\`*_\[\]|#!~])", r"\\\1", text)
+
+
+def step_summary(report: RunReport, dry_run: bool = False) -> str:
+    """The Markdown appended to $GITHUB_STEP_SUMMARY: what a person sees on the run's page."""
+    c = counts(report)
+    title = "Morning run" + (" (dry run: nothing sent)" if dry_run else "")
+    sent_key = "would_send" if dry_run else "sent"
+    out = [f"## {title}", "",
+           "| due | " + sent_key.replace("_", " ") + " | skipped | deferred | failed |",
+           "|---:|---:|---:|---:|---:|",
+           f"| {c['due']} | {c[sent_key]} | {c['skipped']} | {c['deferred']} | {c['failed']} |",
+           ""]
+    problems = [line for line in report.lines if line.status in PROBLEMS]
+    if problems:
+        out += ["### Deliveries that did not go out", "", "| subscriber | status | reason |",
+                "|---|---|---|"]
+        out += [f"| {_cell(line.email)} | {line.status} | {_cell(line.detail)} |"
+                for line in problems[:50]]
+        if len(problems) > 50:
+            out.append(f"| … | | and {len(problems) - 50} more |")
+        out.append("")
+    bad = [f for f in report.fetched if f.failed or f.partial]
+    if bad:
+        out += ["### Sources that failed", "", "| source | status | reason |", "|---|---|---|"]
+        out += [f"| {_cell(f.source)} | {f.status} | {_cell(f.error or '')} |" for f in bad]
+        out.append("")
+    elif report.fetched:
+        out += [f"All {len(report.fetched)} sources fetched: "
+                f"{sum(f.new for f in report.fetched)} new papers.", ""]
+    fix = list(dict.fromkeys(report.operator_errors))
+    if fix:
+        out += ["### The brief could not use the model (fix the settings)", ""]
+        out += [f"- {_cell(n, 300)}" for n in fix] + [""]
+    notes = list(dict.fromkeys(report.brief_notes))
+    if notes:
+        out += ["### Brief fallbacks", ""] + [f"- {_cell(n, 300)}" for n in notes] + [""]
+    cost = f"${report.llm_cost_usd:.4f}"
+    if report.unpriced_models:
+        cost += " (unknown for " + ", ".join(_cell(m) for m in sorted(report.unpriced_models)) + ")"
+    out += [f"LLM: {report.llm_calls} calls, {cost}", ""]
+    return "\n".join(out) + "\n"
+
+
+def _escape_data(text: str) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return _CONTROL.sub(" ", text)
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def workflow_commands(report: RunReport) -> list[str]:
+    """``::error::`` / ``::warning::`` workflow commands: failed deliveries, failed sources
+    and settings the brief needs fixed are errors; deferred deliveries and partly fetched
+    sources are warnings. At most MAX_ANNOTATIONS of each, then one line saying how many
+    more."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for line in report.lines:
+        if line.status in PROBLEMS:
+            level = "error" if line.status == "failed" else "warning"
+            found.setdefault((level, f"Delivery {line.status}"), []).append(
+                f"{line.email}: {line.detail}")
+    for f in report.fetched:
+        if f.failed or f.partial:
+            level = "error" if f.failed else "warning"
+            found.setdefault((level, f"Source {f.status}"), []).append(
+                f"{f.source}: {f.error}")
+    for note in dict.fromkeys(report.operator_errors):
+        found.setdefault(("error", "Brief"), []).append(f"the brief could not use the model: "
+                                                       f"{note}")
+    out = []
+    for (level, title), messages in found.items():
+        for message in messages[:MAX_ANNOTATIONS]:
+            out.append(f"::{level} title={_escape_property(title)}::{_escape_data(message)}")
+        if len(messages) > MAX_ANNOTATIONS:
+            out.append(f"::{level} title={_escape_property(title)}::"
+                       f"and {len(messages) - MAX_ANNOTATIONS} more (see the job summary)")
+    return out

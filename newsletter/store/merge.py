@@ -8,6 +8,8 @@ same whichever way round it runs:
   (its ``updated``), status from the copy whose status changed last (``status_changed``);
   the history (``subscriber_events``) is the union, so both sides' edits are in it;
 - deliveries are matched by (address, issue date); a "sent" row wins over an unfinished one;
+- feedback on papers (the radar page's relevant / not relevant) is the union; the page-link
+  generation is the larger of the two, so a revocation on either side stays;
 - papers, briefs, LLM calls and cache hits are the union; each source keeps its latest fetch;
 - tombstones are the union, and then applied: an address forgotten, expired or removed on
   either side is erased, and one unsubscribed on either side stays unsubscribed (see
@@ -26,7 +28,7 @@ from newsletter.store.subscribers import erase_row
 from newsletter.store.tombstones import ERASURES, merge_tombstones, tombstone_matches
 
 _STATUS_COLS = ("status", "status_changed", "confirmed_at", "confirm_hash")
-_FIXED = ("id", "email", "created", *_STATUS_COLS)
+_FIXED = ("id", "email", "created", "link_generation", *_STATUS_COLS)
 _RANK = {"sent": 5, "failed": 4, "skipped": 4, "deferred": 2, "sending": 1, "pending": 0}
 
 
@@ -69,6 +71,8 @@ def _merge_subscribers(target: Database, other: Database) -> int:
         if ((row["status_changed"] or row["created"] or "")
                 > (old["status_changed"] or old["created"] or "")):
             update.update({k: row[k] for k in _STATUS_COLS})
+        if (row.get("link_generation") or 0) > (old.get("link_generation") or 0):
+            update["link_generation"] = row["link_generation"]  # a revocation stays
         if update:
             target.table("subscribers").update(old["id"], update)
             changed += 1
@@ -97,6 +101,25 @@ def _merge_events(target: Database, other: Database, src: dict[int, str],
         target.table("subscriber_events").insert(
             {**{k: v for k, v in ev.items() if k != "id"},
              "subscriber_id": dst[who] if who else None})
+        added += 1
+    return added
+
+
+def _merge_feedback(target: Database, other: Database, src: dict[int, str],
+                    dst: dict[str, int]) -> int:
+    """The union of both copies' verdicts (the latest per paper counts when read)."""
+    mine = _emails(target)
+    known = {(mine.get(r["subscriber_id"]), r["paper_id"], r["verdict"], r["origin"],
+              r["created"]) for r in target.query("select * from feedback")}
+    added = 0
+    for row in other.query("select * from feedback order by created, id"):
+        who = src.get(row["subscriber_id"])
+        if who is None or who not in dst:
+            continue  # erased on this side
+        if (who, row["paper_id"], row["verdict"], row["origin"], row["created"]) in known:
+            continue
+        target.table("feedback").insert({**{k: v for k, v in row.items() if k != "id"},
+                                         "subscriber_id": dst[who]})
         added += 1
     return added
 
@@ -156,6 +179,7 @@ def merge_state(target: Database, other: Database) -> dict[str, int]:
         dst = {email: sid for sid, email in _emails(target).items()}
         counts["events"] = _merge_events(target, other, src, dst)
         counts["deliveries"] = _merge_deliveries(target, other, src, dst)
+        counts["feedback"] = _merge_feedback(target, other, src, dst)
         counts["papers"] = _union(target, other, "papers", ("id",))
         counts["briefs"] = _union(target, other, "briefs", ("key",))
         counts["llm_calls"] = _union(target, other, "llm_calls",

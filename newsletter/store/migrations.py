@@ -274,3 +274,35 @@ def m012_brief_grounding(db: Database) -> None:
 def m013_delivery_message_id_index(db: Database) -> None:
     """Bounces and complaints quote the Message-ID of the issue: find its delivery fast."""
     db.table("deliveries").create_index(["message_id"])
+
+
+@migrations()
+def m014_web_radar(db: Database) -> None:
+    """The research radar page (`newsletter serve`): a generation number per subscriber in
+    every page link (raising it revokes the links handed out so far), and the reader's
+    relevant / not relevant verdicts on papers, with when and where from (web, mail, ...),
+    for the ranking to learn from."""
+    db.table("subscribers").add_column("link_generation", int, not_null_default=0)
+    db.table("feedback").create(
+        {
+            "id": int,
+            "subscriber_id": int,
+            "paper_id": str,
+            "verdict": str,  # relevant, not_relevant
+            "origin": str,  # web, mail, cli
+            "created": str,
+        },
+        pk="id",
+        foreign_keys=[("subscriber_id", "subscribers", "id")],
+        not_null={"subscriber_id", "paper_id", "verdict", "origin", "created"},
+    )
+    db.table("feedback").create_index(["subscriber_id", "paper_id"])
+
+
+@migrations()
+def m015_learned_ranking(db: Database) -> None:
+    """The learned ranking: each subscriber's mode ("auto", "filters", "reorder", "like")
+    and how many papers "like" may add. Seed papers are filters of kind "like" (their value
+    the stored paper's id); verdicts are in ``feedback`` (m014)."""
+    db.table("subscribers").add_column("ranking", str, not_null_default="auto")
+    db.table("subscribers").add_column("like_cap", int, not_null_default=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -145,6 +145,38 @@ def get_paper(db: Database, paper_id: str) -> Paper:
         return _to_paper(db.table("papers").get(paper_id))
     except NotFoundError:
         raise PaperNotFound(f"no paper {paper_id} - see \"newsletter papers list\"") from None
+
+
+def get_papers(db: Database, paper_ids: Sequence[str]) -> list[Paper]:
+    """The papers with these ids, in that order, in one query; ids no longer stored (pruned)
+    are left out."""
+    found: dict[str, Paper] = {}
+    for start in range(0, len(paper_ids), 500):
+        chunk = list(paper_ids[start:start + 500])
+        marks = ",".join("?" * len(chunk))
+        for row in db.query(f"select * from papers where id in ({marks})", chunk):
+            found[row["id"]] = _to_paper(row)
+    return [found[i] for i in paper_ids if i in found]
+
+
+def papers_with_dois(db: Database, dois: Iterable[str]) -> list[Paper]:
+    """Stored papers whose DOI is one of ``dois`` (lower case)."""
+    wanted = list(dict.fromkeys(dois))
+    if not wanted:
+        return []
+    return [_to_paper(r) for r in db.query(
+        "select * from papers where doi in (select value from json_each(?))",
+        [json.dumps(wanted)])]
+
+
+def paper_id_for(db: Database, key: str, is_doi: bool) -> str:
+    """The stored id of the paper with this arXiv id or DOI (after it was upserted under
+    another record's id, the merge keeps the first)."""
+    row = db.execute("select id from papers where id = ? or (? and doi = ?) limit 1",
+                     (key, is_doi, key)).fetchone()
+    if row is None:
+        raise PaperNotFound(f"no paper {key} - see \"newsletter papers list\"")
+    return str(row[0])
 
 
 def fts_search(db: Database, expression: str, since: datetime | None = None,

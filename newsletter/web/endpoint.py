@@ -21,98 +21,42 @@ import functools
 import logging
 import secrets
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
-import jinja2
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from newsletter import store
-from newsletter.config import REPO_ROOT, Settings
+from newsletter.config import Settings
 from newsletter.errors import NewsletterError, SubscriberNotFound
 from newsletter.lists import tokens
+from newsletter.web.pages import (
+    Handlers,
+    csrf_cookie,
+    csrf_ok,
+    link,
+    message,
+    page,
+    read_form,
+    request_language,
+    web_strings,
+)
 
 log = logging.getLogger("newsletter.web")
 
-WEB_TEMPLATES = REPO_ROOT / "templates" / "web"
-LANGUAGES = ("en", "zh")
 MAX_BODY = 64 * 1024  # the largest form the pages send is a few hundred bytes
-CSRF_COOKIE = "nl_csrf"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-# --- strings and templates ---------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def web_strings(language: str) -> dict[str, Any]:
-    """The pages' words in one language (``templates/web/i18n/<lang>.toml``)."""
-    lang = language if language in LANGUAGES else "en"
-    with open(WEB_TEMPLATES / "i18n" / f"{lang}.toml", "rb") as f:
-        return tomllib.load(f)
-
-
-@functools.lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(WEB_TEMPLATES)),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
-
-
-def page(name: str, status: int = 200, cookie: str | None = None, secure: bool = False,
-         **context: Any) -> HTMLResponse:
-    context.setdefault("switch_url", None)
-    html = _env().get_template(name).render(**context)
-    response = HTMLResponse(html, status_code=status, headers={
-        "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-        # nothing from elsewhere: no fonts, scripts or analytics from third parties
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                   "img-src 'self' data:; form-action 'self'; "
-                                   "frame-ancestors 'none'; base-uri 'none'",
-    })
-    if cookie:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict",
-                            secure=secure, path="/")
-    return response
-
-
-def link(path: str, **query: Any) -> str:
-    """A URL path with its query string, every value percent-encoded by urllib."""
-    clean = {k: v for k, v in query.items() if v not in (None, "")}
-    return path + ("?" + urlencode(clean) if clean else "")
-
-
-def request_language(request: Request, fallback: str = "en") -> str:
-    lang = request.query_params.get("lang", "")
-    if lang in LANGUAGES:
-        return lang
-    if fallback in LANGUAGES and fallback != "en":
-        return fallback
-    accept = request.headers.get("accept-language", "").lower()
-    return "zh" if accept.startswith("zh") else fallback if fallback in LANGUAGES else "en"
-
-
-def message(request: Request, code: int, title_key: str, text_key: str,
-            lang: str | None = None, **fmt: Any) -> HTMLResponse:
-    t = web_strings(lang or request_language(request))
-    return page("message.html.j2", code, t=t, title=t[title_key],
-                lines=[t[text_key].format(**fmt)], forms=[], error=code >= 400)
 
 
 # --- the guard in front of every route ---------------------------------------------------
@@ -227,39 +171,11 @@ def check_token(request: Request, settings: Settings, kind: str) -> Signed | Non
     return Signed(email=email, lang=q.get("lang", ""))
 
 
-def csrf_cookie(request: Request) -> str:
-    """The visitor's CSRF cookie value (a new one when they have none)."""
-    have = request.cookies.get(CSRF_COOKIE, "")
-    return have if len(have) == 32 and have.isalnum() else secrets.token_hex(16)
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """The posted form (already capped by ``Guard``), as plain strings."""
-    form = await request.form(max_files=0, max_fields=50)
-    return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
-def csrf_ok(request: Request, form: dict[str, str]) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    sent = form.get("csrf", "")
-    return bool(cookie) and secrets.compare_digest(cookie.encode(), sent.encode())
-
-
 # --- the subscription pages --------------------------------------------------------------
 
 
-class App:
-    """Routes and what they share: the settings and one connection pool."""
-
-    def __init__(self, settings: Settings, pool: store.Pool) -> None:
-        self.settings, self.pool = settings, pool
-
-    def db_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        """Run ``fn(db, *args)`` on a pooled connection in a worker thread."""
-        def call() -> Any:
-            with self.pool.connection() as db:
-                return fn(db, *args, **kwargs)
-        return run_in_threadpool(call)
+class App(Handlers):
+    """The subscription pages (unsubscribe, manage, confirm)."""
 
     def _links(self, signed: Signed, lang: str, path: str, token: str) -> str:
         other = web_strings(lang)["switch_lang"]
@@ -375,11 +291,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BODY,
-               rate_per_minute: float = 120.0, burst: int = 60) -> ASGIApp:
+               rate_per_minute: float = 120.0, burst: int = 60,
+               clock: Callable[[], datetime] | None = None) -> ASGIApp:
     """The ASGI app ``newsletter serve`` runs (``uvicorn.run(create_app(settings))``).
 
     Needs ``settings.secret`` (the links are signed with it) and opens ``settings.db``
-    once, migrating it. ``rate_per_minute`` = 0 turns the rate limit off."""
+    once, migrating it. ``rate_per_minute`` = 0 turns the rate limit off; ``clock`` gives
+    the time page links are checked against (default: now)."""
     if not settings.secret:
         raise NewsletterError("set NEWSLETTER_SECRET first: the links are signed with it")
     pool = store.Pool(settings.db, size=pool_size)
@@ -392,6 +310,9 @@ def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BO
         Route("/confirm", app.subscription_page, methods=["GET"]),
         Route("/confirm", app.change, methods=["POST"]),
     ]
+    from newsletter.web import radar
+
+    routes += radar.routes(app, clock or (lambda: datetime.now(UTC)))
     starlette = Starlette(routes=routes, exception_handlers={
         404: _not_found, 405: _http_error, 413: _http_error, 400: _http_error},
         lifespan=_closing(pool))
@@ -400,14 +321,15 @@ def create_app(settings: Settings, *, pool_size: int = 4, max_body: int = MAX_BO
 
 
 def serve(settings: Settings, host: str, port: int, *, rate_per_minute: float = 120.0,
-          proxy: str = "", ready: Callable[[int], None] | None = None) -> None:
+          proxy: str = "", ready: Callable[[int], None] | None = None,
+          clock: Callable[[], datetime] | None = None) -> None:
     """Run the endpoint with Uvicorn until interrupted. ``proxy``: the reverse proxy's
     address(es), whose X-Forwarded-For / -Proto headers are then trusted."""
     import asyncio
 
     import uvicorn
 
-    app = create_app(settings, rate_per_minute=rate_per_minute)
+    app = create_app(settings, rate_per_minute=rate_per_minute, clock=clock)
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
                             proxy_headers=bool(proxy), forwarded_allow_ips=proxy or None,
                             server_header=False, h11_max_incomplete_event_size=16 * 1024,

@@ -72,6 +72,13 @@ th, td {{ text-align: left; padding: 8px 10px; border-bottom: 1px solid #d1d5db;
         background: #e0e7ff; color: #3730a3; font-size: 13px; }}
 .none, .note {{ color: #6b7280; }}
 .nowrap {{ white-space: nowrap; }}
+td {{ overflow-wrap: anywhere; }}
+@media (max-width: 720px) {{  /* a phone: one block per subscriber, no sideways scroll */
+  table, tbody, tr, td {{ display: block; }}
+  tr:first-child {{ display: none; }}
+  tr {{ padding: 10px 0; border-bottom: 1px solid #d1d5db; }}
+  td {{ border: 0; padding: 2px 0; }}
+}}
 </style></head><body>
 <h1>{title}</h1>
 <p class="note">{note}</p>
