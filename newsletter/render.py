@@ -39,9 +39,9 @@ from urllib.parse import quote
 import jinja2
 import markupsafe
 
-from newsletter import headers
 from newsletter.config import REPO_ROOT, Settings
-from newsletter.headers import unsubscribe_links
+from newsletter.mail import headers
+from newsletter.mail.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
 from newsletter.web.links import page_url

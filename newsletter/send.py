@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
-from newsletter.headers import envelope_sender, from_domain, to_bytes
 from newsletter.lists.addresses import is_loopback
-from newsletter.signing import DkimKey, key_from_settings
+from newsletter.mail.headers import envelope_sender, from_domain, to_bytes
+from newsletter.mail.signing import DkimKey, key_from_settings
 
 
 def safe_name(name: str) -> str:

@@ -436,7 +436,7 @@ def confirmation_message(sub: Subscriber, settings: Settings, token: str, now: d
     """(the EmailMessage asking SUB to confirm, its HTML part)."""
     from html import escape
 
-    from newsletter import headers
+    from newsletter.mail import headers
 
     t = _CONFIRM_TEXT.get(sub.language, _CONFIRM_TEXT["en"])
     brand = headers.brand_name(settings)
