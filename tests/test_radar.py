@@ -329,7 +329,7 @@ def test_forgetting_a_subscriber_erases_their_feedback(radar: Path) -> None:
     paper = store.sent_issues(conn, ADA)[0]["paper_ids"][0]
     store.add_feedback(conn, ADA, paper, "relevant", "web")
     assert store.feedback_for(conn, ADA) == {paper: "relevant"}
-    invoke("subscribers", "forget", ADA)
+    invoke("subscribers", "forget", ADA, "--yes")
     assert db(radar).execute("select count(*) from feedback").fetchone()[0] == 0
 
 
