@@ -52,6 +52,7 @@ bench: install-dev
 
 eval: install-dev
 	$(BIN)/python scripts/eval.py
+	$(BIN)/python scripts/eval_relevance.py test
 	$(BIN)/python scripts/eval_bounces.py --allow-missing
 
 clean:

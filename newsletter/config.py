@@ -79,6 +79,10 @@ class Settings:
                                             "when a budget is set.")
     arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.")
     arxiv_rss_url: str = setting("https://rss.arxiv.org/rss", "Base of arXiv's listing feeds.")
+    crossref_url: str = setting("https://api.crossref.org",
+                                "Crossref REST API, for seed papers named by DOI.")
+    openalex_url: str = setting("https://api.openalex.org",
+                                "OpenAlex API, for abstracts Crossref lacks.")
     arxiv_delay: float = setting(3.0, "Seconds between arXiv API requests (at least 3).")
     arxiv_holidays: str = setting("",
                                   "Comma-separated dates (YYYY-MM-DD) with no arXiv announcement,"

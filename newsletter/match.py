@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
+from typing import Any
 
 from newsletter.errors import InvalidFilter
 from newsletter.models import Match, Paper, Subscriber
@@ -274,6 +275,7 @@ class Index:
         self._hits: dict[Term, dict[int, float]] = {}
         self._queries: dict[str, Node] = {}
         self._searches: dict[str, dict[int, float]] = {}
+        self.learned: Any = None  # the run's learned-ranking features, built on first use
 
     def search(self, text: str) -> dict[int, float]:
         """Papers matching a topic query, with their relevance (cached per run)."""

@@ -61,6 +61,9 @@ class Subscriber:
     weekday: str | None = None  # mon..sun when frequency is "weekly"
     confirmed_at: datetime | None = None  # when they confirmed (double opt-in), if they did
     link_generation: int = 0  # in their page links; raised to revoke the links handed out
+    likes: tuple[str, ...] = ()  # seed papers ("papers like mine"): arXiv ids, doi:... keys
+    ranking: str = "auto"  # filters, reorder, like; auto = reorder once there are signals
+    like_cap: int = 3  # in "like" mode, how many papers the filters missed may be added
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Match:
     score: float
     reasons: tuple[str, ...]
     followed_authors: tuple[str, ...] = ()
+    learned: float | None = None  # the learned ranking's score, when one was used
+    like: str | None = None  # title of the seed paper this one is most like (learned ranking)
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,35 @@ def index_papers(papers: Iterable[Paper]) -> match.Index:
 
 
 def select(sub: Subscriber, index: match.Index, already_sent: set[str], since: datetime,
-           rejected: list[tuple[Paper, str]] | None = None
+           rejected: list[tuple[Paper, str]] | None = None,
+           labels: tuple[list[Paper], list[Paper]] = ([], [])
            ) -> tuple[list[Any], list[Any]]:
-    """(papers in the issue, "more matches"), after the per-subscriber cap."""
-    found, _ = match.rank(sub, index, already_sent | index.seen_before(since),
-                          sub.max_papers + MORE_MATCHES, rejected)
+    """(papers in the issue, "more matches"), after the per-subscriber cap; ``labels`` are
+    the reader's (positives, negatives) for the learned ranking (store.labelled_papers)."""
+    excluded = already_sent | index.seen_before(since)
+    found, _ = match.rank(sub, index, excluded, sub.max_papers + MORE_MATCHES, rejected)
+    found = learned_order(sub, found, index, excluded, *labels)
     return found[: sub.max_papers], found[sub.max_papers:]
+
+
+def learned_order(sub: Subscriber, found: list[Match], index: match.Index,
+                  excluded: set[str], positives: list[Paper], negatives: list[Paper]
+                  ) -> list[Match]:
+    """The learned ranking over the filters' matches (see newsletter.relevance): nothing
+    changes for a subscriber with no seed papers and no verdicts, or in mode "filters"."""
+    if sub.ranking == "filters" or not index.papers or not positives:
+        return found
+    from newsletter.relevance import learned
+
+    if index.learned is None:
+        index.learned = learned.Model(index.papers)
+    mode = "reorder" if sub.ranking == "auto" else sub.ranking
+    scored = index.learned.score(learned.Labels(tuple(positives), tuple(negatives)))
+    # their own seed papers are not news to them; what they marked not relevant stays out
+    known = {p.id for p in positives + negatives}
+    found = [m for m in found if m.paper.id not in known]
+    return learned.rerank(found, scored, mode, sub.like_cap,
+                          excluded | {p.id for p in negatives + positives})
 
 
 # --- brief -------------------------------------------------------------------------------
@@ -241,7 +264,8 @@ def plan_issue(db: Database, sub: Subscriber, settings: Settings, now: datetime,
     """The issue a subscriber would get now, without its brief."""
     since = window_start(db, sub, settings, now)
     index = index or build_index(db, since)
-    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since)
+    picked, more = select(sub, index, store.delivered_paper_ids(db, sub.email), since,
+                          labels=store.labelled_papers(db, sub.email, sub.likes))
     return Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                  more=tuple(more))
 
@@ -253,7 +277,7 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
     picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, rejected)
+                          since, rejected, store.labelled_papers(db, sub.email, sub.likes))
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
     return issue, rejected

@@ -131,20 +131,14 @@ EXTRA_TOPICS = ["graph neural network*", "protein", '"language model" AND evalua
                 "reinforcement learning NOT game*", "causal", "climate"]
 
 
-def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
-    """1,000 subscribers against 5,000 new papers (issue 4's target: < 5 s, < 300 MB)."""
+def _day_of_papers(rng: Any, papers_n: int) -> tuple[list[Any], list[str]]:
+    """``papers_n`` papers built from the labelled set's titles and words, and its authors."""
     import json
-    import random
 
-    from newsletter.match import rank
-    from newsletter.models import Paper, Subscriber
-    from newsletter.pipeline import index_papers
+    from newsletter.models import Paper
 
-    print(f"Matching {subs_n} subscribers against {papers_n} new papers:")
-    rng = random.Random(7)
     root = Path(__file__).resolve().parent.parent
     base = json.loads((root / "tests" / "eval" / "papers.json").read_text())
-    profiles = json.loads((root / "tests" / "eval" / "profiles.json").read_text())
     words = " ".join(p["abstract"] for p in base).split()
     names = sorted({a for p in base for a in p["authors"]})
     papers = []
@@ -155,6 +149,44 @@ def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
             id=f"9{i:04d}.{i:05d}", source="arxiv", title=src["title"] + f" ({i})",
             authors=tuple(rng.sample(names, 6)), abstract=src["abstract"] + " " + abstract,
             url="", published=NOW, categories=tuple(src["categories"])))
+    return papers, names
+
+
+def bench_learned(subs_n: int = 1000, papers_n: int = 5000) -> None:
+    """The learned ranking (issue 18): one TF-IDF fit per run over the day's papers, then a
+    linear SVM trained and scored per subscriber with 3 seed papers and 2 verdicts."""
+    import random
+
+    from newsletter.relevance.learned import Labels, Model
+
+    print(f"Learned ranking, {subs_n} subscribers over {papers_n} new papers:")
+    rng = random.Random(11)
+    papers, _ = _day_of_papers(rng, papers_n)
+    with measure("TF-IDF over the day's papers (once a run)") as fitted:
+        model = Model(papers)
+    with measure(f"train + score {subs_n} subscribers") as m:
+        for _ in range(subs_n):
+            picked = rng.sample(papers, 5)
+            model.score(Labels(tuple(picked[:4]), tuple(picked[4:])))
+    whole = fitted["seconds"] + m["seconds"]
+    print(f"  -> {m['seconds'] * 1000 / subs_n:.1f} ms per subscriber; {whole:.1f} s in all "
+          + target(whole < 120, "< 2 minutes of the morning for 1,000 readers"))
+
+
+def bench_match(subs_n: int = 1000, papers_n: int = 5000) -> None:
+    """1,000 subscribers against 5,000 new papers (issue 4's target: < 5 s, < 300 MB)."""
+    import json
+    import random
+
+    from newsletter.match import rank
+    from newsletter.models import Subscriber
+    from newsletter.pipeline import index_papers
+
+    print(f"Matching {subs_n} subscribers against {papers_n} new papers:")
+    rng = random.Random(7)
+    root = Path(__file__).resolve().parent.parent
+    profiles = json.loads((root / "tests" / "eval" / "profiles.json").read_text())
+    papers, names = _day_of_papers(rng, papers_n)
     subs = []
     for i in range(subs_n):
         prof = profiles[i % len(profiles)]
@@ -700,8 +732,12 @@ def main() -> None:
     parser.add_argument("--render", type=int, default=1000, help="issues to render")
     parser.add_argument("--year-days", type=int, default=365,
                         help="daily runs in the state simulation")
-    parser.add_argument("--only", choices=["state", "radar"], help="run one section")
+    parser.add_argument("--only", choices=["state", "radar", "learned"],
+                        help="run one section")
     args = parser.parse_args()
+    if args.only == "learned":
+        bench_learned()
+        sys.exit("Missed targets: " + "; ".join(MISSED) if MISSED else 0)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "state":
             bench_state_year(Path(tmp), days=args.year_days)
@@ -713,6 +749,7 @@ def main() -> None:
         bench_arxiv()
         bench_smtp()
         bench_match()
+        bench_learned()
         bench_briefs(Path(tmp))
         bench_render(Path(tmp), args.render)
         bench_list(Path(tmp))

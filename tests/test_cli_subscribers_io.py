@@ -16,7 +16,7 @@ HEADER = "email,name,language,timezone,topics"
 # from listio.COLUMNS)
 COLUMNS = ("email", "name", "language", "timezone", "send_hour", "frequency", "weekday",
            "max_papers", "status", "confirmed_at", "authors", "topics", "categories",
-           "exclude")
+           "exclude", "likes", "ranking", "like_cap", "feedback")
 
 
 def db(isolated, name="newsletter.db"):
@@ -323,9 +323,10 @@ def test_export_to_stdout(isolated, monkeypatch):
     text = invoke("subscribers", "export").output
     lines = text.splitlines()
     assert lines[0] == ",".join(COLUMNS)
-    assert lines[1] == "c@example.org,,en,UTC,7,daily,,10,active,2026-11-22T09:00:00+00:00,,x,,"
+    assert lines[1] == ("c@example.org,,en,UTC,7,daily,,10,active,2026-11-22T09:00:00+00:00,,x,,,"
+                        ",auto,3,")
     assert 'o@example.org,"O\'Brien, ""Pat""",en,UTC,7,weekly,thu,10,active,,,"RAG, ' \
-        'retrieval",,' in lines
+        'retrieval",,,,auto,3,' in lines
     data = json.loads(invoke("subscribers", "export", "--format", "json").output)
     assert [d["email"] for d in data] == ["c@example.org", "o@example.org", "p@example.org",
                                           "q@example.org", "wang@example.cn"]

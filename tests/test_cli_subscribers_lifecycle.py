@@ -196,7 +196,8 @@ def test_list_json_has_every_field(isolated):
                    "timezone": "Asia/Shanghai", "send_hour": 7, "frequency": "daily",
                    "weekday": None, "max_papers": 10, "status": "active",
                    "confirmed_at": None, "authors": [], "topics": ["CRISPR"],
-                   "categories": [], "exclude": []}
+                   "categories": [], "exclude": [], "likes": [], "ranking": "auto",
+                   "like_cap": 3}
 
 
 def test_list_rejects_an_unknown_status(isolated):

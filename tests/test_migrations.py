@@ -11,6 +11,7 @@ EXPECTED_SUBSCRIBERS = {
     "frequency": str, "max_papers": int, "status": str, "created": str, "updated": str,
     "weekday": str, "confirmed_at": str, "confirm_hash": str, "status_changed": str,
     "link_generation": int,
+    "ranking": str, "like_cap": int,
 }
 
 

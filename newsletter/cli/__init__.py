@@ -17,6 +17,7 @@ from newsletter.cli import (
     briefs,
     deliveries,
     doctor,
+    feedback,
     papers,
     preview,
     serve,
@@ -156,7 +157,8 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
     issue, rejected = pipeline.explain(get_db(ctx), email, get_settings(ctx), now)
     rows: list[dict[str, Any]] = [
         {"n": n, "id": m.paper.id, "title": m.paper.title, "badge": m.paper.badge,
-         "score": m.score, "reasons": list(m.reasons), "in_issue": n <= len(issue.matches)}
+         "score": m.score, "reasons": list(m.reasons), "in_issue": n <= len(issue.matches),
+         "learned": m.learned, "like": m.like}
         for n, m in enumerate(issue.matches + issue.more, 1)]
     if as_json:
         click.echo(json.dumps({"issue_date": issue.issue_date.isoformat(), "papers": rows,
@@ -168,6 +170,8 @@ def match_cmd(ctx: click.Context, email: str, on: datetime | None, explain: bool
         click.echo(f"{row['n']:02d}. {row['title']} [{row['badge']}]{marker}")
         if explain:
             click.echo(f"    score {row['score']:.2f}: {'; '.join(row['reasons'])}")
+            if row["learned"] is not None:
+                click.echo(f"    learned {row['learned']:+.2f}, most like: {row['like']}")
     if explain:
         for p, why in rejected:
             click.echo(f"not sent: {p.title} [{p.id}] - {why}")
@@ -321,6 +325,7 @@ def config_cmd(ctx: click.Context, as_json: bool) -> None:
 cli.add_command(briefs.briefs)
 cli.add_command(deliveries.deliveries)
 cli.add_command(doctor.doctor)
+cli.add_command(feedback.feedback)
 cli.add_command(papers.papers)
 cli.add_command(preview.preview)
 cli.add_command(sources.sources)

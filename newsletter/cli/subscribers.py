@@ -14,6 +14,22 @@ from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS
 STATUS_CHOICE = click.Choice(STATUSES)
 WEEKDAY_CHOICE = click.Choice(WEEKDAYS, case_sensitive=False)
 FREQUENCY_CHOICE = click.Choice(FREQUENCIES)
+RANKING_CHOICE = click.Choice(["auto", "filters", "reorder", "like"])
+RANKING_HELP = ("How seed papers and feedback rank the issue: filters (unchanged), reorder "
+                "(the filters' papers, best first), like (also add up to --like-cap papers "
+                "the filters missed); auto = reorder once there are seeds or feedback.")
+
+
+def like_options(fn: F) -> F:
+    """Seed papers ("papers like mine") and the learned ranking's settings."""
+    fn = click.option("--like-cap", type=click.IntRange(0, 20),
+                      help="In ranking mode 'like', how many papers may be added.")(fn)
+    fn = click.option("--ranking", type=RANKING_CHOICE, help=RANKING_HELP)(fn)
+    fn = click.option("--like-file", "like_files", multiple=True,
+                      type=click.Path(exists=True, dir_okay=False),
+                      help="Seed papers from a BibTeX, RIS or CSL-JSON file (Zotero, "
+                      "Mendeley, JabRef exports; repeatable).")(fn)
+    return fn
 
 # --- subscribers -------------------------------------------------------------------------
 
@@ -54,6 +70,12 @@ def edit_options(fn: F) -> F:
                           help=f"Follow {what} (repeatable).")(fn)
     fn = click.option("--max-papers", type=click.IntRange(1, 100),
                       help="Papers shown in full; the rest go under 'More matches'.")(fn)
+    fn = like_options(fn)
+    fn = click.option("--remove-like", "remove_like", multiple=True, metavar="ID",
+                      help="Drop a seed paper (arXiv id or DOI; repeatable).")(fn)
+    fn = click.option("--add-like", "add_like", multiple=True, metavar="ID",
+                      help="Add a seed paper, a paper like theirs (arXiv id or DOI; "
+                      "repeatable).")(fn)
     fn = click.option("--weekday", type=WEEKDAY_CHOICE,
                       help="The day of a weekly issue (with --frequency weekly).")(fn)
     fn = click.option("--frequency", type=FREQUENCY_CHOICE,
@@ -80,6 +102,9 @@ def edit_options(fn: F) -> F:
 @click.option("--weekday", type=WEEKDAY_CHOICE, help="The day of a weekly issue (default mon).")
 @click.option("--max-papers", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Papers shown in full; the rest go under 'More matches'.")
+@click.option("--like", "likes", multiple=True, metavar="ID",
+              help="A paper like theirs, by arXiv id or DOI (repeatable).")
+@like_options
 @click.option("--confirm", is_flag=True, help="Double opt-in: keep them pending and email a "
               "confirmation request (needs NEWSLETTER_SECRET).")
 @click.pass_context
@@ -103,6 +128,10 @@ def subscribers_add(ctx: click.Context, email: str, filters_file: str | None,
     extra = roster.load_filter_file(filters_file) if filters_file else {}
     for key, values in extra.items():
         fields[key] = tuple(fields[key]) + tuple(values)
+    fields["likes"] = roster.resolve_likes(db, settings, fields["likes"],
+                                           fields.pop("like_files"))
+    fields["ranking"] = fields["ranking"] or "auto"
+    fields["like_cap"] = 3 if fields["like_cap"] is None else fields["like_cap"]
     sub = roster.add(db, email, status="pending" if confirm else "active", now=get_now(), **fields)
     click.echo(f"Added {sub.email} ({roster.describe(sub)})")
     if confirm:
@@ -127,8 +156,15 @@ def subscribers_edit(ctx: click.Context, email: str, **options: object) -> None:
     """
     from newsletter.lists import roster
 
+    db = get_db(ctx)
     given = {k: v for k, v in options.items() if v not in (None, ())}
-    done = roster.edit(get_db(ctx), email, now=get_now(), **given)  # type: ignore[arg-type]
+    if given.get("add_like") or given.get("like_files"):
+        given["add_like"] = roster.resolve_likes(
+            db, get_settings(ctx), given.get("add_like", ()),  # type: ignore[arg-type]
+            given.pop("like_files", ()))  # type: ignore[arg-type]
+    if given.get("remove_like"):
+        given["remove_like"] = roster.like_ids(db, given["remove_like"])  # type: ignore[arg-type]
+    done = roster.edit(db, email, now=get_now(), **given)  # type: ignore[arg-type]
     for line in done or [f"Nothing changed for {email.strip()}"]:
         click.echo(line)
 
@@ -282,7 +318,8 @@ def subscribers_import(ctx: click.Context, file: str, dry_run: bool, skip_invali
     with out.ticker("Checking rows") as tick:
         report = roster.import_file(get_db(ctx), file, encoding=encoding, dry_run=dry_run,
                                     skip_invalid=skip_invalid, now=get_now(),
-                                    confirm_with=settings if confirm else None, tick=tick)
+                                    confirm_with=settings if confirm else None, tick=tick,
+                                    settings=settings)
     for line in report.lines:
         if line.outcome == "rejected":
             out.result(str(line))

@@ -32,8 +32,8 @@ from newsletter.models import Subscriber
 
 COLUMNS = ("email", "name", "language", "timezone", "send_hour", "frequency", "weekday",
            "max_papers", "status", "confirmed_at", "authors", "topics", "categories",
-           "exclude")
-LIST_COLUMNS = ("authors", "topics", "categories", "exclude")
+           "exclude", "likes", "ranking", "like_cap", "feedback")
+LIST_COLUMNS = ("authors", "topics", "categories", "exclude", "likes", "feedback")
 LIST_SEP = "|"
 DELIMITERS = (",", ";", "\t")
 
@@ -49,8 +49,10 @@ class Row:
     error: str | None = None
 
 
-def record(sub: Subscriber) -> dict[str, Any]:
-    """One subscriber as a plain dict in column order: what export and ``--json`` print."""
+def record(sub: Subscriber, feedback: Iterable[str] | None = None) -> dict[str, Any]:
+    """One subscriber as a plain dict in column order: what export and ``--json`` print.
+    ``feedback`` (export only) holds their verdicts as ``paper_id:relevant`` /
+    ``paper_id:not_relevant``."""
     return {
         "email": sub.email, "name": sub.name, "language": sub.language,
         "timezone": sub.timezone, "send_hour": sub.send_hour, "frequency": sub.frequency,
@@ -58,7 +60,8 @@ def record(sub: Subscriber) -> dict[str, Any]:
         "confirmed_at": sub.confirmed_at.isoformat() if sub.confirmed_at else None,
         "authors": list(sub.authors), "topics": list(sub.topics),
         "categories": list(sub.categories), "exclude": list(sub.exclude),
-    }
+        "likes": list(sub.likes), "ranking": sub.ranking, "like_cap": sub.like_cap,
+    } | ({} if feedback is None else {"feedback": list(feedback)})
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -198,14 +201,14 @@ def _json_row(number: int, item: Any) -> Row:
 # --- writing -----------------------------------------------------------------------------
 
 
-def to_csv(subs: Iterable[Subscriber]) -> str:
+def to_csv(subs: Iterable[Subscriber], feedback: dict[str, list[str]] | None = None) -> str:
     """CSV with every column; list cells joined with ``|``. Refuses a value containing
     ``|`` (it would come back as two), which only JSON can carry."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for sub in subs:
-        rec = record(sub)
+        rec = record(sub, (feedback or {}).get(sub.email, []))
         for key in LIST_COLUMNS:
             for value in rec[key]:
                 if LIST_SEP in value:
@@ -217,5 +220,6 @@ def to_csv(subs: Iterable[Subscriber]) -> str:
     return out.getvalue()
 
 
-def to_json(subs: Iterable[Subscriber]) -> str:
-    return json.dumps([record(s) for s in subs], indent=2, ensure_ascii=False) + "\n"
+def to_json(subs: Iterable[Subscriber], feedback: dict[str, list[str]] | None = None) -> str:
+    return json.dumps([record(s, (feedback or {}).get(s.email, [])) for s in subs], indent=2,
+                      ensure_ascii=False) + "\n"

@@ -38,7 +38,9 @@ def languages() -> list[str]:
     return available()
 FILTER_KEYS = ("authors", "topics", "categories", "exclude")
 _SINGULAR = {"authors": "author", "topics": "topic", "categories": "category",
-             "exclude": "exclude"}
+             "exclude": "exclude", "likes": "seed paper"}
+RANKINGS = ("auto", "filters", "reorder", "like")  # see newsletter.relevance.learned
+MAX_LIKE_CAP = 20
 
 
 class StatusError(NewsletterError):
@@ -77,7 +79,8 @@ def build(email: str, *, name: str = "", authors: Iterable[str] = (),
           topics: Iterable[str] = (), categories: Iterable[str] = (),
           exclude: Iterable[str] = (), language: str = "en", timezone: str = "UTC",
           send_hour: int = 7, max_papers: int = 10, frequency: str = "daily",
-          weekday: str | None = None, status: str = "active") -> Subscriber:
+          weekday: str | None = None, status: str = "active", likes: Iterable[str] = (),
+          ranking: str = "auto", like_cap: int = 3) -> Subscriber:
     """A validated Subscriber; raises InvalidAddress or InvalidFilter with the fix."""
     available = languages()
     if language not in available:
@@ -97,12 +100,17 @@ def build(email: str, *, name: str = "", authors: Iterable[str] = (),
         raise InvalidFilter(f"max papers {max_papers} is out of range - use 1 to 100")
     if status not in STATUSES:
         raise InvalidFilter(f"status {status!r} is not one of: " + ", ".join(STATUSES))
+    if ranking not in RANKINGS:
+        raise InvalidFilter(f"ranking {ranking!r} is not one of: " + ", ".join(RANKINGS))
+    if not 0 <= like_cap <= MAX_LIKE_CAP:
+        raise InvalidFilter(f"like cap {like_cap} is out of range - use 0 to {MAX_LIKE_CAP}")
     sub = Subscriber(
         email=normalize_email(email), name=" ".join(name.split()), language=language,
         timezone=timezone, send_hour=send_hour, frequency=frequency, max_papers=max_papers,
         authors=_clean(authors), topics=_clean(topics),
         categories=tuple(c.strip() for c in _clean(categories)), exclude=_clean(exclude),
-        weekday=_weekday(weekday, frequency), status=status,
+        weekday=_weekday(weekday, frequency), status=status, likes=_clean(likes),
+        ranking=ranking, like_cap=like_cap,
     )
     match.validate_filters(sub)
     return sub
@@ -258,7 +266,10 @@ def changes(old: Subscriber, new: Subscriber) -> list[str]:
                        f"{after if after != '' else '(none)'}")
     if frequency_label(old) != frequency_label(new):
         out.append(f"frequency: {frequency_label(old)} -> {frequency_label(new)}")
-    for key in FILTER_KEYS:
+    for label, attr in (("ranking", "ranking"), ("like cap", "like_cap")):
+        if getattr(old, attr) != getattr(new, attr):
+            out.append(f"{label}: {getattr(old, attr)} -> {getattr(new, attr)}")
+    for key in (*FILTER_KEYS, "likes"):
         before, after = getattr(old, key), getattr(new, key)
         out += [f"removed {_SINGULAR[key]}: {v}" for v in before if v not in after]
         out += [f"added {_SINGULAR[key]}: {v}" for v in after if v not in before]
@@ -269,7 +280,9 @@ def edit(db: Database, email: str, *, add_author: Sequence[str] = (),
          remove_author: Sequence[str] = (), add_topic: Sequence[str] = (),
          remove_topic: Sequence[str] = (), add_category: Sequence[str] = (),
          remove_category: Sequence[str] = (), add_exclude: Sequence[str] = (),
-         remove_exclude: Sequence[str] = (), name: str | None = None,
+         remove_exclude: Sequence[str] = (), add_like: Sequence[str] = (),
+         remove_like: Sequence[str] = (), ranking: str | None = None,
+         like_cap: int | None = None, name: str | None = None,
          language: str | None = None, timezone: str | None = None,
          send_hour: int | None = None, frequency: str | None = None,
          weekday: str | None = None, max_papers: int | None = None, origin: str = "cli",
@@ -280,7 +293,7 @@ def edit(db: Database, email: str, *, add_author: Sequence[str] = (),
     old = store.get_subscriber(db, email)
     edits = {"authors": (add_author, remove_author), "topics": (add_topic, remove_topic),
              "categories": (add_category, remove_category),
-             "exclude": (add_exclude, remove_exclude)}
+             "exclude": (add_exclude, remove_exclude), "likes": (add_like, remove_like)}
     lists: dict[str, list[str]] = {}
     for key, (adding, removing) in edits.items():
         values = list(getattr(old, key))
@@ -298,7 +311,8 @@ def edit(db: Database, email: str, *, add_author: Sequence[str] = (),
                 send_hour=old.send_hour if send_hour is None else send_hour,
                 max_papers=max_papers or old.max_papers, frequency=freq,
                 weekday=weekday or (old.weekday if freq == "weekly" else None),
-                status=old.status, **lists)
+                status=old.status, ranking=ranking or old.ranking,
+                like_cap=old.like_cap if like_cap is None else like_cap, **lists)
     new = replace(new, email=old.email)
     done = changes(old, new)
     if done:
@@ -595,6 +609,7 @@ class ImportReport:
     error: str | None = None  # why nothing was imported, if rows were rejected
     added: list[Subscriber] = field(default_factory=list)
     updated: list[tuple[Subscriber, Subscriber, str]] = field(default_factory=list)
+    feedback: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         return sum(1 for line in self.lines if line.outcome == outcome)
@@ -637,7 +652,8 @@ def _from_row(email: str, values: dict[str, Any], old: Subscriber | None,
         send_hour=_int(values, "send_hour", base.send_hour),
         max_papers=_int(values, "max_papers", base.max_papers),
         status=base.status if old else status,
-        **{k: values[k] if k in values else getattr(base, k) for k in FILTER_KEYS})
+        ranking=text("ranking", base.ranking), like_cap=_int(values, "like_cap", base.like_cap),
+        **{k: values[k] if k in values else getattr(base, k) for k in (*FILTER_KEYS, "likes")})
     confirmed = text("confirmed_at", "")
     if old is None and confirmed:
         try:
@@ -646,6 +662,39 @@ def _from_row(email: str, values: dict[str, Any], old: Subscriber | None,
             raise InvalidFilter(f"confirmed_at {confirmed!r} is not an ISO date and "
                                 "time") from None
     return replace(sub, email=old.email) if old else sub
+
+
+def _verdicts(cells: Any) -> list[dict[str, str]]:
+    """``paper_id:relevant`` / ``paper_id:not_relevant`` cells as feedback rows."""
+    out = []
+    for cell in cells if isinstance(cells, list) else [cells]:
+        paper_id, _, verdict = str(cell).rpartition(":")
+        if not paper_id or verdict not in store.VERDICTS:
+            raise InvalidFilter(f"feedback {str(cell)[:60]!r} is not paper_id:relevant or "
+                                "paper_id:not_relevant")
+        out.append({"paper_id": paper_id, "verdict": verdict, "origin": "import"})
+    return out
+
+
+def _resolve_row_likes(db: Database, rows: list[listio.Row], settings: Settings | None
+                       ) -> None:
+    """Seed papers in an import file, by arXiv id or DOI, as stored paper ids: papers the
+    store has are used; with settings the others are looked up, else the row is rejected."""
+    for row in rows:
+        values = [str(v) for v in row.values.get("likes") or [] if str(v).strip()]
+        if row.error or not values:
+            continue
+        try:
+            if settings is not None:
+                row.values["likes"] = resolve_likes(db, settings, values)
+            else:
+                row.values["likes"] = like_ids(db, values)
+                unknown = set(row.values["likes"]) - {p.id for p in store.get_papers(
+                    db, row.values["likes"])}
+                if unknown:
+                    raise InvalidFilter(f"seed papers not stored: {', '.join(sorted(unknown))}")
+        except NewsletterError as e:
+            row.error = str(e)
 
 
 def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False,
@@ -671,6 +720,8 @@ def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False,
             seen[email.lower()] = row.number
             old = existing.get(email.lower())
             new = _from_row(email, row.values, old, confirm)
+            if "feedback" in row.values:
+                report.feedback[new.email] = _verdicts(row.values["feedback"])
         except NewsletterError as e:
             report.lines.append(ImportLine(row.number, "rejected", email, str(e)))
             continue
@@ -691,7 +742,7 @@ def plan_import(db: Database, rows: list[listio.Row], confirm: bool = False,
 
 def import_file(db: Database, path: str, *, encoding: str | None = None,
                 dry_run: bool = False, skip_invalid: bool = False,
-                confirm_with: Settings | None = None,
+                confirm_with: Settings | None = None, settings: Settings | None = None,
                 now: datetime | None = None,
                 tick: Callable[[int], None] | None = None) -> ImportReport:
     """Import a CSV or JSON file (see ``newsletter.lists.listio`` for the format) in one
@@ -701,7 +752,9 @@ def import_file(db: Database, path: str, *, encoding: str | None = None,
     confirmation request once the import is written."""
     if confirm_with is not None:
         require_secret(confirm_with)
-    report = plan_import(db, listio.read_file(path, encoding), confirm_with is not None, tick)
+    rows = listio.read_file(path, encoding)
+    _resolve_row_likes(db, rows, settings or confirm_with)
+    report = plan_import(db, rows, confirm_with is not None, tick)
     rejected = report.count("rejected")
     if rejected and not skip_invalid:
         report.error = (f"{rejected} row{'s' if rejected > 1 else ''} rejected - nothing "
@@ -711,6 +764,8 @@ def import_file(db: Database, path: str, *, encoding: str | None = None,
     if dry_run or not (report.added or report.updated):
         return report
     store.import_subscribers(db, report.added, report.updated, now)
+    for email, verdicts in report.feedback.items():
+        store.replace_feedback(db, email, verdicts)
     report.written = True
     if confirm_with is not None:
         _send_confirmations(db, confirm_with, report, now)
@@ -747,14 +802,77 @@ def export(db: Database, fmt: str = "csv",
     ``import_file`` reads back into the same subscribers, how many). ``tick`` as for
     ``plan_import``."""
     subs = store.list_subscribers(db)
+    verdicts = store.all_feedback(db)
     counted: Iterable[Subscriber] = subs
     if tick:
         tick(len(subs))
         counted = _ticking(subs, tick)
-    return (listio.to_json(counted) if fmt == "json" else listio.to_csv(counted)), len(subs)
+    return ((listio.to_json(counted, verdicts) if fmt == "json"
+             else listio.to_csv(counted, verdicts)), len(subs))
 
 
 def _ticking(items: list[Subscriber], tick: Callable[[int], None]) -> Iterator[Subscriber]:
     for item in items:
         yield item
         tick(0)
+
+
+# --- seed papers ("papers like mine") ------------------------------------------------------
+
+
+def resolve_likes(db: Database, settings: Settings, values: Sequence[str] = (),
+                  files: Sequence[str] = ()) -> list[str]:
+    """The stored paper ids for seed papers named by arXiv id or DOI, or found in reference
+    manager files: papers already stored are used as they are, the others are looked up
+    (arXiv API by id; Crossref, then OpenAlex, by DOI) and stored. Raises InvalidFilter,
+    naming each paper that could not be found, before anything is written."""
+    from newsletter.relevance.seeds import parse_key, read_library
+
+    keys = [parse_key(v) for v in values]
+    for path in files:
+        found, _ = read_library(path)
+        keys += found
+    keys = list(dict.fromkeys(keys))
+    stored = {p.id for p in store.get_papers(db, [k.split(":", 1)[1] for k in keys])}
+    by_doi = {p.doi: p.id for p in store.papers_with_dois(
+        db, [k[4:] for k in keys if k.startswith("doi:")])}
+    wanted_arxiv = [k[6:] for k in keys if k.startswith("arxiv:") and k[6:] not in stored]
+    wanted_doi = [k[4:] for k in keys if k.startswith("doi:")
+                  and k[4:] not in stored and k[4:] not in by_doi]
+    fetched, missing = [], []
+    if wanted_arxiv:
+        from newsletter.sources import arxiv
+
+        got, lost = arxiv.lookup(wanted_arxiv, settings)
+        fetched += got
+        missing += lost
+    if wanted_doi:
+        from newsletter.sources import doi
+
+        got, lost = doi.lookup(wanted_doi, settings)
+        fetched += got
+        missing += lost
+    if missing:
+        raise InvalidFilter("seed papers not found: " + "; ".join(missing[:5])
+                            + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+                            + " - check the ids, or leave them out")
+    if fetched:
+        store.upsert_papers(db, fetched)
+    ids = []
+    for k in keys:
+        raw = k.split(":", 1)[1]
+        ids.append(by_doi.get(raw) or store.paper_id_for(db, raw, k.startswith("doi:")))
+    return list(dict.fromkeys(ids))
+
+
+def like_ids(db: Database, values: Sequence[str]) -> list[str]:
+    """The stored ids of seed papers named by arXiv id or DOI (for removing them)."""
+    from newsletter.relevance.seeds import parse_key
+
+    out = []
+    for value in values:
+        key = parse_key(value)
+        raw = key.split(":", 1)[1]
+        dois = store.papers_with_dois(db, [raw]) if key.startswith("doi:") else []
+        out.append(dois[0].id if dois else raw)
+    return out

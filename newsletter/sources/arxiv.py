@@ -193,6 +193,31 @@ class Api:
             start += len(feed.entries)
 
 
+    def by_ids(self, ids: Sequence[str], batch: int = 20) -> Iterator[Paper]:
+        """The papers with these arXiv ids (without version), ``batch`` ids a request."""
+        import feedparser
+
+        for start in range(0, len(ids), batch):
+            chunk = list(ids[start:start + batch])
+            feed = feedparser.parse(self._get({"id_list": ",".join(chunk),
+                                               "max_results": str(len(chunk))}))
+            for entry in feed.entries:
+                if "arxiv.org/abs/" in str(entry.get("id", "")) and entry.get("title"):
+                    yield paper_from_entry(entry)
+
+
+def lookup(ids: Sequence[str], settings: Settings, timeout: float = 30.0
+           ) -> tuple[list[Paper], list[str]]:
+    """(papers found, one line per id that was not) through the API, paced as for fetch."""
+    api = Api(settings, timeout)
+    try:
+        found = list(api.by_ids(list(ids)))
+    except ApiError as e:
+        return [], [f"arXiv API: {_describe(e)}"]
+    got = {p.id for p in found}
+    return found, [f"arxiv:{i}: not found on arXiv" for i in ids if i not in got]
+
+
 def _describe(err: Exception) -> str:
     if isinstance(err, ApiError):
         return str(err)[:160]

@@ -12,6 +12,7 @@ from newsletter.store.events import *  # noqa: F403
 from newsletter.store.merge import *  # noqa: F403
 from newsletter.store.papers import *  # noqa: F403
 from newsletter.store.prune import *  # noqa: F403
+from newsletter.store.relevance import *  # noqa: F403
 from newsletter.store.source_records import *  # noqa: F403
 from newsletter.store.subscribers import *  # noqa: F403
 from newsletter.store.tombstones import *  # noqa: F403

@@ -297,3 +297,12 @@ def m014_web_radar(db: Database) -> None:
         not_null={"subscriber_id", "paper_id", "verdict", "origin", "created"},
     )
     db.table("feedback").create_index(["subscriber_id", "paper_id"])
+
+
+@migrations()
+def m015_learned_ranking(db: Database) -> None:
+    """The learned ranking: each subscriber's mode ("auto", "filters", "reorder", "like")
+    and how many papers "like" may add. Seed papers are filters of kind "like" (their value
+    the stored paper's id); verdicts are in ``feedback`` (m014)."""
+    db.table("subscribers").add_column("ranking", str, not_null_default="auto")
+    db.table("subscribers").add_column("like_cap", int, not_null_default=3)

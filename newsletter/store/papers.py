@@ -159,6 +159,26 @@ def get_papers(db: Database, paper_ids: Sequence[str]) -> list[Paper]:
     return [found[i] for i in paper_ids if i in found]
 
 
+def papers_with_dois(db: Database, dois: Iterable[str]) -> list[Paper]:
+    """Stored papers whose DOI is one of ``dois`` (lower case)."""
+    wanted = list(dict.fromkeys(dois))
+    if not wanted:
+        return []
+    return [_to_paper(r) for r in db.query(
+        "select * from papers where doi in (select value from json_each(?))",
+        [json.dumps(wanted)])]
+
+
+def paper_id_for(db: Database, key: str, is_doi: bool) -> str:
+    """The stored id of the paper with this arXiv id or DOI (after it was upserted under
+    another record's id, the merge keeps the first)."""
+    row = db.execute("select id from papers where id = ? or (? and doi = ?) limit 1",
+                     (key, is_doi, key)).fetchone()
+    if row is None:
+        raise PaperNotFound(f"no paper {key} - see \"newsletter papers list\"")
+    return str(row[0])
+
+
 def fts_search(db: Database, expression: str, since: datetime | None = None,
                ids: Iterable[str] | None = None) -> dict[str, float]:
     """Papers matching an FTS5 expression over title and abstract, with their relevance

@@ -17,10 +17,11 @@ from newsletter.store.events import insert_event
 from newsletter.store.rows import subscriber_row
 from newsletter.store.tombstones import insert_tombstone
 
-FILTER_KINDS = ("author", "topic", "category", "exclude")
+FILTER_KINDS = ("author", "topic", "category", "exclude", "like")
 _FILTER_FIELD = {"author": "authors", "topic": "topics", "category": "categories",
-                 "exclude": "exclude"}
-_SCALARS = ("name", "language", "timezone", "send_hour", "frequency", "weekday", "max_papers")
+                 "exclude": "exclude", "like": "likes"}
+_SCALARS = ("name", "language", "timezone", "send_hour", "frequency", "weekday", "max_papers",
+            "ranking", "like_cap")
 
 
 def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscriber:
@@ -38,6 +39,9 @@ def _to_subscriber(row: dict[str, Any], filters: dict[str, list[str]]) -> Subscr
         topics=tuple(filters.get("topic", ())),
         categories=tuple(filters.get("category", ())),
         exclude=tuple(filters.get("exclude", ())),
+        likes=tuple(filters.get("like", ())),
+        ranking=row.get("ranking") or "auto",
+        like_cap=row.get("like_cap", 3),
         weekday=row.get("weekday") or None,
         confirmed_at=datetime.fromisoformat(confirmed) if confirmed else None,
         link_generation=int(row.get("link_generation") or 0),
@@ -68,10 +72,11 @@ def _insert(conn: sqlite3.Connection, sub: Subscriber, now: str | None) -> int:
         )
     cursor = conn.execute(
         "insert into subscribers (email, name, language, timezone, send_hour, frequency,"
-        " weekday, max_papers, status, confirmed_at, status_changed, created, updated)"
-        " values (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " weekday, max_papers, status, confirmed_at, status_changed, created, updated,"
+        " ranking, like_cap) values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (sub.email, sub.name, sub.language, sub.timezone, sub.send_hour, sub.frequency,
-         sub.weekday, sub.max_papers, sub.status, iso(sub.confirmed_at), now, now, now),
+         sub.weekday, sub.max_papers, sub.status, iso(sub.confirmed_at), now, now, now,
+         sub.ranking, sub.like_cap),
     )
     sid = cursor.lastrowid
     assert sid is not None
@@ -216,7 +221,7 @@ def erase_row(db: Database, row: dict[str, Any], event: str | None, origin: str,
     conn = db.conn
     counts = {table: conn.execute(f"select count(*) from {table} where subscriber_id = ?",
                                   (sid,)).fetchone()[0]
-              for table in ("filters", "deliveries", "subscriber_events")}
+              for table in ("filters", "deliveries", "subscriber_events", "feedback")}
     paths = [r[0] for r in conn.execute(
         "select path from deliveries where subscriber_id = ? and path is not null", (sid,))]
     with _secure_delete(db), transaction(db):

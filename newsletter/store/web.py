@@ -1,5 +1,6 @@
 """What the research radar page reads and writes: the issues a subscriber was sent, their
-page-link generation (raising it revokes their links), and their feedback on papers."""
+page-link generation (raising it revokes their links). Their verdicts on papers are in
+``store/relevance.py``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from newsletter.store.db import iso, transaction, utcnow
+from newsletter.store.db import transaction
 from newsletter.store.events import insert_event
 from newsletter.store.rows import subscriber_row
-
-VERDICTS = ("relevant", "not_relevant")
 
 
 def sent_issues(db: Database, email: str) -> list[dict[str, Any]]:
@@ -49,31 +48,6 @@ def revoke_links(db: Database, email: str, origin: str = "cli",
     return generation
 
 
-def add_feedback(db: Database, email: str, paper_id: str, verdict: str, origin: str,
-                 now: datetime | None = None) -> None:
-    """Record EMAIL's verdict on a paper (the latest one counts), in their history too."""
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}")
-    row = subscriber_row(db, email)
-    with transaction(db):
-        db.conn.execute(
-            "insert into feedback (subscriber_id, paper_id, verdict, origin, created)"
-            " values (?, ?, ?, ?, ?)",
-            (row["id"], paper_id, verdict, origin, iso(now or utcnow())))
-        insert_event(db.conn, row["id"], "feedback", origin,
-                      f"{verdict.replace('_', ' ')}: {paper_id}", now)
-
-
-def feedback_for(db: Database, email: str) -> dict[str, str]:
-    """EMAIL's latest verdict per paper id."""
-    row = subscriber_row(db, email)
-    out: dict[str, str] = {}
-    for r in db.query("select paper_id, verdict from feedback where subscriber_id = ?"
-                      " order by id", [row["id"]]):
-        out[r["paper_id"]] = r["verdict"]
-    return out
-
-
 def data_version(db: Database) -> tuple[int, ...]:
     """Changes whenever anything a radar page shows may have changed (any subscriber change
     or feedback writes an event; a run adds deliveries, papers, briefs): the largest row id
@@ -82,5 +56,5 @@ def data_version(db: Database) -> tuple[int, ...]:
                  for table in ("subscriber_events", "deliveries", "papers", "briefs"))
 
 
-__all__ = ["VERDICTS", "add_feedback", "data_version", "feedback_for", "link_generation",
+__all__ = ["data_version", "link_generation",
            "revoke_links", "sent_issues"]
