@@ -234,3 +234,6 @@ def test_listing_from_a_saved_atom_response(http_server):
     assert by_id["2508.13355"].categories == ("cs.LG", "cs.AI", "stat.ME")
     for p in result.papers:
         assert p.abstract.startswith("Fixture text written for this project")
+    # arXiv writes accents in names as TeX; they are read as the letters they stand for
+    assert by_id["2508.13177"].authors[:3] == ("Nikola Pižurica", "Nikola Milović",
+                                               "Igor Jovančević")

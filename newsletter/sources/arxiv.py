@@ -25,6 +25,7 @@ from newsletter.lists.addresses import is_loopback
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
+from newsletter.text import untex
 
 AUTHOR_BATCH = 20  # authors per OR query: long queries are answered reliably up to ~25
 KEYWORD_BATCH = 15
@@ -93,7 +94,7 @@ def paper_from_entry(e: Any) -> Paper:
         id=pid,
         source="arxiv",
         title=" ".join(e.title.split()),
-        authors=tuple(a.get("name", "") for a in e.get("authors", [])),
+        authors=tuple(untex(a.get("name", "")) for a in e.get("authors", [])),
         abstract=" ".join(e.get("summary", "").split()),
         url=f"https://arxiv.org/abs/{pid}",
         pdf_url=f"https://arxiv.org/pdf/{pid}",

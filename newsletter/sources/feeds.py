@@ -37,6 +37,7 @@ import feedparser
 
 from newsletter.config import Settings
 from newsletter.models import Paper, SourceResult
+from newsletter.text import untex
 
 VERSION = "0.1"
 ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
@@ -540,7 +541,7 @@ def split_authors(value: str) -> list[str]:
     bioRxiv's "Smith, A., Jones, B. C.", a single "Lu, Taiming", Vancouver "Smith AB, Jones C",
     HTML inside names, "et al." (dropped) and "(X Collaboration and Y Collaboration)"
     (dropped when individual names are given, else returned as the names)."""
-    text = " ".join(_html_blocks(value or "", drop_sup=True))
+    text = untex(" ".join(_html_blocks(value or "", drop_sup=True)))  # arXiv: "Pi\\v{z}urica"
     text = re.sub(r"^(?:(?:author\(s\)|authors?)\s*:|by\s)\s*", "", text, flags=re.IGNORECASE)
     collaborations: list[str] = []
 
