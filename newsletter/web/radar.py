@@ -145,7 +145,9 @@ def _brief_context(brief: Any, e: dict[str, Any], count: int) -> dict[str, Any] 
         return None
     fields = e.get("fields", {})
     if brief.kind == "llm":
-        return {"kind": "llm", "headline": brief.headline, "connections": brief.connections,
+        return {"kind": "llm", "headline": brief.headline,
+                "connections": [(th.text, [f"{c:02d}" for c in th.cites])
+                                for th in brief.connections],
                 "themes": [(th.title, th.text, [f"{c:02d}" for c in th.cites])
                            for th in brief.themes],
                 "note": e["brief_by_model"].format(model=brief.model)}
@@ -154,10 +156,10 @@ def _brief_context(brief: Any, e: dict[str, Any], count: int) -> dict[str, Any] 
     names = [fields.get(th.title, th.title) for th in brief.themes]
     headline = e["extractive_headline_one" if count == 1 else "extractive_headline"].format(
         count=count, fields=e.get("list_sep", ", ").join(names))
-    themes = [(field["name"], " ".join(field["rest"]), field["lines"])
+    themes = [(field["name"], " ".join(run["text"] for run in field["rest"]), field["lines"])
               for field in digest(brief, count, fields)]
     return {"kind": "extractive", "headline": headline, "themes": themes,
-            "connections": "", "note": e["brief_extractive"]}
+            "connections": [], "note": e["brief_extractive"]}
 
 
 class ViewCache:
