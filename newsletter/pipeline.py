@@ -5,10 +5,11 @@ The only module that imports every stage. Plain functions taking their inputs as
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from newsletter import brief as brief_mod
 from newsletter import match, render, send, sources, store
 from newsletter.config import Settings
 from newsletter.errors import SendFailed
-from newsletter.models import Brief, Issue, Match, Paper, Subscriber
+from newsletter.models import Brief, Issue, Match, Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
 from newsletter.ops.report import FetchLine, RunLine, RunReport
 
@@ -43,6 +44,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
           progress: Callable[[str], None] | None = None) -> list[FetchLine]:
     subscribers = store.list_subscribers(db, status="active")
     lines = []
+    budget_end = time.monotonic() + settings.fetch_budget
     for name in source_names(db, settings):
         if progress:
             progress(name)
@@ -52,7 +54,8 @@ def fetch(db: Database, settings: Settings, now: datetime,
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
         feed = state if state.get("kind") == "feed" else None
-        result = sources.fetch(name, settings, state, since, subscribers, feed, until=now)
+        result = _fetch_within(budget_end, settings, name, state, since, subscribers, feed,
+                               now)
         new, updated = store.upsert_papers(db, result.papers, now)
         extra = dict(result.state)
         note = result.note or extra.pop("warning", None)
@@ -78,6 +81,35 @@ def fetch(db: Database, settings: Settings, now: datetime,
                                result.not_modified, result.partial, note,
                                seconds=round(time.monotonic() - started, 3)))
     return lines
+
+
+def _fetch_within(budget_end: float, settings: Settings, name: str, state: dict[str, Any],
+                  since: datetime, subscribers: list[Subscriber], feed: dict[str, Any] | None,
+                  now: datetime) -> SourceResult:
+    """One source, fetched on a daemon thread so that the run's fetch budget holds whatever
+    the source does: a source still running when the budget is spent is reported failed
+    (its thread is abandoned; sources never touch the database)."""
+    left = budget_end - time.monotonic()
+    if left <= 0:
+        return SourceResult(name=name, error=f"not fetched: the fetch budget of "
+                            f"{settings.fetch_budget:g} s was used up (NEWSLETTER_FETCH_BUDGET)")
+    box: list[SourceResult] = []
+    worker = threading.Thread(
+        target=lambda: box.append(sources.fetch(name, settings, state, since, subscribers,
+                                                feed, until=now,
+                                                timeout=min(settings.fetch_timeout, left))),
+        name=f"fetch-{name}", daemon=True)
+    worker.start()
+    worker.join(left)
+    if box and box[0].error and left < settings.fetch_timeout:  # the budget cut it short
+        return dataclasses.replace(box[0], error=f"{box[0].error}; the fetch budget of "
+                                   f"{settings.fetch_budget:g} s was used up "
+                                   "(NEWSLETTER_FETCH_BUDGET)")
+    if box:
+        return box[0]
+    return SourceResult(name=name, requests=1, error=f"gave up after {left:.3g} s: the fetch "
+                        f"budget of {settings.fetch_budget:g} s was used up "
+                        "(NEWSLETTER_FETCH_BUDGET)")
 
 
 # --- match -------------------------------------------------------------------------------
@@ -209,11 +241,16 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                                                   microsecond=0)) if cap else 0.0
     budget = brief_mod.Budget(cap, spent)
     workers = max(1, settings.llm_concurrency)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    deadline = time.monotonic() + settings.llm_deadline
+    with brief_mod.DaemonPool() as pool:
         for (k, _, lang), result in brief_mod.write_many(
-                todo, pool, workers, model, settings.llm_api_base, settings.llm_timeout,
+                todo, pool, workers, model, settings.llm_api_base,
+                min(settings.llm_timeout, settings.llm_deadline), deadline=deadline,
                 max_tokens=settings.llm_max_tokens, budget=budget,
                 price_per_call=settings.llm_price_per_call_usd):
+            if result.brief.note == brief_mod.LATE:  # no call to record: it is still out
+                out[k] = result.brief
+                continue
             _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
                     report, now)
             if result.operator_error:
@@ -249,6 +286,9 @@ def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
             store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
                                      settings.llm_model, lang, b.note, now)
     for note, n in notes.items():
+        if note == brief_mod.LATE:
+            note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
+                    "briefs)")
         if note == brief_mod.BUDGET_REACHED:
             note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
                     f"(${budget.spent:.4f} spent today)")
@@ -276,11 +316,13 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     sub = store.get_subscriber(db, email)
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
-    picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, rejected, store.labelled_papers(db, sub.email, sub.likes))
+    delivered = store.delivered_paper_ids(db, email)
+    picked, more = select(sub, build_index(db, since), delivered, since, rejected,
+                          store.labelled_papers(db, sub.email, sub.likes))
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
-    return issue, rejected
+    shown = set(issue.paper_ids) | delivered  # in the issue through another filter, or sent
+    return issue, [(p, why) for p, why in rejected if p.id not in shown]
 
 
 def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -> Issue:
@@ -292,8 +334,14 @@ def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -
 
 
 def preview(db: Database, email: str, settings: Settings, now: datetime) -> tuple[Issue, Any]:
+    """The issue of ``now``'s day: the one a run already planned or sent for that day (same
+    papers, same order), else the one a run would plan now."""
     sub = store.get_subscriber(db, email)
-    issue = plan_issue(db, sub, settings, now)
+    recorded = store.get_delivery(db, email, issue_date_for(sub, now))
+    if recorded is not None:
+        issue = resume_issue(db, sub, recorded)
+    else:
+        issue = plan_issue(db, sub, settings, now)
     report = RunReport()
     briefs = write_briefs(db, [(tuple(m.paper for m in issue.matches), sub.language)]
                           if issue.matches else [], settings, now, report)
@@ -347,8 +395,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             continue
         last = store.last_issue_date(db, sub.email)
         ok, why = schedule.due(sub, now, last)
-        if not ok and (send_all or only) and why != "already sent today":
-            ok = True
+        if not ok and send_all and why != "already sent today":
+            ok = True  # --only picks the subscriber; only --all overrides the schedule
         if not ok:
             report.lines.append(RunLine(sub.email, "skipped", 0, why))
             continue

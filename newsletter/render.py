@@ -39,11 +39,12 @@ from urllib.parse import quote
 import jinja2
 import markupsafe
 
-from newsletter import headers
 from newsletter.config import REPO_ROOT, Settings
-from newsletter.headers import unsubscribe_links
+from newsletter.mail import headers
+from newsletter.mail.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
 from newsletter.text import display_width, fold
+from newsletter.untrusted import http_url
 from newsletter.web.links import feedback_url, page_url
 
 TEMPLATES = REPO_ROOT / "templates"
@@ -212,13 +213,13 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
         if a[1]:
             shown.append(a)
     abstract, truncated = shorten(p.abstract, abstract_chars)
-    links = []
-    if p.pdf_url:
-        links.append((t["link_pdf"], p.pdf_url))
+    links = []  # only http(s) links ever render, whatever the database holds
+    if http_url(p.pdf_url):
+        links.append((t["link_pdf"], http_url(p.pdf_url)))
     if p.doi:
-        links.append((t["link_doi"], f"https://doi.org/{p.doi}"))
-    if p.code_url:
-        links.append((t["link_code"], p.code_url))
+        links.append((t["link_doi"], f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
+    if http_url(p.code_url):
+        links.append((t["link_code"], http_url(p.code_url)))
     sep = t["list_sep_authors"]
     return {
         "n": f"{n:02d}",
@@ -226,7 +227,7 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
         "badge": p.badge,
         "date": format_date(p.published.date(), t),
         "title": p.title,
-        "url": p.url,
+        "url": http_url(p.url) or "",
         "authors": shown,
         "more_authors": len(authors) - len(shown),
         "author_line": sep.join(p.authors[:MAX_AUTHORS])

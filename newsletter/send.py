@@ -12,10 +12,11 @@ from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 from newsletter.config import Settings
+from newsletter.deadline import Watchdog
 from newsletter.errors import ConfigError, SendFailed
-from newsletter.headers import envelope_sender, from_domain, to_bytes
 from newsletter.lists.addresses import is_loopback
-from newsletter.signing import DkimKey, key_from_settings
+from newsletter.mail.headers import envelope_sender, from_domain, to_bytes
+from newsletter.mail.signing import DkimKey, key_from_settings
 
 
 def safe_name(name: str) -> str:
@@ -50,9 +51,14 @@ class Outbox:
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0,
+    def __init__(self, url: str, password: str = "", timeout: float = 60.0, rate: float = 0.0,
                  dkim: DkimKey | None = None):
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError("NEWSLETTER_SMTP_URL has a port that is not a number - e.g. "
+                              "smtp+starttls://user@host:587") from None
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
                 "NEWSLETTER_SMTP_URL must look like smtp+starttls://user@host:587, "
@@ -75,21 +81,26 @@ class SMTPSender:
         self._last_send = 0.0
         self.dkim = dkim
         self.conn: smtplib.SMTP | None = None
+        self.timed_out = ""  # after one timeout the rest of the run's messages wait
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, dog: Watchdog) -> smtplib.SMTP:
         try:
             conn: smtplib.SMTP
             if self.scheme == "smtps":
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                conn = smtplib.SMTP_SSL(timeout=self.timeout,
                                         context=ssl.create_default_context())
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-                if self.scheme == "smtp+starttls":
-                    conn.starttls(context=ssl.create_default_context())
+                conn = smtplib.SMTP(timeout=self.timeout)
+            dog.add(conn)  # its socket, once connect() made it: the greeting is read inside
+            conn.connect(self.host, self.port)
+            if self.scheme == "smtp+starttls":
+                conn.starttls(context=ssl.create_default_context())
             if self.user:
                 conn.login(self.user, self.password)
             return conn
         except (OSError, smtplib.SMTPException) as e:
+            if dog.expired:
+                raise
             permanent = isinstance(e, smtplib.SMTPAuthenticationError)
             raise SendFailed(f"cannot reach SMTP server {self.host}:{self.port} ({e}) - "
                              "check NEWSLETTER_SMTP_URL", temporary=not permanent) from e
@@ -125,16 +136,36 @@ class SMTPSender:
         """Send one message. A dropped connection is reopened; a 4xx answer is retried with
         backoff and then reported as temporary; a 5xx answer is a permanent failure."""
         raw = to_bytes(msg, self.dkim)
+        if self.timed_out:
+            raise SendFailed(f"not tried: the SMTP server timed out earlier in this run "
+                             f"({self.timed_out})", temporary=True)
+        with Watchdog(self.timeout) as dog:
+            try:
+                return self._send(msg, raw, email, retries, backoff, dog)
+            except (OSError, smtplib.SMTPException, SendFailed) as e:
+                if not dog.expired:
+                    raise
+                self.conn = None
+                self.timed_out = (f"no answer within {self.timeout:g} s from "
+                                  f"{self.host}:{self.port}")
+                raise SendFailed(f"SMTP timed out: {self.timed_out} (NEWSLETTER_SMTP_TIMEOUT)",
+                                 temporary=True) from e
+
+    def _send(self, msg: EmailMessage | bytes, raw: bytes, email: str, retries: int,
+              backoff: float, dog: Watchdog) -> str:
         for attempt in range(retries + 1):
             if self.conn is None:
-                self.conn = self._connect()
+                self.conn = self._connect(dog)
+            dog.add(self.conn)
+            if dog.expired:  # a reply cut short by the watchdog can parse as a good one
+                raise TimeoutError("deadline passed")
             self._pace()
             try:
                 self.conn.sendmail(envelope_sender(msg), [email], raw)
                 return f"smtp://{self.host}:{self.port}"
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
-                if attempt == retries:
+                if attempt == retries or dog.expired:
                     raise SendFailed(f"SMTP server hung up ({e or 'connection closed'})",
                                      temporary=True) from e
             except smtplib.SMTPRecipientsRefused as e:
@@ -179,13 +210,15 @@ def refuse_unready(settings: Settings) -> None:
 
 
 def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
-           dkim: DkimKey | None = None) -> Outbox | SMTPSender:
-    return (SMTPSender(smtp_url, smtp_password, rate=rate, dkim=dkim) if smtp_url
-            else Outbox(outbox, dkim=dkim))
+           dkim: DkimKey | None = None, timeout: float = 60.0) -> Outbox | SMTPSender:
+    """SMTP when a URL is set (``timeout``: total seconds for one message), else the
+    outbox folder."""
+    return (SMTPSender(smtp_url, smtp_password, timeout=timeout, rate=rate, dkim=dkim)
+            if smtp_url else Outbox(outbox, dkim=dkim))
 
 
 def transport_for(settings: Settings) -> Outbox | SMTPSender:
     """The transport the settings ask for, DKIM-signing when a key is set. (Callers that
     send for real call refuse_unready first.)"""
     return sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                  settings.smtp_rate, key_from_settings(settings))
+                  settings.smtp_rate, key_from_settings(settings), settings.smtp_timeout)

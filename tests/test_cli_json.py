@@ -135,7 +135,8 @@ def test_sources_check_json_on_success_and_failure(isolated, http_server):
 
 def test_import_json_reports_every_row_and_keeps_the_exit_code(isolated, tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("email,name\nada@example.org,Ada\nnot-an-address,X\n", encoding="utf-8")
+    bad.write_text("email,name,topics\nada@example.org,Ada,rag\nnot-an-address,X,rag\n",
+                   encoding="utf-8")
     result = invoke("subscribers", "import", str(bad), "--json", ok=False)
     assert result.exit_code == 1
     doc = check(cli, ["subscribers", "import"], result.stdout)

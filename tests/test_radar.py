@@ -371,6 +371,40 @@ def test_state_merge_keeps_web_feedback_and_revocations(radar: Path, tmp_path: P
     assert store.link_generation(a, ADA) == 1
 
 
+def test_the_extractive_brief_lists_the_papers_it_does_not_quote(radar: Path) -> None:
+    """A field with more papers than the digest quotes lists the rest as citation runs."""
+    from newsletter import brief as brief_mod
+    from newsletter.render import strings
+    from newsletter.web.radar import _brief_context
+
+    conn = store.open_db(radar / "newsletter.db")
+    papers = store.get_papers(conn, store.sent_issues(conn, ADA)[0]["paper_ids"])[:12]
+    view = _brief_context(brief_mod.extractive(papers), strings("en"), len(papers))
+    assert view is not None and view["kind"] == "extractive"
+    rests = [theme["rest"] for theme in view["themes"] if theme["rest"]]
+    # each run of citations is its ends as (number, card anchor): [02]–[05] links both
+    assert rests and all(anchor == f"p{n}" and re.fullmatch(r"\d\d", n)
+                         for rest in rests for ends in rest for n, anchor in ends), rests
+
+
+def test_a_model_brief_shows_its_themes_and_connections() -> None:
+    from newsletter.models import Brief, Theme
+    from newsletter.render import strings
+    from newsletter.web.radar import _brief_context
+
+    brief = Brief(kind="llm", headline="Small models, big questions",
+                  themes=(Theme("Pruning", "Pruned models beat scratch ones.", (1, 2)),),
+                  connections=(Theme("", "Both ask what a parent model transfers.", (1, 3)),),
+                  per_paper=("a", "b", "c"), model="openai/gpt-4o-mini")
+    view = _brief_context(brief, strings("en"), 3)
+    assert view is not None
+    assert view["themes"] == [{"title": "Pruning", "text": "Pruned models beat scratch ones.",
+                               "cites": [("01", "p01", ""), ("02", "p02", "")]}]
+    assert [(c["text"], c["cites"]) for c in view["connections"]] == [
+        ("Both ask what a parent model transfers.", [("01", "p01", ""), ("03", "p03", "")])]
+    assert "openai/gpt-4o-mini" in view["note"]
+
+
 # --- issue 18: feedback links in the email, seed papers and the ranking on the page ------
 
 

@@ -166,3 +166,15 @@ def test_a_seed_nobody_knows_is_refused_and_nothing_is_written(isolated, http_se
                                     "not found in Crossref or OpenAlex")
     db = store.open_db(str(isolated / "newsletter.db"))
     assert not store.list_subscribers(db)
+
+
+def test_pruning_keeps_seed_papers_and_judged_papers(isolated):
+    from datetime import UTC, datetime, timedelta
+
+    invoke("fetch")
+    invoke("subscribers", "add", "hal@example.org", "--topic", "x", "--like", DIFFUSION[0])
+    invoke("feedback", "hal@example.org", DIFFUSION[1], "--not-relevant")
+    db = store.open_db(str(isolated / "newsletter.db"))
+    dropped = store.prune(db, 1, datetime.now(UTC) + timedelta(days=400))
+    kept = {p.id for p in store.get_papers(db, DIFFUSION)}
+    assert dropped["papers"] > 0 and kept == set(DIFFUSION)

@@ -30,8 +30,24 @@ def catalogue() -> dict[str, dict[str, str]]:
 
 def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
           subscribers: Sequence[Subscriber], feed: dict[str, Any] | None = None,
-          until: datetime | None = None) -> SourceResult:
-    """Fetch one named source; a failure comes back as ``SourceResult.error``."""
+          until: datetime | None = None, timeout: float | None = None) -> SourceResult:
+    """Fetch one named source; ``timeout`` (default the fetch_timeout setting) is the total
+    time one request may take; a failure comes back as ``SourceResult.error``. Every
+    paper's text is stripped of control and invisible characters and its links kept only
+    when they are http(s) (see :mod:`newsletter.untrusted`)."""
+    import dataclasses
+
+    from newsletter.untrusted import clean_record
+
+    limit = settings.fetch_timeout if timeout is None else timeout
+    result = _fetch(name, settings, state, since, subscribers, feed, until, limit)
+    papers = tuple(clean_record(p) for p in result.papers)
+    return dataclasses.replace(result, papers=papers) if papers != result.papers else result
+
+
+def _fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
+           subscribers: Sequence[Subscriber], feed: dict[str, Any] | None,
+           until: datetime | None, timeout: float) -> SourceResult:
     try:
         if name == "sample":
             from newsletter.sources import sample
@@ -40,12 +56,12 @@ def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
         if name == "arxiv":
             from newsletter.sources import arxiv
 
-            return arxiv.fetch(settings, subscribers, since, until)
+            return arxiv.fetch(settings, subscribers, since, until, timeout=timeout)
         feed = feed or catalogue().get(name)
         if feed and feed.get("url"):
             from newsletter.sources import feeds
 
-            return feeds.fetch(name, feed, state, settings)
+            return feeds.fetch(name, feed, state, settings, timeout=timeout)
         return SourceResult(name=name, error=f"unknown source {name!r} - see "
                             "\"newsletter sources list\"")
     except Exception as e:  # one bad source must not spoil the run

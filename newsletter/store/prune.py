@@ -47,7 +47,9 @@ def prune(db: Database, retention_days: int, now: datetime) -> dict[str, int]:
         dropped["papers"] = conn.execute(
             "delete from papers where first_seen < ? and id not in ("
             " select j.value from deliveries d, json_each(coalesce(d.paper_ids, '[]')) j"
-            " union select j.value from briefs b, json_each(coalesce(b.paper_ids, '[]')) j)",
+            " union select j.value from briefs b, json_each(coalesce(b.paper_ids, '[]')) j"
+            " union select value from filters where kind = 'like'"  # seed papers
+            " union select paper_id from feedback)",  # what readers judged: the ranking learns
             (cutoff,)).rowcount
     return dropped
 
