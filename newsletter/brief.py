@@ -26,9 +26,9 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from newsletter import untrusted
 from newsletter.errors import NewsletterError
 from newsletter.models import Brief, Paper, Theme
+from newsletter.safety import untrusted
 
 PROMPT_VERSION = 3  # 3: every claim with cites and verbatim quotes; per-paper notes
 MAX_ABSTRACT_CHARS = 1200

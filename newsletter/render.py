@@ -43,8 +43,8 @@ from newsletter.config import REPO_ROOT, Settings
 from newsletter.mail import headers
 from newsletter.mail.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.safety.untrusted import http_url
 from newsletter.text import display_width, fold
-from newsletter.untrusted import http_url
 from newsletter.web.links import feedback_url, page_url
 
 TEMPLATES = REPO_ROOT / "templates"

@@ -12,11 +12,11 @@ from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 from newsletter.config import Settings
-from newsletter.deadline import Watchdog
 from newsletter.errors import ConfigError, SendFailed
 from newsletter.lists.addresses import is_loopback
 from newsletter.mail.headers import envelope_sender, from_domain, to_bytes
 from newsletter.mail.signing import DkimKey, key_from_settings
+from newsletter.safety.deadline import Watchdog
 
 
 def safe_name(name: str) -> str:

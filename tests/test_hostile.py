@@ -23,8 +23,8 @@ from conftest import DATA, ROOT, HTTPServer, SMTPServer, invoke, parts, read_out
 
 from newsletter import store
 from newsletter.config import Settings
+from newsletter.safety.untrusted import clean_text
 from newsletter.sources import feeds
-from newsletter.untrusted import clean_text
 
 HOSTILE = DATA / "hostile"
 INVISIBLE = ("\u202e", "\u202c", "\u2066", "\u2069", "\u200b")

@@ -30,8 +30,8 @@ from newsletter.lists import listio
 from newsletter.lists.addresses import normalize_email
 from newsletter.lists.tokens import confirm_token
 from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS, Subscriber
+from newsletter.safety.untrusted import clean_text
 from newsletter.text import display_width
-from newsletter.untrusted import clean_text
 
 
 def languages() -> list[str]:

@@ -34,10 +34,10 @@ def fetch(name: str, settings: Settings, state: dict[str, Any], since: datetime,
     """Fetch one named source; ``timeout`` (default the fetch_timeout setting) is the total
     time one request may take; a failure comes back as ``SourceResult.error``. Every
     paper's text is stripped of control and invisible characters and its links kept only
-    when they are http(s) (see :mod:`newsletter.untrusted`)."""
+    when they are http(s) (see :mod:`newsletter.safety.untrusted`)."""
     import dataclasses
 
-    from newsletter.untrusted import clean_record
+    from newsletter.safety.untrusted import clean_record
 
     limit = settings.fetch_timeout if timeout is None else timeout
     result = _fetch(name, settings, state, since, subscribers, feed, until, limit)

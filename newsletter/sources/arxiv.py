@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from newsletter.config import Settings
-from newsletter.deadline import Watchdog
 from newsletter.lists.addresses import is_loopback
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
+from newsletter.safety.deadline import Watchdog
 from newsletter.text import untex
 
 AUTHOR_BATCH = 20  # authors per OR query: long queries are answered reliably up to ~25
@@ -112,7 +112,7 @@ _WATCHING = threading.local()  # the Watchdog of the request this thread is maki
 
 def _watched(adapter: Any) -> Any:
     """A requests adapter whose connections register, at each request, with the thread's
-    current :class:`~newsletter.deadline.Watchdog` (the watchdog reads ``conn.sock`` when
+    current :class:`~newsletter.safety.deadline.Watchdog` (the watchdog reads ``conn.sock`` when
     it fires, so a connection opened or re-used later in the request is covered too)."""
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -157,7 +157,7 @@ class Api:
     backoff (urllib3's ``Retry``: 429/5xx and connection errors, honouring
     Retry-After up to a minute), requests paced at least ``delay`` seconds apart, every
     attempt counted. ``timeout`` is a total deadline for one request, retries included
-    (a :class:`~newsletter.deadline.Watchdog`): a server that drips its answer, or stays
+    (a :class:`~newsletter.safety.deadline.Watchdog`): a server that drips its answer, or stays
     silent, fails the request at ``timeout`` and the window is asked again next run."""
 
     RETRIES = 3

@@ -36,8 +36,8 @@ from urllib.parse import unquote, urlsplit
 import feedparser
 
 from newsletter.config import Settings
-from newsletter.deadline import Watchdog
 from newsletter.models import Paper, SourceResult
+from newsletter.safety.deadline import Watchdog
 from newsletter.text import untex
 
 VERSION = "0.1"
