@@ -21,13 +21,14 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from newsletter.errors import NewsletterError
 from newsletter.models import Brief, Paper, Theme
+from newsletter.safety import untrusted
 
 PROMPT_VERSION = 3  # 3: every claim with cites and verbatim quotes; per-paper notes
 MAX_ABSTRACT_CHARS = 1200
@@ -214,6 +215,7 @@ def clean_text(value: Any, limit: int = 800) -> str:
     bounded length."""
     text = str(value if value is not None else "")
     text = _CONTROL.sub(" ", text)
+    text = untrusted.clean_text(text, multiline=False)  # every other format character
     text = _SCRIPT.sub("", text)
     text = _TAG.sub("", text)
     text = _URL.sub("[link removed]", text)
@@ -672,14 +674,37 @@ def brief_from_json(text: str) -> Brief:
 # --- many briefs at once -----------------------------------------------------------------
 
 Job = tuple[Any, Sequence[Paper], str]  # (caller's key, papers, language)
+LATE = "model did not answer in time"
+
+
+class DaemonPool(Executor):
+    """One daemon thread per task: a model call still hanging when the stage's deadline
+    passes is left behind without keeping the process alive (ThreadPoolExecutor's threads
+    are joined at exit)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # handed to the waiting caller
+                future.set_exception(e)
+
+        threading.Thread(target=work, daemon=True, name="brief").start()
+        return future
 
 
 def write_many(jobs: Iterable[Job], pool: Executor, concurrency: int, model: str,
-               api_base: str = "", timeout: float = 60.0,
+               api_base: str = "", timeout: float = 60.0, deadline: float | None = None,
                **options: Any) -> Iterator[tuple[Job, BriefResult]]:
     """Write briefs on ``pool``, at most ``concurrency`` at a time; yield each (job, result)
     on the caller's thread as it completes, so the caller can record it. The budget, if
-    any (``options["budget"]``), is held by reservations inside :func:`write_brief`."""
+    any (``options["budget"]``), is held by reservations inside :func:`write_brief`.
+    At ``deadline`` (a ``time.monotonic()`` value) every job still running or waiting is
+    yielded with the extractive digest, noted "model did not answer in time"."""
     queue = list(jobs)
     running: dict[Future[BriefResult], Job] = {}
     while queue or running:
@@ -687,7 +712,15 @@ def write_many(jobs: Iterable[Job], pool: Executor, concurrency: int, model: str
             job = queue.pop(0)
             running[pool.submit(write_brief, list(job[1]), job[2], model, api_base, timeout,
                                 **options)] = job
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = wait(running, timeout=left, return_when=FIRST_COMPLETED)
+        if not done:  # the stage's deadline passed: the rest get the digest
+            late = list(running.values()) + queue
+            running.clear()
+            queue.clear()
+            for job in late:
+                yield job, BriefResult(extractive(job[1], note=LATE))
+            return
         for fut in done:
             job = running.pop(fut)
             try:

@@ -7,9 +7,13 @@ accepted from the toml file, never stored and never printed.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import date
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -107,6 +111,14 @@ class Settings:
                                 "Days a subscriber added with --confirm has to confirm before "
                                 "being forgotten.")
     unsubscribe_url: str = setting("", "HTTPS base of the one-click unsubscribe endpoint, if any.")
+    fetch_timeout: float = setting(30.0, "Seconds one request to a source may take in all "
+                                   "(connect, headers and body).")
+    fetch_budget: float = setting(600.0, "Seconds the whole fetch stage may take; a source still"
+                                  " running then is reported as failed and the emails go out.")
+    llm_deadline: float = setting(300.0, "Seconds the whole brief stage may take; briefs not "
+                                  "written by then fall back to the extractive digest.")
+    smtp_timeout: float = setting(60.0, "Seconds one message may take over SMTP in all "
+                                  "(connect to end of data).")
     web_url: str = setting("", "Public base URL of 'newsletter serve' (the research radar "
                            "page); empty = the email's filter links stay mailto replies.")
     link_days: int = setting(60, "Days a research radar page link stays valid.")
@@ -160,8 +172,13 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML ({e}) - fix the file or remove it") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
+        raise ConfigError(f"{path} is not valid TOML ({why}) - fix the file or remove "
+                          "it") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror}) - check the path "
+                          "(--config / NEWSLETTER_CONFIG)") from e
     out: dict[str, Any] = {}
     for key, value in data.items():
         setting = BY_NAME.get(key)
@@ -173,15 +190,135 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}: {key} is a secret - set {setting.envvar} in the environment instead"
             )
-        out[key] = ",".join(value) if isinstance(value, list) else value
+        if isinstance(value, list) and key in _LISTS and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if not _toml_type_ok(setting, value):
+            want = {str: "a string", float: "a number", int: "a whole number",
+                    bool: "true or false"}[setting.type]
+            raise ConfigError(f"{path}: {key} must be {want}, not {type(value).__name__} - "
+                              "see README > Configuration")
+        out[key] = value
     return out
 
 
+_LISTS = ("sources", "arxiv_holidays")  # comma-separated settings may be TOML lists
+
+
+def _toml_type_ok(setting: Setting, value: Any) -> bool:
+    if setting.type is bool:
+        return isinstance(value, bool)
+    if setting.type is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if setting.type is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _finite(name: str, value: float, low: float, high: float = math.inf,
+            low_open: bool = False) -> list[str]:
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) \
+        and value <= high
+    if ok:
+        return []
+    bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+    if high != math.inf:
+        bound += f" and at most {high:g}"
+    return [f"{name} = {value!r} is out of range - use a number {bound}"]
+
+
+def _address(name: str, value: str, required: bool) -> list[str]:
+    if not value and not required:
+        return []
+    if any(c in value for c in "\r\n\0"):
+        return [f"{name} contains a line break - give one address such as "
+                "\"AcademicHub <newsletter@example.org>\""]
+    addr = parseaddr(value)[1]
+    local, _, domain = addr.rpartition("@")
+    if not local or not domain or not re.fullmatch(r"[^\s@]+", local) \
+            or not re.fullmatch(r"[^\s@.]+(?:\.[^\s@.]+)*", domain):
+        return [f"{name} = {value!r} is not an email address - use name@domain or "
+                "\"Name <name@domain>\""]
+    return []
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...], secret: bool = False
+         ) -> list[str]:
+    if not value:
+        return []
+    shown = "the value" if secret else repr(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return [f"{name}: {shown} has a bad port - use a number, e.g. host:587"]
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return [f"{name}: {shown} is not a {' or '.join(schemes)} URL - see README > "
+                "Configuration"]
+    return []
+
+
+def validate(settings: Settings) -> Settings:
+    """Check every setting once, when loaded; raise ConfigError listing what is wrong.
+    Secret values are never repeated in the message."""
+    from newsletter.lists.addresses import is_loopback
+
+    s = settings
+    problems: list[str] = []
+    problems += _finite("smtp_rate", s.smtp_rate, 0)
+    problems += _finite("llm_timeout", s.llm_timeout, 0, 3600, low_open=True)
+    problems += _finite("llm_budget_usd", s.llm_budget_usd, 0)
+    problems += _finite("llm_concurrency", s.llm_concurrency, 1, 64)
+    problems += _finite("first_issue_days", s.first_issue_days, 1, 365)
+    problems += _finite("confirm_days", s.confirm_days, 1, 365)
+    problems += _finite("fetch_timeout", s.fetch_timeout, 0, 3600, low_open=True)
+    problems += _finite("fetch_budget", s.fetch_budget, 0, 86400, low_open=True)
+    problems += _finite("llm_deadline", s.llm_deadline, 0, 86400, low_open=True)
+    problems += _finite("smtp_timeout", s.smtp_timeout, 0, 3600, low_open=True)
+    api_host = urlsplit(s.arxiv_api_url).hostname or ""
+    if not is_loopback(api_host):  # only a loopback test server may be asked faster
+        problems += _finite("arxiv_delay", s.arxiv_delay, 3, 3600)
+    else:
+        problems += _finite("arxiv_delay", s.arxiv_delay, 0, 3600)
+    problems += _address("from_addr", s.from_addr, required=True)
+    problems += _address("reply_to", s.reply_to, required=False)
+    for name in ("brand", "contact"):
+        if any(ord(c) < 32 or c == "\x7f" for c in getattr(s, name)):
+            problems.append(f"{name} contains control characters or line breaks - use one "
+                            "line of text")
+    unsubscribe_host = urlsplit(s.unsubscribe_url).hostname or ""  # http only to loopback
+    problems += _url("unsubscribe_url", s.unsubscribe_url,
+                     ("https", "http") if is_loopback(unsubscribe_host) else ("https",))
+    for name in ("arxiv_api_url", "arxiv_rss_url", "llm_api_base"):
+        problems += _url(name, getattr(s, name), ("http", "https"))
+    problems += _url("smtp_url", s.smtp_url, ("smtp", "smtps", "smtp+starttls"), secret=True)
+    problems += _url("imap_url", s.imap_url, ("imap", "imaps"), secret=True)
+    for day in (d.strip() for d in s.arxiv_holidays.split(",") if d.strip()):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            problems.append(f"arxiv_holidays: {day!r} is not a date - use YYYY-MM-DD")
+    for name in s.source_names:
+        if not re.fullmatch(r"[\w.-]{1,64}", name):
+            problems.append(f"sources: {name!r} is not a source name - see \"newsletter "
+                            "sources list\"")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return settings
+
+
 def redact_url(url: str) -> str:
-    """Hide the password part of a URL such as smtp://user:pass@host."""
+    """Hide the password part of a URL such as smtp://user:pass@host; a value that is not
+    a URL with a host (a bare password by mistake) is hidden whole."""
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError:
+        return "***"
+    if not parts.scheme or not parts.hostname:
+        return "***"
     if parts.password is None:
         return url
     netloc = f"{parts.username}:***@{parts.hostname}"

@@ -154,6 +154,9 @@ def compile_query(text: str) -> Node:
     stripped = text.strip()
     if not stripped:
         raise InvalidFilter("empty topic filter - give a word, a \"phrase\" or a query")
+    if len(stripped) > MAX_QUERY_CHARS:
+        raise InvalidFilter(f"topic filter of {len(stripped)} characters is too long - keep "
+                            f"it under {MAX_QUERY_CHARS} (split it into several topics)")
     if not re.search(r'["()]|\b(AND|OR|NOT)\b|\*', stripped):
         words = _WORD.findall(fold(stripped))
         if not words:
@@ -179,9 +182,14 @@ def compile_query(text: str) -> Node:
     return node
 
 
+MAX_QUERY_CHARS = 1000
+MAX_QUERY_DEPTH = 20  # nested parentheses
+
+
 class _Parser:
     def __init__(self, text: str, items: list[tuple[str, str, int]]):
         self.text, self.items, self.i = text, items, 0
+        self.depth = 0
 
     def _peek(self) -> tuple[str, str, int] | None:
         return self.items[self.i] if self.i < len(self.items) else None
@@ -207,11 +215,12 @@ class _Parser:
         return args[0] if len(args) == 1 else Op("AND", tuple(args))
 
     def parse_not(self) -> Node:
-        item = self._peek()
-        if item and item[0] == "word" and item[1] == "NOT":
+        nots = 0  # counted, not recursed: "NOT NOT x" is x, however many there are
+        while (item := self._peek()) and item[0] == "word" and item[1] == "NOT":
             self.i += 1
-            return Op("NOT", (self.parse_not(),))
-        return self.parse_atom()
+            nots += 1
+        atom = self.parse_atom()
+        return Op("NOT", (atom,)) if nots % 2 else atom
 
     def parse_atom(self) -> Node:
         item = self._peek()
@@ -219,8 +228,12 @@ class _Parser:
             raise self._fail("a word is missing")
         kind, value, _ = item
         if kind == "lp":
+            self.depth += 1
+            if self.depth > MAX_QUERY_DEPTH:
+                raise self._fail(f"more than {MAX_QUERY_DEPTH} nested parentheses")
             self.i += 1
             node = self.parse_or()
+            self.depth -= 1
             if not (close := self._peek()) or close[0] != "rp":
                 raise self._fail("missing ')'")
             self.i += 1

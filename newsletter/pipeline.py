@@ -5,6 +5,7 @@ The only module that imports every stage. Plain functions taking their inputs as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -13,17 +14,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlite_utils import Database
 
 from newsletter import brief as brief_mod
-from newsletter import headers, match, render, send, sources, store
+from newsletter import match, render, send, sources, store
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
-from newsletter.models import Brief, Issue, Match, Paper, Subscriber
+from newsletter.mail import headers
+from newsletter.models import Brief, Issue, Match, Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
 from newsletter.ops.report import FetchLine, RunLine, RunReport
 
@@ -73,9 +74,11 @@ def fetch(db: Database, settings: Settings, now: datetime,
     """Fetch every source into the store. ``once_per_cycle`` (the hourly run) skips a
     source already fetched since arXiv's last announcement: later runs reuse the store."""
     lines = []
+    budget_end = time.monotonic() + settings.fetch_budget
     for name in source_names(db, settings):
         state = store.source_state(db, name)
-        plan_key = sources.arxiv_plan_key(_active(db)) if name == "arxiv" else None
+        planned = sources.arxiv_plan(_active(db)) if name == "arxiv" else None
+        plan_key = sources.plan_key(planned) if planned is not None else None
         if once_per_cycle:
             announced = fetched_this_cycle(state, now, settings, plan_key)
             if announced is not None:
@@ -90,7 +93,7 @@ def fetch(db: Database, settings: Settings, now: datetime,
         since = (datetime.fromisoformat(last) if last
                  else now - timedelta(days=settings.first_issue_days))
         feed = state if state.get("kind") == "feed" else None
-        result = sources.fetch(name, settings, state, since, _active(db), feed, until=now)
+        result = _fetch_within(budget_end, settings, name, state, since, planned, feed, now)
         new, updated = store.upsert_papers(db, result.papers, now)
         extra = dict(result.state)
         note = result.note or extra.pop("warning", None)
@@ -117,6 +120,35 @@ def fetch(db: Database, settings: Settings, now: datetime,
                                result.not_modified, result.partial, note,
                                seconds=round(time.monotonic() - started, 3)))
     return lines
+
+
+def _fetch_within(budget_end: float, settings: Settings, name: str, state: dict[str, Any],
+                  since: datetime, planned: sources.ArxivPlan | None,
+                  feed: dict[str, Any] | None, now: datetime) -> SourceResult:
+    """One source, fetched on a daemon thread so that the run's fetch budget holds whatever
+    the source does: a source still running when the budget is spent is reported failed
+    (its thread is abandoned; sources never touch the database)."""
+    left = budget_end - time.monotonic()
+    if left <= 0:
+        return SourceResult(name=name, error=f"not fetched: the fetch budget of "
+                            f"{settings.fetch_budget:g} s was used up (NEWSLETTER_FETCH_BUDGET)")
+    box: list[SourceResult] = []
+    worker = threading.Thread(
+        target=lambda: box.append(sources.fetch(name, settings, state, since, (), feed,
+                                                until=now, planned=planned,
+                                                timeout=min(settings.fetch_timeout, left))),
+        name=f"fetch-{name}", daemon=True)
+    worker.start()
+    worker.join(left)
+    if box and box[0].error and left < settings.fetch_timeout:  # the budget cut it short
+        return dataclasses.replace(box[0], error=f"{box[0].error}; the fetch budget of "
+                                   f"{settings.fetch_budget:g} s was used up "
+                                   "(NEWSLETTER_FETCH_BUDGET)")
+    if box:
+        return box[0]
+    return SourceResult(name=name, requests=1, error=f"gave up after {left:.3g} s: the fetch "
+                        f"budget of {settings.fetch_budget:g} s was used up "
+                        "(NEWSLETTER_FETCH_BUDGET)")
 
 
 # --- match -------------------------------------------------------------------------------
@@ -248,11 +280,16 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                                                   microsecond=0)) if cap else 0.0
     budget = brief_mod.Budget(cap, spent)
     workers = max(1, settings.llm_concurrency)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    deadline = time.monotonic() + settings.llm_deadline
+    with brief_mod.DaemonPool() as pool:
         for (k, _, lang), result in brief_mod.write_many(
-                todo, pool, workers, model, settings.llm_api_base, settings.llm_timeout,
+                todo, pool, workers, model, settings.llm_api_base,
+                min(settings.llm_timeout, settings.llm_deadline), deadline=deadline,
                 max_tokens=settings.llm_max_tokens, budget=budget,
                 price_per_call=settings.llm_price_per_call_usd):
+            if result.brief.note == brief_mod.LATE:  # no call to record: it is still out
+                out[k] = result.brief
+                continue
             _record(db, brief_mod.cache_key(k[0], lang, model), lang, model, k[0], result,
                     report, now)
             if result.operator_error:
@@ -288,6 +325,9 @@ def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
             store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
                                      settings.llm_model, lang, b.note, now)
     for note, n in notes.items():
+        if note == brief_mod.LATE:
+            note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
+                    "briefs)")
         if note == brief_mod.BUDGET_REACHED:
             note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
                     f"(${budget.spent:.4f} spent today)")
@@ -315,11 +355,13 @@ def explain(db: Database, email: str, settings: Settings, now: datetime
     sub = store.get_subscriber(db, email)
     since = window_start(db, sub, settings, now)
     rejected: list[tuple[Paper, str]] = []
-    picked, more = select(sub, build_index(db, since), store.delivered_paper_ids(db, email),
-                          since, rejected, store.labelled_papers(db, sub.email, sub.likes))
+    delivered = store.delivered_paper_ids(db, email)
+    picked, more = select(sub, build_index(db, since), delivered, since, rejected,
+                          store.labelled_papers(db, sub.email, sub.likes))
     issue = Issue(subscriber=sub, issue_date=issue_date_for(sub, now), matches=tuple(picked),
                   more=tuple(more))
-    return issue, rejected
+    shown = set(issue.paper_ids) | delivered  # in the issue through another filter, or sent
+    return issue, [(p, why) for p, why in rejected if p.id not in shown]
 
 
 def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -> Issue:
@@ -331,8 +373,14 @@ def with_brief(issue: Issue, briefs: dict[tuple[tuple[str, ...], str], Brief]) -
 
 
 def preview(db: Database, email: str, settings: Settings, now: datetime) -> tuple[Issue, Any]:
+    """The issue of ``now``'s day: the one a run already planned or sent for that day (same
+    papers, same order), else the one a run would plan now."""
     sub = store.get_subscriber(db, email)
-    issue = plan_issue(db, sub, settings, now)
+    recorded = store.get_delivery(db, email, issue_date_for(sub, now))
+    if recorded is not None:
+        issue = resume_issue(db, sub, recorded)
+    else:
+        issue = plan_issue(db, sub, settings, now)
     report = RunReport()
     briefs = write_briefs(db, [(tuple(m.paper for m in issue.matches), sub.language)]
                           if issue.matches else [], settings, now, report)
@@ -428,10 +476,12 @@ class _Renderer:
 
 
 def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
-         now: datetime, send_all: bool, only: str | None, dry_run: bool, report: RunReport,
+         now: datetime, send_all: bool, dry_run: bool, report: RunReport,
          index: Callable[[], match.Index]) -> list[tuple[int, Issue, dict[str, Any] | None]]:
     """The batch's issues: (subscriber id, issue, the unfinished delivery it resumes)."""
-    history = store.histories(db, [sid for sid, _ in batch])
+    ids = [sid for sid, _ in batch]
+    history = store.histories(db, ids)
+    told = store.with_feedback(db, ids)
     out: list[tuple[int, Issue, dict[str, Any] | None]] = []
     for sid, sub in batch:
         h = history[sid]
@@ -439,13 +489,15 @@ def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
             out.append((sid, resume_issue(db, sub, h.unfinished), h.unfinished))
             continue
         ok, why = schedule.due(sub, now, h.last_issue_date)
-        if not ok and (send_all or only) and why != "already sent today":
-            ok = True
+        if not ok and send_all and why != "already sent today":
+            ok = True  # --only picks the subscriber; only --all overrides the schedule
         if not ok:
             report.add(RunLine(sub.email, "skipped", 0, why))
             continue
         since = h.last_sent_at or now - timedelta(days=settings.first_issue_days)
-        picked, more = select(sub, index(), set(h.delivered), since)
+        labels = (store.labelled_papers(db, sub.email, sub.likes)
+                  if sub.likes or sid in told else ([], []))
+        picked, more = select(sub, index(), set(h.delivered), since, labels=labels)
         out.append((sid, Issue(subscriber=sub, issue_date=issue_date_for(sub, now),
                                matches=tuple(picked), more=tuple(more)), None))
     report.due += len(out)
@@ -557,7 +609,7 @@ def _dry_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Sett
                index: Callable[[], match.Index], renderer: _Renderer,
                sent: Callable[[RunLine], None] | None, with_briefs: bool,
                tell_planned: Callable[[], None]) -> None:
-    due = _due(db, batch, settings, now, send_all, only, True, report, index)
+    due = _due(db, batch, settings, now, send_all, True, report, index)
     issues = [i for _, i, _ in due if i.matches or settings.send_empty]
     for _, i, _ in due:
         if not (i.matches or settings.send_empty):
@@ -580,7 +632,7 @@ def _plan_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Set
                 ) -> list[tuple[Issue, dict[str, Any]]]:
     """Plan the batch's issues, write their briefs and record their pending deliveries
     (one transaction); returns (issue, delivery row) for those to send."""
-    due = _due(db, batch, settings, now, send_all, only, False, report, index)
+    due = _due(db, batch, settings, now, send_all, False, report, index)
     keep: list[tuple[int, Issue, dict[str, Any] | None]] = []
     for sid, issue, row in due:
         if not issue.matches and not settings.send_empty and row is None:

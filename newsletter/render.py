@@ -39,12 +39,13 @@ from urllib.parse import quote
 import jinja2
 import markupsafe
 
-from newsletter import headers
 from newsletter.config import REPO_ROOT, Settings
-from newsletter.headers import unsubscribe_links
+from newsletter.mail import headers
+from newsletter.mail.headers import unsubscribe_links
 from newsletter.models import Brief, Issue, Match, Rendered
+from newsletter.safety.untrusted import http_url
 from newsletter.text import display_width, fold
-from newsletter.web.links import page_url
+from newsletter.web.links import feedback_url, page_url
 
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
@@ -212,13 +213,13 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
         if a[1]:
             shown.append(a)
     abstract, truncated = shorten(p.abstract, abstract_chars)
-    links = []
-    if p.pdf_url:
-        links.append((t["link_pdf"], p.pdf_url))
+    links = []  # only http(s) links ever render, whatever the database holds
+    if http_url(p.pdf_url):
+        links.append((t["link_pdf"], http_url(p.pdf_url)))
     if p.doi:
-        links.append((t["link_doi"], f"https://doi.org/{p.doi}"))
-    if p.code_url:
-        links.append((t["link_code"], p.code_url))
+        links.append((t["link_doi"], f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
+    if http_url(p.code_url):
+        links.append((t["link_code"], http_url(p.code_url)))
     sep = t["list_sep_authors"]
     return {
         "n": f"{n:02d}",
@@ -226,7 +227,7 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
         "badge": p.badge,
         "date": format_date(p.published.date(), t),
         "title": p.title,
-        "url": p.url,
+        "url": http_url(p.url) or "",
         "authors": shown,
         "more_authors": len(authors) - len(shown),
         "author_line": sep.join(p.authors[:MAX_AUTHORS])
@@ -322,6 +323,11 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
     papers = [paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
               for n, m in enumerate(issue.matches, 1)]
+    for card, m in zip(papers, issue.matches, strict=True):
+        # with a web URL, each card carries signed one-click "relevant / not relevant" links
+        card["feedback"] = [(t[f"feedback_{v}"], url) for v in ("relevant", "not_relevant")
+                            if (url := feedback_url(settings, sub.email, sub.link_generation,
+                                                    issued, m.paper.id, v))]
     more = [paper_context(n, m, 0, t) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \

@@ -18,9 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
-from newsletter.headers import envelope_sender, from_domain, to_bytes
 from newsletter.lists.addresses import is_loopback
-from newsletter.signing import DkimKey, key_from_settings
+from newsletter.mail.headers import envelope_sender, from_domain, to_bytes
+from newsletter.mail.signing import DkimKey, key_from_settings
+from newsletter.safety.deadline import Watchdog
 
 
 def safe_name(name: str) -> str:
@@ -53,12 +54,14 @@ class Outbox:
 
 
 class Pacer:
-    """At most ``rate`` messages per second, shared by every connection that holds it."""
+    """What a run's connections share: at most ``rate`` messages per second over all of
+    them, and a timeout met by any one (then the others stop trying too)."""
 
     def __init__(self, rate: float = 0.0):
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
+        self.timed_out = ""
 
     def wait(self) -> None:
         if not self.interval:
@@ -75,10 +78,15 @@ class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it, and
     after ``per_connection`` messages when that is set (a provider's per-session limit)."""
 
-    def __init__(self, url: str, password: str = "", timeout: float = 30.0, rate: float = 0.0,
+    def __init__(self, url: str, password: str = "", timeout: float = 60.0, rate: float = 0.0,
                  dkim: DkimKey | None = None, pacer: Pacer | None = None,
                  per_connection: int = 0):
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError("NEWSLETTER_SMTP_URL has a port that is not a number - e.g. "
+                              "smtp+starttls://user@host:587") from None
         if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
             raise ConfigError(
                 "NEWSLETTER_SMTP_URL must look like smtp+starttls://user@host:587, "
@@ -104,20 +112,24 @@ class SMTPSender:
         self.dkim = dkim
         self.conn: smtplib.SMTP | None = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, dog: Watchdog) -> smtplib.SMTP:
         try:
             conn: smtplib.SMTP
             if self.scheme == "smtps":
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                conn = smtplib.SMTP_SSL(timeout=self.timeout,
                                         context=ssl.create_default_context())
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-                if self.scheme == "smtp+starttls":
-                    conn.starttls(context=ssl.create_default_context())
+                conn = smtplib.SMTP(timeout=self.timeout)
+            dog.add(conn)  # its socket, once connect() made it: the greeting is read inside
+            conn.connect(self.host, self.port)
+            if self.scheme == "smtp+starttls":
+                conn.starttls(context=ssl.create_default_context())
             if self.user:
                 conn.login(self.user, self.password)
             return conn
         except (OSError, smtplib.SMTPException) as e:
+            if dog.expired:
+                raise
             permanent = isinstance(e, smtplib.SMTPAuthenticationError)
             raise SendFailed(f"cannot reach SMTP server {self.host}:{self.port} ({e}) - "
                              "check NEWSLETTER_SMTP_URL", temporary=not permanent) from e
@@ -145,28 +157,54 @@ class SMTPSender:
         except (OSError, smtplib.SMTPException):
             self.conn = None
 
-    def _hand_over(self, raw: bytes, email: str, mail_from: str) -> None:
-        """One attempt, on the current connection (opened or renewed as needed)."""
-        if self.per_connection and self._on_this_connection >= self.per_connection:
-            self._quit()
-        if self.conn is None:
-            self.conn = self._connect()
-        self.pacer.wait()
-        self._on_this_connection += 1
-        self.conn.sendmail(mail_from, [email], raw)
-
     def send(self, msg: EmailMessage | bytes, email: str, issue_date: str, html: str,
              retries: int = 2, backoff: float = 0.5) -> str:
         """Send one message. A dropped connection is reopened; a 4xx answer is retried with
         backoff and then reported as temporary; a 5xx answer is a permanent failure."""
-        raw, mail_from = to_bytes(msg, self.dkim), envelope_sender(msg)
-        for attempt in range(retries + 1):
+        raw = to_bytes(msg, self.dkim)
+        if self.pacer.timed_out:  # after one timeout the rest of the run's messages wait
+            raise SendFailed(f"not tried: the SMTP server timed out earlier in this run "
+                             f"({self.pacer.timed_out})", temporary=True)
+        with Watchdog(self.timeout) as dog:
             try:
-                self._hand_over(raw, email, mail_from)
+                return self._send(msg, raw, email, retries, backoff, dog)
+            except (OSError, smtplib.SMTPException, SendFailed) as e:
+                if not dog.expired:
+                    raise
+                self.conn = None
+                self.pacer.timed_out = (f"no answer within {self.timeout:g} s from "
+                                        f"{self.host}:{self.port}")
+                raise SendFailed(f"SMTP timed out: {self.pacer.timed_out} "
+                                 "(NEWSLETTER_SMTP_TIMEOUT)",
+                                 temporary=True) from e
+
+    def _ready(self, dog: Watchdog) -> smtplib.SMTP:
+        """The connection for the next message: a new one after ``per_connection``
+        messages (a provider's per-session limit) or when the last one dropped."""
+        if self.conn is not None and self.per_connection and \
+                self._on_this_connection >= self.per_connection:
+            dog.add(self.conn)
+            self._quit()
+        if self.conn is None:
+            self.conn = self._connect(dog)
+            self._on_this_connection = 0
+        dog.add(self.conn)
+        if dog.expired:  # a reply cut short by the watchdog can parse as a good one
+            raise TimeoutError("deadline passed")
+        return self.conn
+
+    def _send(self, msg: EmailMessage | bytes, raw: bytes, email: str, retries: int,
+              backoff: float, dog: Watchdog) -> str:
+        for attempt in range(retries + 1):
+            conn = self._ready(dog)
+            self.pacer.wait()
+            self._on_this_connection += 1
+            try:
+                conn.sendmail(envelope_sender(msg), [email], raw)
                 return self.where
             except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as e:
                 self.conn = None  # dropped: reconnect and try again
-                if attempt == retries:
+                if attempt == retries or dog.expired:
                     raise SendFailed(f"SMTP server hung up ({e or 'connection closed'})",
                                      temporary=True) from e
             except smtplib.SMTPRecipientsRefused as e:
@@ -211,11 +249,13 @@ def refuse_unready(settings: Settings) -> None:
 
 
 def sender(smtp_url: str, smtp_password: str, outbox: str, rate: float = 0.0,
-           dkim: DkimKey | None = None, pacer: Pacer | None = None,
+           dkim: DkimKey | None = None, timeout: float = 60.0, pacer: Pacer | None = None,
            per_connection: int = 0) -> Outbox | SMTPSender:
-    return (SMTPSender(smtp_url, smtp_password, rate=rate, dkim=dkim, pacer=pacer,
-                       per_connection=per_connection) if smtp_url
-            else Outbox(outbox, dkim=dkim))
+    """SMTP when a URL is set (``timeout``: total seconds for one message; connections that
+    share ``pacer`` share its rate), else the outbox folder."""
+    return (SMTPSender(smtp_url, smtp_password, timeout=timeout, rate=rate, dkim=dkim,
+                       pacer=pacer, per_connection=per_connection)
+            if smtp_url else Outbox(outbox, dkim=dkim))
 
 
 def transport_for(settings: Settings, pacer: Pacer | None = None) -> Outbox | SMTPSender:
@@ -223,8 +263,8 @@ def transport_for(settings: Settings, pacer: Pacer | None = None) -> Outbox | SM
     that share ``pacer`` share the rate limit. (Callers that send for real call
     refuse_unready first.)"""
     return sender(settings.smtp_url, settings.smtp_password, settings.outbox,
-                  settings.smtp_rate, key_from_settings(settings), pacer,
-                  settings.smtp_per_connection)
+                  settings.smtp_rate, key_from_settings(settings), settings.smtp_timeout,
+                  pacer, settings.smtp_per_connection)
 
 
 # --- several connections at once -----------------------------------------------------------

@@ -29,7 +29,8 @@ HANDLES_DB = ("pipeline.py", "lists/roster.py", "ops/demo.py", "lists/mailbox.py
               "lists/listio.py", "ops/source_admin.py")
 # The network modules: only these may import what opens a socket (or runs git, which does).
 NETWORK = ("sources/arxiv.py", "sources/doi.py", "sources/feeds.py", "send.py",
-           "lists/mailbox.py", "brief.py", "ops/statesync.py", "ops/doctor.py", "web/")
+           "lists/mailbox.py", "brief.py", "ops/statesync.py", "ops/doctor.py", "web/",
+           "safety/deadline.py")
 OPENS_SOCKETS = {"socket", "ssl", "smtplib", "imaplib", "poplib", "ftplib", "http.client",
                  "http.server", "socketserver", "urllib.request", "requests", "urllib3",
                  "httpx", "aiohttp", "uvicorn", "litellm", "arxiv", "feedparser",

@@ -80,10 +80,9 @@ def test_run_json_success_and_dry_run(isolated):
     assert {d["reason"] for d in again["deliveries"]} == {"already sent today"}
 
 
-def test_run_json_failures_keep_exit_code_1_and_stdout_one_document(
-        isolated, smtp_server, http_server, monkeypatch):
-    http_server.serve("/broken", (DATA / "feeds" / "not-a-feed.html").read_bytes(),
-                      content_type="text/html")
+def a_broken_source_and_two_refused_addresses(smtp_server, http_server, monkeypatch):
+    """The source "broken" (served at /broken) next to the sample; three subscribers, of
+    whom the SMTP stand-in refuses ada for good (550) and bob for now (452)."""
     invoke("sources", "add", "broken", http_server.base + "/broken")
     monkeypatch.setenv("NEWSLETTER_SOURCES", "sample,broken")
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_server.url)
@@ -91,6 +90,13 @@ def test_run_json_failures_keep_exit_code_1_and_stdout_one_document(
     smtp_server.reject["bob@example.org"] = "452 4.2.2 mailbox full"
     for who in ("ada@example.org", "bob@example.org", "cy@example.org"):
         invoke("subscribers", "add", who, "--author", "Taiming Lu")
+
+
+def test_run_json_failures_keep_exit_code_1_and_stdout_one_document(
+        isolated, smtp_server, http_server, monkeypatch):
+    http_server.serve("/broken", (DATA / "feeds" / "not-a-feed.html").read_bytes(),
+                      content_type="text/html")
+    a_broken_source_and_two_refused_addresses(smtp_server, http_server, monkeypatch)
     result = invoke("run", "--all", "--json", ok=False)
     assert result.exit_code == 1
     doc = check(cli, ["run"], result.stdout)
@@ -135,7 +141,8 @@ def test_sources_check_json_on_success_and_failure(isolated, http_server):
 
 def test_import_json_reports_every_row_and_keeps_the_exit_code(isolated, tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("email,name\nada@example.org,Ada\nnot-an-address,X\n", encoding="utf-8")
+    bad.write_text("email,name,topics\nada@example.org,Ada,rag\nnot-an-address,X,rag\n",
+                   encoding="utf-8")
     result = invoke("subscribers", "import", str(bad), "--json", ok=False)
     assert result.exit_code == 1
     doc = check(cli, ["subscribers", "import"], result.stdout)
@@ -178,13 +185,7 @@ def test_listing_commands_after_a_run(isolated):
 
 def test_actions_summary_and_annotations(isolated, smtp_server, http_server, monkeypatch):
     http_server.serve("/broken", "<html>Sign in</html>", content_type="text/html")
-    invoke("sources", "add", "broken", http_server.base + "/broken")
-    monkeypatch.setenv("NEWSLETTER_SOURCES", "sample,broken")
-    monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_server.url)
-    smtp_server.reject["ada@example.org"] = "550 5.1.1 no such user"
-    smtp_server.reject["bob@example.org"] = "452 4.2.2 mailbox full"
-    for who in ("ada@example.org", "bob@example.org", "cy@example.org"):
-        invoke("subscribers", "add", who, "--author", "Taiming Lu")
+    a_broken_source_and_two_refused_addresses(smtp_server, http_server, monkeypatch)
     summary = Path(isolated / "step-summary.md")
     summary.write_text("## an earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")

@@ -224,7 +224,8 @@ def test_import_is_one_transaction(isolated, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store_subs, "insert_event", fail_on_third)
-    path = write(tmp_path, "a.csv", "email\na@example.org\nb@example.org\nc@example.org\n")
+    path = write(tmp_path, "a.csv", "email,topics\na@example.org,x\nb@example.org,x\n"
+                 "c@example.org,x\n")
     with pytest.raises(RuntimeError, match="disk on fire"):
         roster.import_file(db(isolated), path)
     assert store.list_subscribers(db(isolated)) == []
@@ -295,7 +296,8 @@ def populate(monkeypatch):
            "--category", "q-bio.*", "--exclude", "author:Bad Actor", "--exclude", "survey")
     invoke("subscribers", "add", "o@example.org", "--name", 'O\'Brien, "Pat"',
            "--frequency", "weekly", "--weekday", "thu", "--topic", "RAG, retrieval")
-    invoke("subscribers", "add", "p@example.org", "--frequency", "weekdays")
+    invoke("subscribers", "add", "p@example.org", "--frequency", "weekdays", "--category",
+           "cs.CL")
     invoke("subscribers", "pause", "p@example.org")
     monkeypatch.setenv("NEWSLETTER_SECRET", "s")
     invoke("subscribers", "add", "c@example.org", "--topic", "x", "--confirm")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from conftest import chat_completion, invoke
 
-from newsletter import signing
 from newsletter.config import Settings
+from newsletter.mail import signing
 
 DOMAIN = "academichub.org"  # never looked up outside: the DNS server is on loopback
 SELECTOR = "mail2026"

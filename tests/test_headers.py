@@ -13,11 +13,12 @@ import pytest
 from conftest import invoke, read_outbox
 from test_render import make_issue
 
-from newsletter import headers, render, signing
+from newsletter import render
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.lists import roster
 from newsletter.lists.tokens import confirm_token, unsubscribe_token
+from newsletter.mail import headers, signing
 from newsletter.models import Subscriber
 
 NOW = datetime(2026, 11, 22, 7, tzinfo=UTC)

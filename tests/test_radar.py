@@ -268,7 +268,19 @@ def test_link_needs_a_web_url(radar: Path, monkeypatch: pytest.MonkeyPatch) -> N
                              "'newsletter serve' first (see README > The research radar)\n")
 
 
-def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable) -> None:
+def serve_arxiv_lookup(http_server: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arXiv API on loopback, answering the saved real response for 1706.03762; DOIs
+    are not found (Crossref and OpenAlex answer 404)."""
+    http_server.serve("/api/query", (DATA / "lookup" / "arxiv-id.atom").read_bytes())
+    monkeypatch.setenv("NEWSLETTER_ARXIV_API_URL", http_server.base + "/api/query")
+    monkeypatch.setenv("NEWSLETTER_ARXIV_DELAY", "0")
+    monkeypatch.setenv("NEWSLETTER_CROSSREF_URL", http_server.base + "/nothing")
+    monkeypatch.setenv("NEWSLETTER_OPENALEX_URL", http_server.base + "/nothing")
+
+
+def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable,
+                                        http_server: HTTPServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's steps in Debian's chromium, JavaScript off; screenshots at 375 and
     1280 px, light and dark, both languages; axe-core; then the database."""
     import json
@@ -279,6 +291,7 @@ def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable) -
     chromium = require_chromium()
     require((ROOT / "node_modules" / "axe-core").exists(),
             "needs npm package axe-core: run 'npm ci' (make test does)")
+    serve_arxiv_lookup(http_server, monkeypatch)
     server = serve_endpoint()
     shots = ROOT / "tests" / "artifacts"
     shots.mkdir(parents=True, exist_ok=True)
@@ -301,6 +314,9 @@ def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable) -
         assert Path(view["shot"]).stat().st_size > 20_000
     s = facts["steps"]
     assert s["opened"] == "Explore the frontier of research worldwide"
+    assert s["citeHash"] == s["citeHref"] and s["citeCard"] == 1 and s["citeInView"]
+    assert any("Attention Is All You Need" in c for c in s["seedChips"])
+    assert s["seedChipsAfterRemove"] == 0
     assert not any("stat.*" in c for c in s["chipsAfterRemove"])
     assert "missing ')' at position 11" in s["addError"] and s["addErrorMark"] == 1
     assert any("Topic: diffusion models" in c for c in s["chipsAfterAdd"])
@@ -315,10 +331,12 @@ def test_in_chromium_without_javascript(radar: Path, serve_endpoint: Callable) -
     assert set(s["archiveBadges"]) == {"arXiv cs.CL"}
     assert "已退订" in s["afterUnsubscribe"]
     web = [(e, d) for e, o, d in events(radar) if o == "web"]
-    assert web == [("edited", "removed category: stat.*"),
-                   ("edited", "added topic: diffusion models"),
-                   ("feedback", f"not relevant: {s['markedPaper']}"),
-                   ("unsubscribed", "")]
+    assert [e for e, _ in web[:2]] == ["edited", "edited"]  # the seed added, removed
+    assert all("1706.03762" in d for _, d in web[:2])
+    assert web[2:] == [("edited", "removed category: stat.*"),
+                       ("edited", "added topic: diffusion models"),
+                       ("feedback", f"not relevant: {s['markedPaper']}"),
+                       ("unsubscribed", "")]
     conn = db(radar)
     assert [tuple(r) for r in conn.execute("select verdict, origin from feedback")] == [
         ("not_relevant", "web")]
@@ -351,3 +369,195 @@ def test_state_merge_keeps_web_feedback_and_revocations(radar: Path, tmp_path: P
     assert again["feedback"] == 0
     store.merge_state(a, b)  # and the other way round changes nothing back
     assert store.link_generation(a, ADA) == 1
+
+
+def test_the_extractive_brief_lists_the_papers_it_does_not_quote(radar: Path) -> None:
+    """A field with more papers than the digest quotes lists the rest as citation runs."""
+    from newsletter import brief as brief_mod
+    from newsletter.render import strings
+    from newsletter.web.radar import _brief_context
+
+    conn = store.open_db(radar / "newsletter.db")
+    papers = store.get_papers(conn, store.sent_issues(conn, ADA)[0]["paper_ids"])[:12]
+    view = _brief_context(brief_mod.extractive(papers), strings("en"), len(papers))
+    assert view is not None and view["kind"] == "extractive"
+    rests = [theme["rest"] for theme in view["themes"] if theme["rest"]]
+    # each run of citations is its ends as (number, card anchor): [02]–[05] links both
+    assert rests and all(anchor == f"p{n}" and re.fullmatch(r"\d\d", n)
+                         for rest in rests for ends in rest for n, anchor in ends), rests
+
+
+def test_a_model_brief_shows_its_themes_and_connections() -> None:
+    from newsletter.models import Brief, Theme
+    from newsletter.render import strings
+    from newsletter.web.radar import _brief_context
+
+    brief = Brief(kind="llm", headline="Small models, big questions",
+                  themes=(Theme("Pruning", "Pruned models beat scratch ones.", (1, 2)),),
+                  connections=(Theme("", "Both ask what a parent model transfers.", (1, 3)),),
+                  per_paper=("a", "b", "c"), model="openai/gpt-4o-mini")
+    view = _brief_context(brief, strings("en"), 3)
+    assert view is not None
+    assert view["themes"] == [{"title": "Pruning", "text": "Pruned models beat scratch ones.",
+                               "cites": [("01", "p01", ""), ("02", "p02", "")]}]
+    assert [(c["text"], c["cites"]) for c in view["connections"]] == [
+        ("Both ask what a parent model transfers.", [("01", "p01", ""), ("03", "p03", "")])]
+    assert "openai/gpt-4o-mini" in view["note"]
+
+
+# --- issue 18: feedback links in the email, seed papers and the ranking on the page ------
+
+
+def feedback_rows(path: Path) -> list[tuple[str, str, str, str]]:
+    return [(r["email"], r["paper_id"], r["verdict"], r["origin"]) for r in db(path).execute(
+        "select s.email, f.paper_id, f.verdict, f.origin from feedback f join subscribers s"
+        " on s.id = f.subscriber_id order by f.id")]
+
+
+def email_feedback_links(path: Path, email: str = ADA) -> tuple[list[str], list[str]]:
+    """The feedback links in EMAIL's latest outbox message: (HTML part, plain-text part)."""
+    sent = sorted((path / "outbox").glob(f"*{email}*.eml"))[-1]
+    msg = message_from_bytes(sent.read_bytes(), policy=policy.default)
+    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    pattern = r"https://radar\.example\.org/feedback\?[^\s\"<>]+"
+    return ([u.replace("&amp;", "&") for u in re.findall(pattern, html)],
+            re.findall(pattern, text))
+
+
+def test_feedback_from_the_email_link(radar: Path, serve_endpoint: Callable,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    html_links, text_links = email_feedback_links(radar)
+    # each paper in full carries "relevant" and "not relevant", in both parts
+    assert len(html_links) == 6 and html_links == text_links
+    first = {k: v[0] for k, v in parse_qs(urlsplit(html_links[0]).query).items()}
+    second = {k: v[0] for k, v in parse_qs(urlsplit(html_links[1]).query).items()}
+    assert (first["v"], second["v"]) == ("relevant", "not_relevant")
+    assert first["paper"] == second["paper"] and first["email"] == ADA
+    server = serve_endpoint()
+    url = local(html_links[1], server.base)
+    title = store.get_paper(store.open_db(radar / "newsletter.db"), first["paper"]).title
+    with httpx.Client() as client:
+        # a GET only asks (mail scanners follow links): nothing recorded yet
+        page = client.get(url)
+        assert page.status_code == 200 and "Mark &#34;" in page.text
+        assert "not relevant to you" in page.text and ADA in page.text
+        assert title.replace("'", "&#39;")[:30] in page.text
+        assert feedback_rows(radar) == []
+        action, fields = Forms(page.text).by_label("Yes, save it")
+        assert client.post(server.base + action, data={}).status_code == 403  # no CSRF
+        assert feedback_rows(radar) == []
+        done = client.post(server.base + action, data=fields)
+        assert done.status_code == 200 and "your feedback is saved" in done.text
+    assert feedback_rows(radar) == [(ADA, first["paper"], "not_relevant", "mail")]
+    assert ("feedback", "mail", f"not relevant: {first['paper']}") in events(radar)
+    # bob's links are in Chinese, and so is his confirmation page
+    bob_links, _ = email_feedback_links(radar, "bob@example.org")
+    zh = httpx.get(local(bob_links[0], server.base))
+    assert zh.status_code == 200 and '<html lang="zh-Hans">' in zh.text and "确定保存" in zh.text
+
+
+def test_feedback_links_cannot_be_forwarded_tampered_or_reused_late(
+        radar: Path, serve_endpoint: Callable, monkeypatch: pytest.MonkeyPatch) -> None:
+    links, _ = email_feedback_links(radar)
+    server = serve_endpoint()
+    url = local(links[0], server.base)
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    other_paper = {k: v[0] for k, v in parse_qs(urlsplit(links[2]).query).items()}["paper"]
+    with httpx.Client() as client:
+        action, fields = Forms(client.get(url).text).by_label("Yes, save it")
+        tampered = [
+            url.replace(urlencode({"email": ADA}), urlencode({"email": "bob@example.org"})),
+            url.replace(urlencode({"paper": q["paper"]}), urlencode({"paper": other_paper})),
+            url.replace("v=relevant", "v=not_relevant"),
+            url.replace(f"exp={q['exp']}", f"exp={int(q['exp']) + 999}"),
+            url.replace(f"token={q['token']}", "token=" + "0" * 32),
+        ]
+        for bad in tampered:
+            assert bad != url
+            assert client.get(bad).status_code == 403, bad
+            posted = client.post(bad, data=fields)
+            assert posted.status_code == 403 and "not valid" in posted.text
+        assert client.get(server.base + "/feedback?email=x").status_code == 400
+        assert feedback_rows(radar) == []
+        # forwarded to bob, the link still acts only for ADA: bob gets nothing recorded
+    with httpx.Client() as bob:
+        page = bob.get(url)
+        assert ADA in page.text
+        action, fields = Forms(page.text).by_label("Yes, save it")
+        assert bob.post(server.base + action, data=fields).status_code == 200
+    assert feedback_rows(radar) == [(ADA, q["paper"], "relevant", "mail")]
+    # revoked: after `subscribers link --revoke` the email's links stop working
+    page_link(ADA, "--revoke")
+    assert httpx.get(local(links[3], server.base)).status_code == 403
+    # expired: the server's clock a year later
+    monkeypatch.setenv("NEWSLETTER_NOW", "2027-11-22T09:00:00+00:00")
+    later = serve_endpoint()
+    expired = httpx.get(local(links[1], later.base))
+    assert expired.status_code == 403 and "has expired" in expired.text
+    assert feedback_rows(radar) == [(ADA, q["paper"], "relevant", "mail")]
+
+
+def test_email_has_no_feedback_links_without_a_web_url(radar: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEWSLETTER_WEB_URL")
+    html = invoke("preview", ADA, "--date", "2026-11-22").output
+    text = invoke("preview", ADA, "--date", "2026-11-22", "--text").output
+    assert "/feedback?" not in html and "/feedback?" not in text
+    assert "Tell us" not in html and "Tell us" not in text
+
+
+def test_seed_papers_and_ranking_on_the_page(radar: Path, serve_endpoint: Callable,
+                                             http_server: HTTPServer,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_arxiv_lookup(http_server, monkeypatch)
+    server = serve_endpoint()
+    url = local(page_link(), server.base)
+    conn = store.open_db(radar / "newsletter.db")
+    with httpx.Client(base_url=server.base, follow_redirects=True) as client:
+        page = client.get(url)
+        assert "Papers like mine" in page.text and "No seed papers yet." in page.text
+        add, fields = Forms(page.text).by_label("Add paper")
+        # not an id, then an id nobody knows: one line in the page's language, nothing written
+        bad = client.post(add, data={**fields, "value": "my favourite paper"})
+        assert bad.status_code == 400
+        assert ("Not added: my favourite paper is neither an arXiv id (2401.01234) nor a DOI"
+                in bad.text)
+        unknown = client.post(add + "&lang=zh", data={**fields, "value": "10.9999/nothing"})
+        assert unknown.status_code == 400
+        assert ("未添加： 在 arXiv、Crossref 和 OpenAlex 上都没有找到 10.9999/nothing"
+                in unknown.text)
+        assert store.get_subscriber(conn, ADA).likes == ()
+        # a real arXiv id, looked up on the (loopback) arXiv API
+        ok = client.post(add, data={**fields, "value": "arXiv:1706.03762v7"})
+        assert ok.status_code == 200 and "Attention Is All You Need" in ok.text
+        assert store.get_subscriber(conn, ADA).likes == ("1706.03762",)
+        assert [p.split("?")[0] for _, p, _, _ in http_server.requests].count("/api/query") == 1
+        # remove it with its ×
+        remove, rfields = next((a, f) for a, f, label in Forms(ok.text).forms
+                               if label == "×" and f.get("value") == "1706.03762")
+        gone = client.post(remove, data=rfields)
+        assert gone.status_code == 200 and "No seed papers yet." in gone.text
+        assert store.get_subscriber(conn, ADA).likes == ()
+        # the ranking mode and the cap
+        rank, kfields = Forms(gone.text).by_label("Save ranking")
+        assert client.post(rank, data={**kfields, "ranking": "like",
+                                       "like_cap": "5"}).status_code == 200
+        bad_mode = client.post(rank, data={**kfields, "ranking": "magic", "like_cap": "5"})
+        assert bad_mode.status_code == 400
+    sub = store.get_subscriber(conn, ADA)
+    assert (sub.ranking, sub.like_cap) == ("like", 5)
+    web = [(e, d) for e, o, d in events(radar) if o == "web"]
+    assert [e for e, _ in web] == ["edited", "edited", "edited"]
+    assert "1706.03762" in web[0][1] and "1706.03762" in web[1][1]
+    assert "like" in web[2][1] and "5" in web[2][1]
+
+
+def test_brief_citations_link_to_the_cards(radar: Path, serve_endpoint: Callable) -> None:
+    server = serve_endpoint()
+    html = httpx.get(local(page_link(), server.base)).text
+    brief = html[html.index('class="card brief"'):html.index('id="papers"')]
+    cites = re.findall(r'<a class="cite" href="#(p\d\d)"', brief)
+    assert cites, "the brief cites no paper"
+    cards = set(re.findall(r'<article class="card paper" id="(p\d\d)"', html))
+    assert set(cites) <= cards and "p01" in cards

@@ -64,10 +64,16 @@ def titles(html: str) -> list[str]:
 # --- valid, safe, offline ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("language", ["en", "zh"])
-def test_templates_pass_the_reference_mjml_validator_in_strict_mode(tmp_path, language):
+WEB = Settings(web_url="https://radar.example.org", secret="render-test-key")
+
+
+@pytest.mark.parametrize("language,settings", [("en", Settings()), ("zh", Settings()),
+                                               ("en", WEB), ("zh", WEB)])
+def test_templates_pass_the_reference_mjml_validator_in_strict_mode(tmp_path, language,
+                                                                     settings):
     mjml = require_node_tool("mjml")
-    source = render.render(make_issue(language, n=10, more=5), Settings()).mjml
+    source = render.render(make_issue(language, n=10, more=5), settings).mjml
+    assert ("/feedback?" in source) == bool(settings.web_url)
     path = tmp_path / "issue.mjml"
     path.write_text(source, encoding="utf-8")
     done = subprocess.run([str(mjml), "-r", str(path), "--config.validationLevel=strict",
@@ -160,6 +166,19 @@ def test_html_is_small():
     # the 30-paper issue fits whole: every paper in a card with its abstract
     assert len(titles(thirty.html)) == 30 and thirty.html.count('class="nl-abs"') == 30
     assert "13 more papers matched your filters" in thirty.html
+
+
+def test_feedback_links_keep_the_issue_within_budget():
+    """With a web URL each card carries two signed feedback links (in both parts); the
+    30-paper issue still fits whole, every abstract kept."""
+    thirty = render.render(make_issue(n=30, more=13), WEB)
+    assert render.html_size(thirty) < render.HTML_BUDGET < GMAIL_CLIP
+    assert len(titles(thirty.html)) == 30 and thirty.html.count('class="nl-abs"') == 30
+    links = re.findall(r'href="(https://radar\.example\.org/feedback\?[^"]+)"', thirty.html)
+    assert len(links) == 60 and len(set(links)) == 60
+    assert thirty.text.count("https://radar.example.org/feedback?") == 60
+    assert "Tell us" in thirty.html and "Tell us" not in render.render(
+        make_issue(n=3), Settings()).html
 
 
 def test_an_issue_over_budget_is_shortened_never_clipped():

@@ -151,7 +151,8 @@ def test_the_tombstone_wins_even_over_a_later_status_change(tmp_path):
     """Belt and braces: a copy that set the subscriber active after the unsubscribe (not by
     confirming anew) still ends unsubscribed; one who confirmed anew stays active."""
     a, b = store.open_db(tmp_path / "a.db"), store.open_db(tmp_path / "b.db")
-    roster.add(a, "bob@example.org", now=store.utcnow().fromisoformat("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "bob@example.org", topics=["x"],
+               now=store.utcnow().fromisoformat("2026-11-01T00:00:00+00:00"))
     store.restore_chunks(b, store.dump_chunks(a))
     roster.set_status(a, "bob@example.org", "unsubscribed", "web",
                       now=store.utcnow().fromisoformat("2026-11-02T00:00:00+00:00"))
@@ -336,8 +337,9 @@ def test_expiry_and_removal_leave_tombstones_that_a_merge_applies(tmp_path):
     keyed hash, not the address; someone added again after an erasure stays."""
     at = store.utcnow().fromisoformat
     a, b = store.open_db(tmp_path / "a.db"), store.open_db(tmp_path / "b.db")
-    roster.add(a, "pending@example.org", status="pending", now=at("2026-11-01T00:00:00+00:00"))
-    roster.add(a, "gone@example.org", now=at("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "pending@example.org", topics=["x"], status="pending",
+               now=at("2026-11-01T00:00:00+00:00"))
+    roster.add(a, "gone@example.org", topics=["x"], now=at("2026-11-01T00:00:00+00:00"))
     store.restore_chunks(b, store.dump_chunks(a))
     assert roster.expire_pending(a, at("2026-11-10T00:00:00+00:00"), 7) == ["pending@example.org"]
     store.remove_subscriber(a, "gone@example.org", now=at("2026-11-10T00:00:00+00:00"))
@@ -347,7 +349,7 @@ def test_expiry_and_removal_leave_tombstones_that_a_merge_applies(tmp_path):
     counts = store.merge_state(b, a)
     assert counts["erased"] == 2 and store.subscriber_emails(b) == []
     # added again after the erasure (a new sign-up): the old tombstone does not touch it
-    roster.add(b, "gone@example.org", now=at("2026-11-12T00:00:00+00:00"))
+    roster.add(b, "gone@example.org", topics=["x"], now=at("2026-11-12T00:00:00+00:00"))
     store.merge_state(b, a)
     store.merge_state(a, b)
     assert store.subscriber_emails(a) == store.subscriber_emails(b) == ["gone@example.org"]

@@ -18,9 +18,9 @@ def db():
 
 
 def test_build_validates_schedule_fields():
-    sub = roster.build("a@example.org", frequency="weekly", weekday="Friday")
+    sub = roster.build("a@example.org", topics=["x"], frequency="weekly", weekday="Friday")
     assert (sub.frequency, sub.weekday) == ("weekly", "fri")
-    assert roster.build("a@example.org", frequency="weekly").weekday == "mon"
+    assert roster.build("a@example.org", topics=["x"], frequency="weekly").weekday == "mon"
     for kwargs, message in [
         ({"frequency": "monthly"}, "frequency 'monthly' is not available - use one of: daily, "
          "weekdays, weekly"),
@@ -32,7 +32,7 @@ def test_build_validates_schedule_fields():
          "unsubscribed, bounced"),
     ]:
         with pytest.raises(InvalidFilter) as e:
-            roster.build("a@example.org", **kwargs)
+            roster.build("a@example.org", topics=["x"], **kwargs)
         assert str(e.value) == message
 
 
@@ -63,9 +63,9 @@ def test_set_status_records_the_event_named_by_the_change(db):
 
 
 def test_expire_pending_after_the_given_days(db):
-    roster.add(db, "old@example.org", status="pending", now=NOW - timedelta(days=8))
-    roster.add(db, "new@example.org", status="pending", now=NOW - timedelta(days=2))
-    roster.add(db, "ok@example.org", now=NOW - timedelta(days=30))
+    roster.add(db, "old@example.org", topics=["x"], status="pending", now=NOW - timedelta(days=8))
+    roster.add(db, "new@example.org", topics=["x"], status="pending", now=NOW - timedelta(days=2))
+    roster.add(db, "ok@example.org", topics=["x"], now=NOW - timedelta(days=30))
     assert roster.expire_pending(db, NOW) == ["old@example.org"]
     assert roster.expire_pending(db, NOW, days=1) == ["new@example.org"]
     assert [s.email for s in store.list_subscribers(db)] == ["ok@example.org"]
@@ -73,11 +73,11 @@ def test_expire_pending_after_the_given_days(db):
 
 
 def test_confirm_refuses_what_is_not_pending(db):
-    roster.add(db, "u@example.org", status="unsubscribed", now=NOW)
+    roster.add(db, "u@example.org", topics=["x"], status="unsubscribed", now=NOW)
     with pytest.raises(roster.ConfirmationError) as e:
         roster.confirm(db, "u@example.org", "x" * 32, origin="reply")
     assert str(e.value) == "u@example.org is unsubscribed, not waiting for confirmation"
-    roster.add(db, "p@example.org", status="pending", now=NOW)
+    roster.add(db, "p@example.org", topics=["x"], status="pending", now=NOW)
     with pytest.raises(roster.ConfirmationError) as e:
         roster.confirm(db, "p@example.org", "x" * 32, origin="reply")
     assert str(e.value) == ('no confirmation email was sent to p@example.org - send one with '
@@ -86,7 +86,7 @@ def test_confirm_refuses_what_is_not_pending(db):
 
 def test_request_confirmation_reopens_an_unsubscribed_person(db, tmp_path):
     settings = Settings(secret="k", outbox=str(tmp_path))
-    roster.add(db, "u@example.org", status="unsubscribed", now=NOW)
+    roster.add(db, "u@example.org", topics=["x"], status="unsubscribed", now=NOW)
     where = roster.request_confirmation(db, settings, "u@example.org", now=NOW)
     assert where == str(tmp_path / "confirm-20261122_u@example.org.eml")
     assert store.get_subscriber(db, "u@example.org").status == "pending"
@@ -104,7 +104,7 @@ def test_confirm_token_differs_from_the_unsubscribe_token():
 
 
 def test_find_text_names_table_and_column(db):
-    roster.add(db, "ada@example.org", name="Ada", now=NOW)
+    roster.add(db, "ada@example.org", topics=["x"], name="Ada", now=NOW)
     assert store.find_text(db, "ADA@example.org") == ["subscribers.email"]
 
 

@@ -37,7 +37,7 @@ from newsletter.cli._common import (
     settings_options,
 )
 from newsletter.cli.output import JSON_HELP, Console, verbosity_options
-from newsletter.config import SETTINGS, Settings, display_value
+from newsletter.config import SETTINGS, Settings, display_value, validate
 
 
 @click.group(cls=ErrorsAsMessages, context_settings=CONTEXT)
@@ -59,7 +59,7 @@ def cli(ctx: click.Context, **values: Any) -> None:
         newsletter subscribers add ada@example.org --author "Taiming Lu"
         newsletter run --all
     """
-    ctx.obj = Settings(**values)
+    ctx.obj = validate(Settings(**values))
 
 
 # --- the morning job ---------------------------------------------------------------------
@@ -221,7 +221,7 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
         newsletter run --all --dry-run
         newsletter run --json | jq '.counts'
     """
-    from newsletter import pipeline
+    from newsletter import pipeline, store
     from newsletter.ops import report as report_mod
     from newsletter.ops.lock import run_lock
 
@@ -240,7 +240,9 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
 
         def sent(line: Any) -> None:
             text = f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"
-            if line.status in report_mod.PROBLEMS:
+            if line.status == "skipped":  # listed once, by the summary
+                pass
+            elif line.status in report_mod.PROBLEMS:
                 out.result(text)
             elif out.interactive:
                 out.detail(text)
@@ -249,10 +251,15 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
             if bar:
                 bar[0].advance(1, line.email)
 
-        report = pipeline.run(
-            get_db(ctx), settings, now, send_all=send_all, dry_run=dry_run,
-            with_briefs=with_briefs, only=only, do_fetch=not no_fetch, progress=progress,
-            sent=sent, planned=planned, shard=parts)
+        db = get_db(ctx)
+        try:
+            report = pipeline.run(
+                db, settings, now, send_all=send_all, dry_run=dry_run,
+                with_briefs=with_briefs, only=only, do_fetch=not no_fetch, progress=progress,
+                sent=sent, planned=planned, shard=parts)
+        finally:  # the write-ahead log folded into the file before the lock is let go:
+            db.close()  # a run reaching this database by another path (a hard link, whose
+            store.checkpoint(settings.db)  # log file has another name) sees it all
     seconds = time.monotonic() - clock
     for line in report_mod.summary(report, settings, dry_run):
         (out.line if line.startswith("skipped ") else out.result)(line)

@@ -31,6 +31,26 @@ class ErrorsAsMessages(click.Group):
             if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
                 raise
             raise click.ClickException(str(e)) from e
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # a database or file problem met mid-command: one line too
+            if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
+                raise
+            from newsletter.store.db import database_message
+
+            root = ctx.find_root().obj
+            message = database_message(root.db if isinstance(root, Settings) else "?", e)
+            if message is not None:
+                raise click.ClickException(message) from e
+            if isinstance(e, OSError):
+                raise click.ClickException(one_line(
+                    f"{e.strerror or e} ({e.filename}) - check the path and its permissions"
+                    if e.filename else f"{type(e).__name__}: {e}")) from e
+            raise
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class SubGroup(ErrorsAsMessages, DefaultGroup):
@@ -42,8 +62,14 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
     try:
         ctx.default_map = {**(ctx.default_map or {}), **load_toml(path)}
     except NewsletterError as e:
-        raise click.BadParameter(str(e)) from e
+        if os.environ.get("NEWSLETTER_RAISE_ERRORS"):
+            raise
+        raise BadConfig(str(e)) from e  # one line, not a usage screen
     return value
+
+
+class BadConfig(click.ClickException):
+    exit_code = 2  # the settings file is unusable, like a bad option
 
 
 def settings_options(fn: F) -> F:

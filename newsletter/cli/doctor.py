@@ -26,7 +26,7 @@ def doctor(ctx: click.Context, timeout: float, dkim_record: bool, as_json: bool)
         newsletter doctor
         newsletter doctor --dkim-record   # the TXT record to publish
     """
-    from newsletter import signing
+    from newsletter.mail import signing
     from newsletter.ops import doctor as doctor_mod
 
     settings = get_settings(ctx)

@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from newsletter.errors import InvalidAddress
 
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
 
 def normalize_email(raw: str) -> str:
-    """Return the canonical form of an address: trimmed, domain lower-cased and IDNA-encoded.
+    """Return the canonical form of an address, checked by ``email-validator``: trimmed,
+    the domain lower-cased and converted with IDNA 2008 / UTS-46 (``a@straße.de`` is stored
+    as ``a@xn--strae-oqa.de``, never as the different domain ``strasse.de``).
 
     The local part keeps its case (RFC 5321 lets servers treat it as case-sensitive), but
-    duplicates are found case-insensitively by the store.
+    duplicates are found case-insensitively by the store. Only ASCII local parts are
+    accepted (an SMTPUTF8 address cannot be sent through every relay).
     """
+    from email_validator import EmailNotValidError, validate_email
+
     address = raw.strip()
     if address.count("@") != 1:
         raise InvalidAddress(f"{raw!r} is not an email address - expected name@domain")
-    local, domain = address.split("@")
-    if not local or len(local) > 64 or not _LOCAL.match(local) or ".." in local:
-        raise InvalidAddress(f"{raw!r} is not an email address - the part before @ is invalid")
-    if local.startswith(".") or local.endswith("."):
-        raise InvalidAddress(f"{raw!r} is not an email address - the part before @ is invalid")
     try:
-        ascii_domain = domain.strip().rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError as e:
-        raise InvalidAddress(f"{raw!r} is not an email address - bad domain ({e})") from e
-    labels = ascii_domain.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise InvalidAddress(
-            f"{raw!r} is not an email address - the domain must look like example.org"
-        )
-    return f"{local}@{ascii_domain}"
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        reason = str(e).rstrip(".")
+        raise InvalidAddress(f"{raw!r} is not an email address - {reason[:1].lower()}"
+                             f"{reason[1:]}") from None
+    return str(checked.ascii_email or checked.normalized)
 
 
 def is_loopback(host: str) -> bool:

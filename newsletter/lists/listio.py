@@ -102,6 +102,9 @@ def read_file(path: str | Path, encoding: str | None = None) -> list[Row]:
     with ``[``)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ListFileError(f"{path} is larger than {MAX_FILE_BYTES // 1_000_000} MB - "
+                                "split it into smaller files")
         data = path.read_bytes()
     except OSError as e:
         raise ListFileError(f"cannot read {path} ({e.strerror})") from None
@@ -143,6 +146,7 @@ def parse_csv(text: str, name: str = "the file") -> list[Row]:
                 continue
             values: dict[str, Any] = {}
             for key, cell in zip(header, cells, strict=False):
+                cell = unescape_cell(cell.strip())
                 values[key] = _split(cell) if key in LIST_COLUMNS else cell.strip()
             rows.append(Row(number, values))
     except csv.Error as e:
@@ -162,17 +166,50 @@ def _check_header(header: list[str], name: str) -> None:
                             "columns, e.g. email,name,topics")
 
 
+MAX_FILE_BYTES = 50_000_000
+MAX_JSON_DEPTH = 20  # a subscriber list is two deep; objects nested deeper are refused
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > 18:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _json_depth_ok(text: str) -> bool:
+    """Whether brackets outside strings nest at most MAX_JSON_DEPTH deep (checked before
+    parsing, so a file nested 100,000 deep never reaches the recursive parser)."""
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    depth = 0
+    for c in re.findall(r"[\[\]{}]", outside):
+        depth += 1 if c in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return False
+    return True
+
+
 def parse_json(text: str, name: str = "the file") -> list[Row]:
+    if not _json_depth_ok(text):
+        raise ListFileError(f"{name}: JSON nested more than {MAX_JSON_DEPTH} deep - a "
+                            "subscriber list is a list of flat objects")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_json_int,
+                          parse_constant=lambda c: _refuse_constant(c))
     except json.JSONDecodeError as e:
         raise ListFileError(f"{name} is not valid JSON ({e.msg} at line {e.lineno} column "
                             f"{e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise ListFileError(f"{name} is not a subscriber list ({e}) - export one with "
+                            "\"newsletter subscribers export --format json\"") from None
     if isinstance(data, dict) and isinstance(data.get("subscribers"), list):
         data = data["subscribers"]
     if not isinstance(data, list):
         raise ListFileError(f"{name}: expected a JSON list of subscribers, one object each")
     return [_json_row(n, item) for n, item in enumerate(data, start=1)]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a value a subscriber list holds")
 
 
 def _json_row(number: int, item: Any) -> Row:
@@ -200,6 +237,31 @@ def _json_row(number: int, item: Any) -> Row:
 
 # --- writing -----------------------------------------------------------------------------
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (tab and carriage return too, as OWASP's CSV-injection advice lists): export puts a
+# single quote in front, which spreadsheets show as text; import takes it off again. A value
+# that already starts with quotes before such a character gets one more, so the round trip
+# is exact.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _needs_quote(value: str) -> bool:
+    return value.lstrip("'")[:1] in FORMULA_START and (
+        value[:1] in FORMULA_START or value[:1] == "'")
+
+
+def escape_cell(value: str) -> str:
+    """``=1+1`` -> ``'=1+1`` (and ``'=x`` -> ``''=x``); anything else unchanged."""
+    return "'" + value if value and _needs_quote(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    """The inverse of :func:`escape_cell`."""
+    if value.startswith("'") and _needs_quote(value[1:]):
+        return value[1:]
+    return value
+
+
 
 def to_csv(subs: Iterable[Subscriber], feedback: dict[str, list[str]] | None = None) -> str:
     """CSV with every column; list cells joined with ``|``. Refuses a value containing
@@ -216,7 +278,7 @@ def to_csv(subs: Iterable[Subscriber], feedback: dict[str, list[str]] | None = N
                         f"{sub.email}: {key} value {value!r} contains {LIST_SEP!r}, which "
                         "separates list items in CSV - use --format json")
             rec[key] = LIST_SEP.join(rec[key])
-        writer.writerow(["" if rec[k] is None else rec[k] for k in COLUMNS])
+        writer.writerow(["" if rec[k] is None else escape_cell(str(rec[k])) for k in COLUMNS])
     return out.getvalue()
 
 

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +30,7 @@ from newsletter.lists import listio
 from newsletter.lists.addresses import normalize_email
 from newsletter.lists.tokens import confirm_token
 from newsletter.models import FREQUENCIES, STATUSES, WEEKDAYS, Subscriber
+from newsletter.safety.untrusted import clean_text
 from newsletter.text import display_width
 
 
@@ -53,10 +56,6 @@ class ConfirmationError(NewsletterError):
 
 class ImportRejected(NewsletterError):
     """An import file had rejected rows, so nothing was imported (see ImportReport.error)."""
-
-
-def _clean(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(" ".join(v.split()) for v in values if v.strip()))
 
 
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -104,16 +103,67 @@ def build(email: str, *, name: str = "", authors: Iterable[str] = (),
         raise InvalidFilter(f"ranking {ranking!r} is not one of: " + ", ".join(RANKINGS))
     if not 0 <= like_cap <= MAX_LIKE_CAP:
         raise InvalidFilter(f"like cap {like_cap} is out of range - use 0 to {MAX_LIKE_CAP}")
+    filters = {key: _filter_values(key, values) for key, values in
+               (("authors", authors), ("topics", topics), ("categories", categories),
+                ("exclude", exclude))}
+    if not (filters["authors"] or filters["topics"] or filters["categories"]):
+        raise InvalidFilter("no filters - give at least one --author, --topic or --category, "
+                            "or the subscriber would never receive a paper")
+    for category in filters["categories"]:
+        check_category(category)
     sub = Subscriber(
-        email=normalize_email(email), name=" ".join(name.split()), language=language,
-        timezone=timezone, send_hour=send_hour, frequency=frequency, max_papers=max_papers,
-        authors=_clean(authors), topics=_clean(topics),
-        categories=tuple(c.strip() for c in _clean(categories)), exclude=_clean(exclude),
+        email=normalize_email(email), name=clean_text(name, multiline=False),
+        language=language, timezone=timezone, send_hour=send_hour, frequency=frequency,
+        max_papers=max_papers, authors=filters["authors"], topics=filters["topics"],
+        categories=filters["categories"], exclude=filters["exclude"],
         weekday=_weekday(weekday, frequency), status=status, likes=_clean(likes),
         ranking=ranking, like_cap=like_cap,
     )
     match.validate_filters(sub)
     return sub
+
+
+def _clean(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(" ".join(clean_text(v).split()) for v in values if v.strip()))
+
+
+def _filter_values(key: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Filters stripped of control and invisible characters; an empty one is refused (it
+    would match nothing, or everything), as is an "author:" exclude without a name."""
+    out: list[str] = []
+    for raw in values:
+        value = " ".join(clean_text(str(raw)).split())
+        if not value:
+            raise InvalidFilter(f"empty {_SINGULAR[key]} filter - give a value or leave the "
+                                "option out")
+        if key == "exclude" and value.lower().startswith("author:") \
+                and not value[7:].strip():
+            raise InvalidFilter("exclude 'author:' names nobody - write "
+                                "--exclude 'author:Family Name'")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _taxonomy() -> frozenset[str]:
+    text = resources.files("newsletter").joinpath("data/arxiv_categories.txt").read_text()
+    return frozenset(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.startswith("#"))
+
+
+def check_category(category: str) -> None:
+    """Refuse a category arXiv does not have: ``cs.CL``, ``q-bio.NC``, ``hep-th`` and the
+    wildcard ``cs.*`` pass; ``cs.XX`` does not (it would fail every run)."""
+    known = _taxonomy()
+    if category in known:
+        return
+    if category.endswith(".*") and any(k.startswith(category[:-1]) for k in known):
+        return
+    lower = {k.lower(): k for k in known}
+    hint = f" - did you mean {lower[category.lower()]}?" if category.lower() in lower else (
+        " - see https://arxiv.org/category_taxonomy (e.g. cs.CL, math.PR, hep-th, cs.*)")
+    raise InvalidFilter(f"{category!r} is not an arXiv category{hint}")
 
 
 def load_filter_file(path: str) -> dict[str, list[str]]:
@@ -436,7 +486,7 @@ def confirmation_message(sub: Subscriber, settings: Settings, token: str, now: d
     """(the EmailMessage asking SUB to confirm, its HTML part)."""
     from html import escape
 
-    from newsletter import headers
+    from newsletter.mail import headers
 
     t = _CONFIRM_TEXT.get(sub.language, _CONFIRM_TEXT["en"])
     brand = headers.brand_name(settings)

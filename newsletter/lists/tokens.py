@@ -29,3 +29,10 @@ def page_token(secret: str, email: str, expires: int, generation: int) -> str:
     the subscriber's link generation is ``generation`` (raising it revokes the link);
     rotating the secret revokes every link."""
     return sign(secret, f"page:{fold(email)}:{expires}:{generation}")
+
+
+def feedback_token(secret: str, email: str, paper_id: str, verdict: str, expires: int,
+                   generation: int) -> str:
+    """In the email's "relevant / not relevant" links: one address, one paper, one verdict,
+    valid until ``expires`` and while the link generation is ``generation``."""
+    return sign(secret, f"feedback:{fold(email)}:{paper_id}:{verdict}:{expires}:{generation}")

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.headers import from_domain
 from newsletter.lists.addresses import is_loopback
+from newsletter.mail.headers import from_domain
 from newsletter.send import SMTPSender
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -253,7 +253,7 @@ def _dkim_tags(record: str) -> dict[str, str]:
 
 
 def _check_dkim(s: Settings, txt: Callable[[str], list[str]]) -> Check:
-    from newsletter import signing
+    from newsletter.mail import signing
 
     try:
         key = signing.key_from_settings(s)

@@ -25,7 +25,8 @@ def set_source_enabled(db: Database, name: str, enabled: bool) -> dict[str, Any]
             raise NewsletterError(
                 f"no source {name} - add it with \"newsletter sources add {name} URL\" or "
                 "pick one from \"newsletter sources list --catalogue\"")
-    store.save_source_state(db, name, **{**state, "enabled": 1 if enabled else 0})
+    fields = {k: v for k, v in state.items() if k != "name"}  # the row's key, passed apart
+    store.save_source_state(db, name, **{**fields, "enabled": 1 if enabled else 0})
     return store.source_state(db, name)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from newsletter.models import Paper
 
-MODES = ("filters", "reorder", "like")
 EXPLICIT_NEGATIVE_WEIGHT = 3.0
 LIKE_THRESHOLD = 3.0  # blended score (in standard deviations) that counts as "like mine"
 MAX_UNLABELLED = 500  # the day's papers used as negatives, at most (sampled evenly)
@@ -110,9 +109,7 @@ class Model:
         neg_x = self._rows(negatives)
         n_pos, n_neg = pos_x.shape[0], (neg_x.shape[0] if neg_x is not None else 0)
         sims = (day_x @ pos_x.T).toarray()
-        # recent positives weigh more (as zotero-arxiv-daily weights a library)
-        weights = 1 / (1 + np.log10(np.arange(n_pos) + 1))
-        similarity = sims @ (weights / weights.sum())
+        similarity = sims @ _recency_weights(n_pos)
         if n_neg + len(unlabelled) == 0:
             margin = np.zeros(n_day)
         else:
@@ -131,14 +128,12 @@ class Model:
     def similarity(self, seeds: Sequence[Paper]) -> list[float]:
         """The baseline "similar to my library": mean cosine similarity to the seeds, the
         more recent seeds weighted more (as zotero-arxiv-daily weights its corpus)."""
-        import numpy as np
 
         if not seeds or not self.day or self.matrix is None:
             return [0.0] * len(self.day)
         ordered = sorted(seeds, key=lambda p: p.published, reverse=True)
-        weights = 1 / (1 + np.log10(np.arange(len(ordered)) + 1))
         sims = (self.matrix[: len(self.day)] @ self._rows(ordered).T).toarray()
-        return (sims @ (weights / weights.sum())).tolist()
+        return (sims @ _recency_weights(len(ordered))).tolist()
 
 
 class Scores:
@@ -178,6 +173,15 @@ class Scores:
             if self.positive[n] and paper.id not in exclude:
                 out.append((paper, self[int(n)]))
         return out
+
+
+def _recency_weights(n: int) -> Any:
+    """Weights summing to 1 for n papers newest first: recent ones weigh more, as
+    zotero-arxiv-daily weights a library (1 / (1 + log10(rank)))."""
+    import numpy as np
+
+    weights = 1 / (1 + np.log10(np.arange(n) + 1))
+    return weights / weights.sum()
 
 
 def _scored(m: Any, s: Scored) -> Any:

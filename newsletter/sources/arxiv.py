@@ -12,6 +12,7 @@ papers come on the next run.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from newsletter.lists.addresses import is_loopback
 from newsletter.match import Term, compile_query, name_key, positive_terms
 from newsletter.models import Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
+from newsletter.safety.deadline import Watchdog
 from newsletter.text import untex
 
 AUTHOR_BATCH = 20  # authors per OR query: long queries are answered reliably up to ~25
@@ -105,6 +107,43 @@ def paper_from_entry(e: Any) -> Paper:
     )
 
 
+_WATCHING = threading.local()  # the Watchdog of the request this thread is making
+
+
+def _watched(adapter: Any) -> Any:
+    """A requests adapter whose connections register, at each request, with the thread's
+    current :class:`~newsletter.safety.deadline.Watchdog` (the watchdog reads ``conn.sock`` when
+    it fires, so a connection opened or re-used later in the request is covered too)."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def register(conn: Any) -> None:
+        dog = getattr(_WATCHING, "dog", None)
+        if dog is not None:
+            if dog.expired:  # no retry on a new connection once the time is up
+                raise TimeoutError("total deadline passed")
+            dog.add(conn)
+
+    class Plain(HTTPConnection):  # type: ignore[misc]
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            register(self)
+            return super().request(*args, **kwargs)
+
+    class Secure(HTTPSConnection):  # type: ignore[misc]
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            register(self)
+            return super().request(*args, **kwargs)
+
+    class PlainPool(HTTPConnectionPool):  # type: ignore[misc]
+        ConnectionCls = Plain
+
+    class SecurePool(HTTPSConnectionPool):  # type: ignore[misc]
+        ConnectionCls = Secure
+
+    adapter.poolmanager.pool_classes_by_scheme = {"http": PlainPool, "https": SecurePool}
+    return adapter
+
+
 class ApiError(Exception):
     """An API request that failed after its retries."""
 
@@ -115,9 +154,11 @@ class ApiError(Exception):
 
 class Api:
     """The arXiv API over one requests session: timeouts on every request, retries with
-    backoff (urllib3's ``Retry``: 429/5xx, connection errors and read time-outs, honouring
+    backoff (urllib3's ``Retry``: 429/5xx and connection errors, honouring
     Retry-After up to a minute), requests paced at least ``delay`` seconds apart, every
-    attempt counted."""
+    attempt counted. ``timeout`` is a total deadline for one request, retries included
+    (a :class:`~newsletter.safety.deadline.Watchdog`): a server that drips its answer, or stays
+    silent, fails the request at ``timeout`` and the window is asked again next run."""
 
     RETRIES = 3
 
@@ -140,8 +181,8 @@ class Api:
                            status_forcelist=(429, 500, 502, 503, 504),
                            allowed_methods=("GET",), raise_on_status=False)
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.mount("http://", _watched(HTTPAdapter(max_retries=retry)))
+        self.session.mount("https://", _watched(HTTPAdapter(max_retries=retry)))
         self.session.headers["User-Agent"] = "academichub-newsletter (+arxiv API)"
         self.url, self.delay, self.timeout = settings.arxiv_api_url, delay, timeout
         self.requests = 0
@@ -154,18 +195,26 @@ class Api:
         if wait > 0:
             time.sleep(wait)
         try:
-            resp = self.session.get(self.url, params=params, timeout=self.timeout)
+            with Watchdog(self.timeout) as dog:  # connect, headers and body, retries too
+                _WATCHING.dog = dog
+                resp = self.session.get(self.url, params=params, timeout=self.timeout)
+                body = resp.content
+            if dog.expired:
+                raise requests.exceptions.ReadTimeout("total deadline passed")
         except requests.exceptions.RequestException as e:
             self.requests += 1 + self.RETRIES  # urllib3 gave up after every retry
+            if dog.expired:
+                raise ApiError(f"timed out after {self.timeout:g} s") from e
             raise ApiError("timed out after retries" if "Timeout" in type(e).__name__
                            or "timed out" in str(e) else f"{type(e).__name__}: {e}") from e
         finally:
+            _WATCHING.dog = None
             self._last = time.monotonic()
         retries = getattr(resp.raw, "retries", None)
         self.requests += 1 + len(retries.history if retries else ())
         if resp.status_code != 200:
             raise ApiError(f"HTTP {resp.status_code} after retries", resp.status_code)
-        return resp.content
+        return body
 
     def results(self, query: str, limit: int = MAX_RESULTS_PER_QUERY,
                 page_size: int = 200) -> Iterator[Paper]:
@@ -226,11 +275,14 @@ def _describe(err: Exception) -> str:
 
 
 def fetch(settings: Settings, subscribers: Iterable[Subscriber], since: datetime,
-          until: datetime | None = None, timeout: float = 30.0) -> SourceResult:
+          until: datetime | None = None, timeout: float = 30.0,
+          planned: tuple[list[Query], list[str]] | None = None) -> SourceResult:
+    """New papers by the subscribers' authors and topics (or ``planned``: the queries and
+    categories :func:`plan` made from them earlier)."""
     from newsletter.sources import feeds
 
     until = until or datetime.now(UTC)
-    queries, categories = plan(subscribers)
+    queries, categories = planned if planned is not None else plan(subscribers)
     papers: dict[str, Paper] = {}
     failures: list[str] = []
     api = Api(settings, timeout)

@@ -43,6 +43,15 @@ def feedback_for(db: Database, email: str) -> dict[str, str]:
     return {r["paper_id"]: r["verdict"] for r in feedback_rows(db, email)}
 
 
+def with_feedback(db: Database, subscriber_ids: list[int]) -> set[int]:
+    """Which of these subscribers have given any verdict (one query for a batch)."""
+    if not subscriber_ids:
+        return set()
+    marks = ",".join("?" * len(subscriber_ids))
+    return {r[0] for r in db.execute(f"select distinct subscriber_id from feedback where "
+                                     f"subscriber_id in ({marks})", subscriber_ids)}
+
+
 def feedback_rows(db: Database, email: str) -> list[dict[str, Any]]:
     """A reader's verdicts, oldest first: paper_id, verdict, origin, created."""
     sid = subscriber_row(db, email)["id"]
@@ -88,4 +97,4 @@ def labelled_papers(db: Database, email: str, likes: tuple[str, ...]
     return positives, negatives
 
 __all__ = ["VERDICTS", "add_feedback", "all_feedback", "feedback_for", "feedback_rows",
-           "labelled_papers", "replace_feedback"]
+           "labelled_papers", "replace_feedback", "with_feedback"]

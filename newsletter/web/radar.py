@@ -9,8 +9,14 @@ GET  /radar                 the page: header and promise, filter chips (each × 
      ?batch=N               the Nth batch of ranked matches beyond what the email held
      ?lang=en|zh            the other language (default: the subscriber's)
 GET  /radar/feed.atom       the subscriber's issues as a private Atom feed
+GET  /feedback              from the email's "relevant / not relevant" links: a confirmation
+                            page (POST form with CSRF); POST /feedback records the verdict
+                            (origin "mail"). The link is signed for one address, paper and
+                            verdict (``links.feedback_url``).
 POST /radar/filters/remove, /radar/filters/add, /radar/feedback, /radar/settings,
-     /radar/status, /radar/unsubscribe   every change: CSRF token, origin "web" in the
+     /radar/status, /radar/unsubscribe, /radar/seed-add (arXiv id or DOI, looked up by
+     ``roster.resolve_likes``), /radar/seed-remove, /radar/ranking
+                            every change: CSRF token, origin "web" in the
                             subscriber's history, then 303 back to the page.
 
 Every URL carries email, exp, g and token (``newsletter.web.links``): the HMAC and expiry
@@ -37,6 +43,7 @@ from starlette.routing import Route
 from newsletter import store
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError, SubscriberNotFound
+from newsletter.lists.roster import MAX_LIKE_CAP, RANKINGS
 from newsletter.models import Issue, Match, Subscriber
 from newsletter.web import links, pages
 
@@ -141,23 +148,26 @@ def _card(n: int, m: Match, verdicts: dict[str, str], e: dict[str, Any]) -> dict
 
 
 def _brief_context(brief: Any, e: dict[str, Any], count: int) -> dict[str, Any] | None:
+    """The brief as the email shows it, every citation ``(number, card anchor pNN, quote)``
+    linking to its paper's card on the page (``render.claims_view``, as in the email)."""
     if brief is None:
         return None
+    from newsletter.render import claims_view, digest
+
     fields = e.get("fields", {})
     if brief.kind == "llm":
-        return {"kind": "llm", "headline": brief.headline, "connections": brief.connections,
-                "themes": [(th.title, th.text, [f"{c:02d}" for c in th.cites])
-                           for th in brief.themes],
+        return {"kind": "llm", "headline": brief.headline, "themes": claims_view(brief),
+                "connections": claims_view(brief, connections=True),
                 "note": e["brief_by_model"].format(model=brief.model)}
-    from newsletter.render import digest
-
     names = [fields.get(th.title, th.title) for th in brief.themes]
     headline = e["extractive_headline_one" if count == 1 else "extractive_headline"].format(
         count=count, fields=e.get("list_sep", ", ").join(names))
-    themes = [(field["name"], " ".join(field["rest"]), field["lines"])
+    themes = [{"title": field["name"],
+               "lines": [(n, f"p{n}", sentence) for n, sentence in field["lines"]],
+               "rest": [run["ends"] for run in field["rest"]]}
               for field in digest(brief, count, fields)]
     return {"kind": "extractive", "headline": headline, "themes": themes,
-            "connections": "", "note": e["brief_extractive"]}
+            "connections": [], "note": e["brief_extractive"]}
 
 
 class ViewCache:
@@ -214,10 +224,13 @@ def radar_view(db: Any, settings: Settings, signed: PageLink, lang: str | None,
         cards = [_card(n, m, verdicts, e) for n, m in enumerate(issue.matches + issue.more, 1)]
         more_left = latest
         batch = 0
+    titles = {p.id: p.title for p in store.get_papers(db, list(sub.likes))}
+    seeds = [{"id": k, "title": titles.get(k, k)} for k in sub.likes]
     chips = [{"kind": kind, "label": e[f"chip_{kind}"], "value": v}
              for kind, key in _KINDS.items() for v in getattr(sub, key)]
     return {
-        "lang": lang, "sub": sub, "e": e, "chips": chips, "cards": cards, "batch": batch,
+        "lang": lang, "sub": sub, "e": e, "chips": chips, "seeds": seeds, "cards": cards,
+        "batch": batch,
         "more_left": more_left, "latest": latest,
         "brief": _brief_context(_brief(db, settings, issue), e, len(issue.matches))
         if batch == 0 else None,
@@ -302,7 +315,7 @@ class Radar:
         return pages.message(request, 403, "invalid_title", "invalid")
 
     async def show(self, request: Request, error: str = "", status: int = 200,
-                   entered: tuple[str, str] = ("", "")) -> Response:
+                   entered: tuple[str, str] = ("", ""), seed_error: str = "") -> Response:
         signed = check_page(request, self.app.settings, self.clock())
         if signed is None:
             return self._invalid(request)
@@ -336,7 +349,9 @@ class Radar:
         return pages.page(
             "radar.html.j2", status, cookie=cookie, secure=request.url.scheme == "https",
             t=t, title=t["radar_title"], csrf=cookie, error=error, entered=entered,
-            mark=mark, done=t.get(f"done_{q.get('done', '')}", "") if q.get("done") else "",
+            mark=mark, seed_error=t[seed_error].format(value=entered[1]) if seed_error else "",
+            rankings=RANKINGS, max_like_cap=MAX_LIKE_CAP,
+            done=t.get(f"done_{q.get('done', '')}", "") if q.get("done") else "",
             feed_url=pages.link(links.FEED, **params), here=here,
             action=lambda path: pages.link(path, **params, lang=lang_asked or None,
                                      day=q.get("day") or None, batch=batch or None),
@@ -377,9 +392,13 @@ class Radar:
         what = request.url.path.rsplit("/", 1)[-1]
         now = self.clock()
         try:
-            done = await self.app.db_call(_apply, signed, what, form, now)
+            done = await self.app.db_call(_apply, signed, what, form, now,
+                                          self.app.settings)
         except (SubscriberNotFound, Revoked):
             return self._invalid(request)
+        except SeedError as e:
+            return await self.show(request, seed_error=e.args[0], status=400,
+                                   entered=("seed", form.get("value", "")))
         except NewsletterError as e:
             kind = form.get("kind", "")
             return await self.show(request, error=str(e), status=400,
@@ -393,11 +412,167 @@ class Radar:
         return RedirectResponse(target, status_code=303)
 
 
-def _apply(db: Any, signed: PageLink, what: str, form: dict[str, str], now: datetime) -> str:
+@dataclass(frozen=True)
+class FeedbackLink:
+    """A checked one-click feedback link from the email."""
+
+    email: str
+    paper_id: str
+    verdict: str
+    generation: int
+
+
+def check_feedback(request: Request, settings: Settings, now: datetime) -> FeedbackLink | None:
+    q = request.query_params
+    email, paper, verdict, exp, g, token = (
+        q.get(k, "") for k in ("email", "paper", "v", "exp", "g", "token"))
+    if verdict not in store.VERDICTS or not links.valid_feedback_token(
+            settings.secret, email, paper, verdict, exp, g, token, now):
+        return None
+    return FeedbackLink(email, paper, verdict, int(g))
+
+
+def _feedback_target(db: Any, signed: FeedbackLink) -> tuple[Subscriber, Any]:
+    """The link's subscriber (current generation) and paper; raises SubscriberNotFound,
+    Revoked or PaperNotFound."""
+    sub = _current(db, PageLink(signed.email, signed.generation, {}))
+    return sub, store.get_paper(db, signed.paper_id)
+
+
+def _record_feedback(db: Any, signed: FeedbackLink, now: datetime) -> Subscriber:
+    sub, _ = _feedback_target(db, signed)
+    store.add_feedback(db, sub.email, signed.paper_id, signed.verdict, "mail", now)
+    return sub
+
+
+class Feedback:
+    """GET /feedback shows what the link will record, with a POST form (CSRF); POST
+    /feedback records it with origin "mail". A GET never records (mail scanners follow
+    links); the link acts only for the address, paper and verdict it was signed for."""
+
+    def __init__(self, app: pages.Handlers, clock: Callable[[], datetime]) -> None:
+        self.app, self.clock = app, clock
+
+    async def _checked(self, request: Request) -> tuple[FeedbackLink | None, Response | None]:
+        signed = check_feedback(request, self.app.settings, self.clock())
+        if signed is None:
+            q = request.query_params
+            # a well-formed link that is only out of date gets the same page as a bad one,
+            # with the fix; a malformed request is a 400
+            code = 403 if q.get("token") and q.get("email") else 400
+            return None, pages.message(request, code, "invalid_title", "invalid")
+        return signed, None
+
+    async def confirm_page(self, request: Request) -> Response:
+        signed, refused = await self._checked(request)
+        if signed is None:
+            return refused  # type: ignore[return-value]
+        try:
+            sub, paper = await self.app.db_call(_feedback_target, signed)
+        except (SubscriberNotFound, Revoked):
+            return pages.message(request, 403, "invalid_title", "invalid")
+        except NewsletterError:
+            return pages.message(request, 404, "not_found_title", "not_found")
+        lang = pages.request_language(request, sub.language)
+        t = pages.web_strings(lang)
+        cookie = pages.csrf_cookie(request)
+        q = dict(request.query_params)
+        q.pop("lang", None)
+        return pages.page(
+            "message.html.j2", t=t, title=t["feedback_title"],
+            lines=[t[f"feedback_question_{signed.verdict}"].format(title=paper.title),
+                   t["feedback_for"].format(email=sub.email)],
+            forms=[{"action": pages.link(links.FEEDBACK, **q, lang=lang),
+                    "fields": [("csrf", cookie)], "label": t["feedback_button"],
+                    "primary": True}],
+            error=False, cookie=cookie, secure=request.url.scheme == "https",
+            switch_url=pages.link(links.FEEDBACK, **q, lang=t["switch_lang"]))
+
+    async def record(self, request: Request) -> Response:
+        signed, refused = await self._checked(request)
+        if signed is None:
+            return refused  # type: ignore[return-value]
+        form = await pages.read_form(request)
+        if not pages.csrf_ok(request, form):
+            return pages.message(request, 403, "error_title", "csrf_failed")
+        try:
+            sub = await self.app.db_call(_record_feedback, signed, self.clock())
+        except (SubscriberNotFound, Revoked):
+            return pages.message(request, 403, "invalid_title", "invalid")
+        except NewsletterError:
+            return pages.message(request, 404, "not_found_title", "not_found")
+        lang = pages.request_language(request, sub.language)
+        return pages.message(request, 200, "feedback_title", "done_feedback", lang)
+
+
+class SeedError(NewsletterError):
+    """A seed paper the page could not add: args = (strings key, the value entered)."""
+
+
+def _seed_ids(db: Any, settings: Settings, value: str) -> list[str]:
+    """The stored paper id for a seed named on the page (looked up when not stored yet)."""
+    from newsletter.errors import InvalidFilter
+    from newsletter.lists import roster
+    from newsletter.relevance.seeds import parse_key
+
+    value = value.strip()
+    if not value or len(value) > 200:
+        raise SeedError("seed_bad", value[:80])
+    try:
+        parse_key(value)
+    except InvalidFilter as e:
+        raise SeedError("seed_bad", value[:80]) from e
+    try:
+        return roster.resolve_likes(db, settings, [value])
+    except NewsletterError as e:
+        raise SeedError("seed_not_found", value) from e
+
+
+def _number(form: dict[str, str], key: str, problem: str) -> int:
+    try:
+        return int(form.get(key, ""))
+    except ValueError as e:
+        raise NewsletterError(problem) from e
+
+
+def _apply_relevance(db: Any, sub: Subscriber, what: str, form: dict[str, str], now: datetime,
+                 settings: Settings) -> str:
+    """The reader's verdicts, seed papers and ranking mode (origin "web")."""
+    from newsletter.lists import roster
+
+    if what == "feedback":
+        paper, verdict = form.get("paper", ""), form.get("verdict", "")
+        if verdict not in store.VERDICTS:
+            raise NewsletterError("choose relevant or not relevant")
+        store.get_paper(db, paper)
+        store.add_feedback(db, sub.email, paper, verdict, "web", now)
+        return "feedback"
+    if what == "seed-add":
+        roster.edit(db, sub.email, add_like=_seed_ids(db, settings, form.get("value", "")),
+                    origin="web", now=now)
+        return "saved"
+    if what == "seed-remove":
+        seed = form.get("value", "")
+        if seed not in sub.likes:
+            raise NewsletterError("that seed paper is not on your list any more")
+        roster.edit(db, sub.email, remove_like=[seed], origin="web", now=now)
+        return "saved"
+    if what == "ranking":
+        roster.edit(db, sub.email, ranking=form.get("ranking", ""),
+                    like_cap=_number(form, "like_cap", "the cap must be a number"),
+                    origin="web", now=now)
+        return "saved"
+    raise NewsletterError("unknown action")
+
+
+def _apply(db: Any, signed: PageLink, what: str, form: dict[str, str], now: datetime,
+           settings: Settings) -> str:
     """Make one change for the page's subscriber (origin "web"); returns the notice key."""
     from newsletter.lists import roster
 
     sub = _current(db, signed)
+    if what in ("feedback", "seed-add", "seed-remove", "ranking"):
+        return _apply_relevance(db, sub, what, form, now, settings)
     if what in ("remove", "add"):
         kind = form.get("kind", "")
         if kind not in _KINDS:
@@ -408,18 +583,8 @@ def _apply(db: Any, signed: PageLink, what: str, form: dict[str, str], now: date
         roster.edit(db, sub.email, origin="web", now=now,
                     **{f"{what}_{kind}": [value]})  # type: ignore[arg-type]
         return "saved"
-    if what == "feedback":
-        paper, verdict = form.get("paper", ""), form.get("verdict", "")
-        if verdict not in store.VERDICTS:
-            raise NewsletterError("choose relevant or not relevant")
-        store.get_paper(db, paper)
-        store.add_feedback(db, sub.email, paper, verdict, "web", now)
-        return "feedback"
     if what == "settings":
-        try:
-            hour = int(form.get("send_hour", ""))
-        except ValueError as e:
-            raise NewsletterError("send hour must be a number from 0 to 23") from e
+        hour = _number(form, "send_hour", "send hour must be a number from 0 to 23")
         freq = form.get("frequency", "")
         roster.edit(db, sub.email, frequency=freq, send_hour=hour,
                     weekday=form.get("weekday") if freq == "weekly" else None,
@@ -454,8 +619,11 @@ def routes(app: pages.Handlers, clock: Callable[[], datetime]) -> list[Route]:
     radar = Radar(app, clock)
     posts = [Route(f"/radar/{name}", radar.change, methods=["POST"])
              for name in ("filters/remove", "filters/add", "feedback", "settings", "status",
-                          "unsubscribe")]
+                          "unsubscribe", "seed-add", "seed-remove", "ranking")]
+    feedback = Feedback(app, clock)
     return [Route(links.RADAR, radar.show, methods=["GET"]),
+            Route(links.FEEDBACK, feedback.confirm_page, methods=["GET"]),
+            Route(links.FEEDBACK, feedback.record, methods=["POST"]),
             Route(links.FEED, radar.feed, methods=["GET"]), *posts]
 
 

@@ -2,7 +2,8 @@
 // usage: node radar.mjs PAGE_URL OUT_DIR
 // 1. At 375 and 1280 px, light and dark: a full-page screenshot, the page's width against
 //    the viewport, anything requested from another origin, and axe-core's violations.
-// 2. With JavaScript OFF (so every step is a plain link or form), the issue's steps: remove
+// 2. With JavaScript OFF (so every step is a plain link or form), the issue's steps: follow
+//    a citation in the brief to its card, add a seed paper by arXiv id and remove it, remove
 //    a chip with its ×, add a broken topic (see the error), add a good one, press "another
 //    batch" until the end, switch language, mark a paper not relevant, open yesterday's
 //    issue in the archive, unsubscribe. Prints what it saw as JSON; the Python test checks
@@ -64,6 +65,20 @@ try {
   const s = facts.steps;
   await page.goto(url);
   s.opened = await page.locator("h1").textContent();
+  // a citation in the brief lands on its paper's card
+  const cite = page.locator(".brief a.cite").first();
+  s.citeHref = await cite.getAttribute("href");
+  await cite.click();
+  s.citeHash = new URL(page.url()).hash;
+  s.citeCard = await page.locator(`article.paper${s.citeHash}`).count();
+  s.citeInView = await page.locator(`article.paper${s.citeHash}`).evaluate(
+    (el) => { const r = el.getBoundingClientRect(); return r.top >= 0 && r.top < window.innerHeight; });
+  // a seed paper ("papers like mine"), added and removed with plain forms
+  await page.getByLabel("arXiv id or DOI").fill("arXiv:1706.03762v7");
+  await page.getByRole("button", { name: "Add paper", exact: true }).click();
+  s.seedChips = await page.locator("section[aria-labelledby=seeds-h] .chip").allTextContents();
+  await page.getByRole("button", { name: /^Remove seed paper: Attention Is All You Need/ }).click();
+  s.seedChipsAfterRemove = await page.locator("section[aria-labelledby=seeds-h] .chip").count();
   await page.getByRole("button", { name: "Remove Category: stat.*" }).click();
   s.chipsAfterRemove = await page.locator(".chip").allTextContents();
   await page.getByLabel("Kind").selectOption("topic");

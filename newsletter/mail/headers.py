@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 
 from newsletter.config import Settings
 from newsletter.lists.tokens import unsubscribe_token
-from newsletter.signing import DkimKey, sign
+from newsletter.mail.signing import DkimKey, sign
 
 # CRLF line ends (what SMTP and DKIM want), and raw header values never refolded.
 MAIL_POLICY = policy.SMTP.clone(refold_source="none")
