@@ -260,6 +260,9 @@ def fts5_expression(term: Term) -> str:
     return '"' + term.text.replace('"', " ") + '"' + (" *" if term.prefix else "")
 
 
+Verdict = tuple[int, int | None, str | None]  # (paper, matching author's index, near miss)
+
+
 class Index:
     """The run's papers, indexed by author family name and category; topic terms are looked
     up in SQLite's FTS5 index over title and abstract (``search``: an FTS5 expression ->
@@ -289,7 +292,20 @@ class Index:
         self._queries: dict[str, Node] = {}
         self._searches: dict[str, dict[int, float]] = {}
         self._seen: dict[datetime, frozenset[str]] = {}
+        self._authors: dict[str, tuple[AuthorFilter, list[Verdict]]] = {}
         self.learned: Any = None  # the run's learned-ranking features, built on first use
+
+    def author_verdicts(self, followed: str) -> tuple[AuthorFilter, list[Verdict]]:
+        """A followed author's filter and (paper, matching author's index or None, why a
+        near miss was rejected) for each paper with that family name (cached per run: a
+        lab's members follow the same people)."""
+        found = self._authors.get(followed)
+        if found is None:
+            af = parse_author(followed)
+            found = self._authors[followed] = (af, [
+                (n, *author_verdict(af, self.author_keys[n]))
+                for n in self.candidates_by_family(af.key[-1])])
+        return found
 
     def search(self, text: str) -> dict[int, float]:
         """Papers matching a topic query, with their relevance (cached per run)."""
@@ -395,7 +411,10 @@ def match_subscriber(sub: Subscriber, index: Index,
 def _excluded(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str]
               ) -> set[int]:
     """Positions of the papers already sent and of those the subscriber's excludes name."""
-    excluded: set[int] = {index.position[pid] for pid in already_sent if pid in index.position}
+    position = index.position
+    excluded: set[int] = ({position[pid] for pid in already_sent if pid in position}
+                          if len(already_sent) < len(position)
+                          else {n for pid, n in position.items() if pid in already_sent})
     for ex in sub.exclude:
         if ex.lower().startswith("author:"):
             key = name_key(ex.split(":", 1)[1])
@@ -419,9 +438,8 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
     scores: dict[int, float] = defaultdict(float)
     by_author: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for followed in sub.authors:
-        af = parse_author(followed)
-        for n in index.candidates_by_family(af.key[-1]):
-            hit, near = author_verdict(af, index.author_keys[n])
+        af, verdicts = index.author_verdicts(followed)
+        for n, hit, near in verdicts:
             if hit is not None:
                 scores[n] += 1000.0
                 by_author[n].append((af.name, index.papers[n].authors[hit]))
@@ -435,13 +453,12 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
             scores[n] += 0.5
 
     excluded = _excluded(sub, index, already_sent)
-    candidates = [n for n in scores if n not in excluded]
-
-    def order(n: int) -> tuple[float, float, str]:
-        return (-round(scores[n], 4), -index.timestamps[n], index.papers[n].id)
-
-    top = (heapq.nsmallest(limit, candidates, key=order) if limit is not None
-           else sorted(candidates, key=order))
+    ts, papers = index.timestamps, index.papers
+    # (best score, newest, id): tuples compare in C, cheaper than a key function
+    keyed = [(-round(score, 4), -ts[n], papers[n].id, n) for n, score in scores.items()
+             if n not in excluded]
+    top = [k[-1] for k in (heapq.nsmallest(limit, keyed) if limit is not None
+                           else sorted(keyed))]
     matches = []
     for n in top:
         reasons = [f"author: {name}" for name, _ in by_author.get(n, ())]
@@ -450,4 +467,4 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
         matches.append(Match(paper=index.papers[n], score=round(scores[n], 4),
                              reasons=tuple(reasons),
                              followed_authors=tuple(w for _, w in by_author.get(n, ()))))
-    return matches, len(candidates)
+    return matches, len(keyed)

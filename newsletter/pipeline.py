@@ -23,7 +23,6 @@ from newsletter import brief as brief_mod
 from newsletter import match, render, send, sources, store
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendFailed
-from newsletter.mail import headers
 from newsletter.models import Brief, Issue, Match, Paper, SourceResult, Subscriber
 from newsletter.ops import schedule
 from newsletter.ops.report import FetchLine, RunLine, RunReport
@@ -446,10 +445,8 @@ def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
     settings, now, keep_html = _WORKER
     issue, message_id = job
     rendered = render.render(issue, settings)
-    msg = render.build_message(issue, rendered, settings, now)
-    if message_id and msg["Message-ID"] != message_id:
-        msg.replace_header("Message-ID", message_id)
-    return rendered.subject, headers.to_bytes(msg), rendered.html if keep_html else ""
+    data = render.message_bytes(issue, rendered, settings, now, message_id)
+    return rendered.subject, data, rendered.html if keep_html else ""
 
 
 def render_workers(settings: Settings) -> int:
@@ -662,15 +659,16 @@ def _plan_batch(db: Database, batch: list[tuple[int, Subscriber]], settings: Set
 
 
 class _Sending:
-    """The sending side of a run: ``smtp_connections`` threads, each with its own database
-    connection, recording sending -> sent | deferred | failed for each message as it goes;
-    the daily quota (``smtp_daily_limit``) counted over the UTC day."""
+    """The sending side of a run: ``smtp_connections`` threads hand messages to the server
+    and tell one recorder thread (its own database connection: one writer, no waiting on
+    each other's locks) each step; the recorder writes whatever steps have queued up in one
+    transaction (a group commit), in order: sending, then sent | deferred | failed. The
+    daily quota (``smtp_daily_limit``) is counted over the UTC day."""
 
     def __init__(self, db: Database, settings: Settings, now: datetime, report: RunReport,
                  sent: Callable[[RunLine], None] | None):
         self.path = store.db_path(db)
         self.settings, self.now, self.report, self.sent = settings, now, report, sent
-        self.local = threading.local()
         limit = settings.smtp_daily_limit
         day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         self.quota = limit - store.sent_since(db, day) if limit else None
@@ -685,6 +683,10 @@ class _Sending:
         self.batches: queue.Queue[Iterator[Any] | None] = queue.Queue(maxsize=IN_FLIGHT)
         self.feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
         self.feed_error: BaseException | None = None
+        self.steps: queue.Queue[tuple[int, str, str | None, str | None, RunLine | None]
+                                | None] = queue.Queue()
+        self.recorder = threading.Thread(target=self._record, name="recorder", daemon=True)
+        self.record_error: BaseException | None = None
 
     def quota_left(self) -> bool:
         if self.quota is None:
@@ -695,6 +697,7 @@ class _Sending:
         return True
 
     def __enter__(self) -> _Sending:
+        self.recorder.start()
         self.dispatcher.__enter__()
         self.feeder.start()
         return self
@@ -702,11 +705,17 @@ class _Sending:
     def __exit__(self, *exc: Any) -> None:
         if exc[1] is not None:
             self.dispatcher.stop.set()
-        self._put(None)
-        self.feeder.join()
-        self.dispatcher.__exit__(*exc)
-        if exc[1] is None and self.feed_error is not None:
-            raise self.feed_error
+        try:
+            self._put(None)
+            self.feeder.join()
+            self.dispatcher.__exit__(*exc)
+        finally:  # what the server accepted is recorded before the run ends, whatever else
+            self.steps.put(None)
+            self.recorder.join()
+        if exc[1] is None:
+            for error in (self.feed_error, self.record_error):
+                if error is not None:
+                    raise error
 
     def _put(self, item: Iterator[Any] | None) -> None:
         while self.feeder.is_alive():
@@ -731,15 +740,45 @@ class _Sending:
             while self.batches.get() is not None:  # let the run's thread finish
                 pass
 
-    def _db(self) -> Database:
-        db: Database | None = getattr(self.local, "db", None)
-        if db is None:
-            db = self.local.db = store.open_db(self.path)
-        return db
+    def _record(self) -> None:
+        """The recorder thread: every step queued so far, in one transaction, until the
+        end; then closes its connection."""
+        db = store.open_db(self.path)
+        try:
+            done = False
+            while not done:
+                steps = [self.steps.get()]
+                while True:
+                    try:
+                        steps.append(self.steps.get_nowait())
+                    except queue.Empty:
+                        break
+                done = steps[-1] is None or None in steps
+                todo = [s for s in steps if s is not None]
+                if self.record_error is None and todo:
+                    self._write(db, todo)
+        finally:
+            db.close()
+
+    def _write(self, db: Database, todo: list[tuple[int, str, str | None, str | None,
+                                                  RunLine | None]]) -> None:
+        try:
+            store.record_progress(db, [step[:4] for step in todo], now=self.now)
+        except BaseException as e:  # noqa: BLE001  (raised again on the run's thread)
+            self.record_error = e
+            self.dispatcher.stop.set()
+            return
+        for *_, line in todo:
+            if line is not None:
+                self.report.add(line)
+                if self.sent:
+                    self.sent(line)
 
     def hand_over(self, rendered: Iterator[tuple[Issue, dict[str, Any],
                                                  tuple[str, bytes, str]]]) -> None:
         """Queue a batch being rendered; waits while IN_FLIGHT batches are queued."""
+        if self.record_error is not None:
+            raise self.record_error
         self._put(rendered)
 
     def _hand(self, rendered: Iterator[tuple[Issue, dict[str, Any],
@@ -750,19 +789,15 @@ class _Sending:
                 issue.issue_date.isoformat(), data, html))
 
     def _before(self, item: send.Outgoing) -> None:
-        store.mark_sending(self._db(), item.key[0])
+        self.steps.put((item.key[0], "sending", None, None, None))
 
     def _after(self, item: send.Outgoing, where: str | None,
                error: SendFailed | None) -> None:
         delivery_id, count = item.key
         if error is None:
-            store.finish_delivery(self._db(), delivery_id, "sent", path=where, now=self.now)
             line = RunLine(item.email, "sent", count, where or "")
+            self.steps.put((delivery_id, "sent", None, where, line))
         else:
             status = "deferred" if error.temporary else "failed"
-            store.finish_delivery(self._db(), delivery_id, status, error=str(error),
-                                  now=self.now)
             line = RunLine(item.email, status, count, str(error))
-        self.report.add(line)
-        if self.sent:
-            self.sent(line)
+            self.steps.put((delivery_id, status, str(error), None, line))

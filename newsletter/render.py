@@ -21,7 +21,6 @@ An issue whose HTML would pass :data:`HTML_BUDGET` bytes (Gmail clips an HTML pa
 
 from __future__ import annotations
 
-import binascii
 import functools
 import math
 import re
@@ -135,9 +134,12 @@ def _atoms(word: str) -> list[tuple[str, bool]]:
     return atoms
 
 
+@functools.lru_cache(maxsize=4096)
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
     """Fill ``text`` to ``width`` columns, continuation lines indented by ``indent``, never
-    breaking a word or a URL; Chinese text, which has no spaces, breaks between characters."""
+    breaking a word or a URL; Chinese text, which has no spaces, breaks between characters.
+    Cached: a paper's title, authors and abstract come round again in other readers'
+    issues."""
     atoms = [a for word in str(text).split() for a in _atoms(word)]
     if not atoms:
         return ""
@@ -464,6 +466,7 @@ class Inliner:
         self.rules = sorted(rules, key=lambda rule: rule[0])
         self.tags = {tag for _, tag, classes, _ in self.rules if tag and not classes}
         self._cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._done: dict[str, str] = {}
 
     @staticmethod
     def declarations(style: str) -> list[tuple[str, str]]:
@@ -502,7 +505,14 @@ class Inliner:
         return f'<{m.group(1)}{attrs} style="{css}"{close}>'
 
     def __call__(self, fragment: str) -> str:
-        return self._TAG.sub(self._tag, fragment) if self.rules else fragment
+        if not self.rules:
+            return fragment
+        done = self._done.get(fragment)
+        if done is None:  # a paper's card text comes round again in other readers' issues
+            if len(self._done) >= 4096:
+                self._done.clear()
+            done = self._done[fragment] = self._TAG.sub(self._tag, fragment)
+        return done
 
 
 @functools.lru_cache(maxsize=8)
@@ -576,30 +586,38 @@ def message_id(email: str, issue_date: date, settings: Settings) -> str:
 
 
 def _text_part(content: str, subtype: str) -> EmailMessage:
-    """A text/* part, encoded once: 7bit when it is short-lined ASCII, else
-    quoted-printable by binascii (the email package's own encoder is ten times slower)."""
+    """A text/* part, encoded once (headers.text_body)."""
     part = EmailMessage()
     # set_raw: these fixed ASCII headers need no parsing or folding
     part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
-    if not content.endswith("\n"):
-        content += "\n"
-    if content.isascii() and max(map(len, content.splitlines()), default=0) <= 78:
-        part.set_raw("Content-Transfer-Encoding", "7bit")
-        part.set_payload(content)
-    else:
-        part.set_raw("Content-Transfer-Encoding", "quoted-printable")
-        part.set_payload(binascii.b2a_qp(content.encode(), istext=True).decode("ascii"))
+    cte, payload = headers.text_body(content)
+    part.set_raw("Content-Transfer-Encoding", cte)
+    part.set_payload(payload)
     return part
+
+
+def _envelope(issue: Issue, rendered: Rendered, settings: Settings, now: datetime,
+              message_id_: str | None) -> headers.Envelope:
+    sub = issue.subscriber
+    return headers.Envelope(
+        to_email=sub.email, to_name=sub.name, subject=rendered.subject, date=now,
+        message_id=message_id_ or message_id(sub.email, issue.issue_date, settings),
+        kind="issue" if issue.matches else "empty")
+
+
+def message_bytes(issue: Issue, rendered: Rendered, settings: Settings, now: datetime,
+                  message_id_: str | None = None) -> bytes:
+    """``bytes(build_message(...))``, written directly (headers.message_bytes), with
+    ``message_id_`` (a resumed delivery's) in place of the computed Message-ID."""
+    return headers.message_bytes(settings, _envelope(issue, rendered, settings, now,
+                                                     message_id_),
+                                 [("plain", rendered.text), ("html", rendered.html)])
 
 
 def build_message(issue: Issue, rendered: Rendered, settings: Settings,
                   now: datetime) -> EmailMessage:
     """The issue (or the "nothing new" note) as a message; headers.py writes the headers."""
-    sub = issue.subscriber
-    msg = headers.new_message(settings, headers.Envelope(
-        to_email=sub.email, to_name=sub.name, subject=rendered.subject, date=now,
-        message_id=message_id(sub.email, issue.issue_date, settings),
-        kind="issue" if issue.matches else "empty"))
+    msg = headers.new_message(settings, _envelope(issue, rendered, settings, now, None))
     msg.set_raw("Content-Type", "multipart/alternative")
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))

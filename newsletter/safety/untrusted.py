@@ -10,6 +10,7 @@ email client or a terminal. ``http_url`` keeps a link only when it is ``http:`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -34,8 +35,10 @@ def clean_text(value: str, multiline: bool = True) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=8192)
 def http_url(value: str | None) -> str | None:
-    """The link when it is an absolute ``http:`` / ``https:`` URL with a host, else None."""
+    """The link when it is an absolute ``http:`` / ``https:`` URL with a host, else None.
+    (Cached: a run checks each paper's links again in every issue that shows it.)"""
     if not value:
         return None
     url = clean_text(str(value), multiline=False).strip()

@@ -95,6 +95,24 @@ def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str |
         )
 
 
+def record_progress(db: Database, steps: Sequence[tuple[int, str, str | None, str | None]],
+                    now: datetime | None = None) -> None:
+    """Several deliveries' steps, in order, in one transaction: (delivery id, status, error,
+    path) where status "sending" is a hand-over begun (an attempt counted) and "sent",
+    "deferred" or "failed" its outcome (as mark_sending and finish_delivery)."""
+    stamp = iso(now or utcnow())
+    with transaction(db):
+        for delivery_id, status, error, path in steps:
+            if status == "sending":
+                db.conn.execute("update deliveries set status = 'sending', attempts ="
+                                " attempts + 1 where id = ?", (delivery_id,))
+            else:
+                db.conn.execute(
+                    "update deliveries set status = ?, error = ?, path = coalesce(?, path),"
+                    " sent_at = case when ? = 'sent' then ? else sent_at end where id = ?",
+                    (status, error, path, status, stamp, delivery_id))
+
+
 def retry_failed(db: Database, issue_date: date | None = None, email: str | None = None
                  ) -> int:
     """Set failed deliveries back to pending, so the next run sends them again (with the
