@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -258,11 +258,14 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
         return {k: brief_mod.extractive(list(papers)) for k, (papers, _) in distinct.items()}
     out: dict[tuple[tuple[str, ...], str], Brief] = {}
     todo = []
+    keys = {k: brief_mod.cache_key(k[0], k[1], model) for k in distinct}
+    cache = store.get_briefs(db, list(keys.values()))
+    hits = []
     for k, (papers, lang) in distinct.items():
-        cached = store.get_brief(db, brief_mod.cache_key(k[0], lang, model))
+        cached = cache.get(keys[k])
         if cached:
             out[k] = brief_mod.brief_from_json(cached["data"])
-            store.log_brief_hit(db, cached["key"], model, lang, now)
+            hits.append((cached["key"], model, lang))
         else:
             todo.append((k, papers, lang))
     if todo and not call_model:
@@ -294,7 +297,7 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
             if result.operator_error:
                 report.operator_errors.append(result.operator_error)
             out[k] = result.brief
-    _fallbacks(db, out, settings, now, report, budget, record=call_model)
+    _fallbacks(db, out, settings, now, report, budget, record=call_model, hits=hits)
     return out
 
 
@@ -312,17 +315,21 @@ def _model_problem(settings: Settings) -> str | None:
 
 def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
                settings: Settings, now: datetime, report: RunReport,
-               budget: brief_mod.Budget, record: bool) -> None:
+               budget: brief_mod.Budget, record: bool,
+               hits: Sequence[tuple[str, str, str]] = ()) -> None:
     """Every brief that fell back to the digest: its reason to the run summary and (unless
-    a dry run) to the brief_fallbacks table for `briefs stats`."""
+    a dry run) to the brief_fallbacks table for `briefs stats`; ``hits`` (served from the
+    cache) to the brief_hits table, in the same transaction."""
     notes: dict[str, int] = {}
+    fallbacks = []
     for (ids, lang), b in out.items():
         if not b.note:
             continue
         notes[b.note] = notes.get(b.note, 0) + 1
         if record:
-            store.log_brief_fallback(db, brief_mod.cache_key(ids, lang, settings.llm_model),
-                                     settings.llm_model, lang, b.note, now)
+            fallbacks.append((brief_mod.cache_key(ids, lang, settings.llm_model),
+                              settings.llm_model, lang, b.note))
+    store.log_brief_uses(db, hits, fallbacks, now)
     for note, n in notes.items():
         if note == brief_mod.LATE:
             note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "

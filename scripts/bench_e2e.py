@@ -12,6 +12,7 @@ seconds, and the SQL statements it ran (a trace callback installed by a small wr
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import socket
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +62,7 @@ class ChildRun:
     maxrss_mb: float  # the main child's own peak (wait4)
     tree_mb: float  # peak of the summed PSS over the child and its descendants (sampled)
     main_cpu: float  # main process user+system seconds (last /proc sample)
+    tree_cpu: float  # the child and its reaped worker processes, user+system (wait4)
     sql: int
     stdout: str
     stderr: str
@@ -121,7 +124,7 @@ def run_child(args: list[str], env: dict[str, str], tmp: Path) -> ChildRun:
     proc.returncode = os.waitstatus_to_exitcode(status)
     sql = int(count_file.read_text()) if count_file.exists() else -1
     return ChildRun(seconds, proc.returncode, usage.ru_maxrss / 1024,
-                    peak / 1024, cpu, sql,
+                    peak / 1024, cpu, usage.ru_utime + usage.ru_stime, sql,
                     out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
@@ -205,6 +208,67 @@ def write_csv(path: Path, subs: list[dict[str, Any]], rng: random.Random) -> Non
                         "|".join(s["authors"]), "|".join(s["topics"])])
 
 
+BENCH_MODEL = "openai/gpt-4o-mini"  # priced in litellm's bundled list
+
+
+def seed_briefs(db_path: Path, now: str, every: int = 2, most: int = 10_000) -> int:
+    """Put an LLM brief into the cache for the issue of every ``every``-th subscriber (at
+    most ``most``), as an earlier run with a model would have left it, and record a day's
+    spend over the budget the timed run gets: then the timed run serves those briefs from
+    the cache and gives every other issue the extractive digest (daily budget reached),
+    calling no model. Returns how many briefs were cached."""
+    from newsletter import brief as brief_mod
+    from newsletter import pipeline, store
+    from newsletter.config import Settings
+    from newsletter.models import Brief, Theme
+
+    when = datetime.fromisoformat(now)
+    settings = Settings(llm_model=BENCH_MODEL)
+    db = store.open_db(db_path)
+    subs = store.list_subscribers(db, status="active")[::every][:most]
+    index = pipeline.build_index(db, when - timedelta(days=settings.first_issue_days))
+    keys: set[str] = set()
+    for sub in subs:
+        issue = pipeline.plan_issue(db, sub, settings, when, index)
+        papers = [m.paper for m in issue.matches]
+        if not papers:
+            continue
+        key = brief_mod.cache_key([p.id for p in papers], sub.language, BENCH_MODEL)
+        if key in keys:
+            continue
+        keys.add(key)
+        first = [brief_mod.first_sentence(p.abstract) for p in papers]
+        brief = Brief(
+            kind="llm", model=BENCH_MODEL,
+            headline=f"What {len(papers)} new papers share, and where they disagree",
+            themes=tuple(Theme(f"Theme {n}", f"A finding the papers share ({n}).", (n,),
+                               (first[n - 1][:120],)) for n in range(1, len(papers) + 1)),
+            connections=(Theme("", "Two of them meet on one method.", (1, len(papers)),
+                               (first[0][:120], first[-1][:120])),),
+            per_paper=tuple(f"The paper's own claim, in one line ({n})."
+                            for n in range(1, len(papers) + 1)))
+        store.put_brief(db, {
+            "key": key, "kind": "llm", "language": sub.language, "model": BENCH_MODEL,
+            "prompt_version": brief_mod.PROMPT_VERSION,
+            "paper_ids": json.dumps([p.id for p in papers]),
+            "data": brief_mod.brief_to_json(brief), "input_tokens": 2000,
+            "output_tokens": 400, "cost_usd": 0.0005}, when)
+    store.log_llm_call(db, {"brief_key": "bench", "language": "en", "model": BENCH_MODEL,
+                            "cost_usd": 1.0}, when)  # the day's budget is spent
+    db.close()
+    return len(keys)
+
+
+def brief_counts(db_path: Path) -> tuple[int, int]:
+    """(briefs served from the cache, extractive digests) the timed run recorded."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        hits = conn.execute("select count(*) from brief_hits").fetchone()[0]
+        fallbacks = conn.execute("select count(*) from brief_fallbacks").fetchone()[0]
+    return hits, fallbacks
+
+
 @dataclass
 class E2E:
     n: int
@@ -214,12 +278,16 @@ class E2E:
     run: ChildRun
     sent: int
     first_email_s: float | None
+    cached: int = 0  # distinct LLM briefs put into the cache before the run
+    llm_briefs: int = 0  # distinct briefs the run served from the cache
+    extractive: int = 0  # distinct briefs that went out as the extractive digest
 
 
 def end_to_end(tmp: Path, n: int, population: Any, now: str, papers_n: int = 2000,
-               extra_env: dict[str, str] | None = None, run_args: tuple[str, ...] = ()
-               ) -> E2E:
-    """Import n subscribers, fetch papers_n papers from a loopback feed, run --all."""
+               extra_env: dict[str, str] | None = None, run_args: tuple[str, ...] = (),
+               llm: bool = True) -> E2E:
+    """Import n subscribers, fetch papers_n papers from a loopback feed, (with ``llm``)
+    put LLM briefs for half of them into the cache, then time run --all."""
     rng = random.Random(n)
     papers, subs = population(rng, n, min(max(30, n // 40), 120), papers_n)
     work = tmp / f"e2e-{n}"
@@ -241,12 +309,18 @@ def end_to_end(tmp: Path, n: int, population: Any, now: str, papers_n: int = 200
         assert imported.returncode == 0, imported.stderr[-2000:]
         fetched = run_child(["fetch"], env, work)
         assert fetched.returncode == 0, fetched.stderr[-2000:]
+        cached = seed_briefs(work / "newsletter.db", now) if llm else 0
+        model_env = {"NEWSLETTER_LLM_MODEL": BENCH_MODEL, "NEWSLETTER_LLM_BUDGET_USD": "0.5",
+                     "NEWSLETTER_LLM_API_BASE": "http://127.0.0.1:9/v1",  # never called
+                     "OPENAI_API_KEY": "bench"} if llm else {}
         started = time.perf_counter()
         ran = run_child(["run", "--all", "--no-fetch", *run_args],
-                        {**env, "NEWSLETTER_SMTP_URL": sink.url}, work)
+                        {**env, **model_env, "NEWSLETTER_SMTP_URL": sink.url}, work)
         assert ran.returncode == 0, (ran.stdout[-2000:], ran.stderr[-2000:])
     finally:
         sink.stop()
         httpd.shutdown()
     first = sink.first - started if sink.first else None
-    return E2E(n, papers_n, imported.seconds, fetched.seconds, ran, sink.count, first)
+    hits, fallbacks = brief_counts(work / "newsletter.db")
+    return E2E(n, papers_n, imported.seconds, fetched.seconds, ran, sink.count, first,
+               cached, hits, fallbacks)

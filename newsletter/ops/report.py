@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import html
+import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass, field
+from typing import IO, Any
 
 from newsletter.config import Settings, redact_url
 
@@ -40,10 +44,52 @@ class RunLine:
     detail: str = ""  # file path, SMTP target, reason
 
 
+class Lines:
+    """A run's lines, one per subscriber, in the order they came: the first ``keep`` in
+    memory, the rest in a temporary file (a list of 100,000 must not grow the run's memory
+    with the list). Appended to from several threads; read after the run."""
+
+    def __init__(self, keep: int = 2000):
+        self.keep = keep
+        self._memory: list[RunLine] = []
+        self._file: IO[str] | None = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def append(self, line: RunLine) -> None:
+        with self._lock:
+            self._count += 1
+            if len(self._memory) < self.keep:
+                self._memory.append(line)
+                return
+            if self._file is None:
+                self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
+            self._file.write(json.dumps(astuple(line), ensure_ascii=False) + "\n")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[RunLine]:
+        with self._lock:
+            memory = self._memory[:]
+            if self._file is not None:
+                self._file.flush()
+            end = self._file.tell() if self._file is not None else 0
+        yield from memory
+        at = 0
+        while self._file is not None and at < end:
+            with self._lock:  # a line at a time: nothing held while the caller works
+                self._file.seek(at)
+                text = self._file.readline()
+                at = self._file.tell()
+                self._file.seek(0, 2)
+            yield RunLine(*json.loads(text))
+
+
 @dataclass
 class RunReport:
     fetched: list[FetchLine] = field(default_factory=list)
-    lines: list[RunLine] = field(default_factory=list)
+    lines: Lines = field(default_factory=Lines)
     llm_calls: int = 0
     llm_cost_usd: float = 0.0
     llm_priced_calls: int = 0  # answered calls with a known cost (summed in llm_cost_usd)
@@ -57,7 +103,7 @@ class RunReport:
     unpriced_models: set[str] = field(default_factory=set)
 
     def add(self, line: RunLine) -> None:
-        """Record one line (called from the sending threads too: list.append is atomic)."""
+        """Record one line (from the recorder thread too)."""
         self.lines.append(line)
 
     @property

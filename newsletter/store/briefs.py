@@ -6,6 +6,7 @@ spend and a day's report agree with the day the job believed it was.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -22,6 +23,18 @@ def get_brief(db: Database, key: str) -> dict[str, Any] | None:
         return None
 
 
+def get_briefs(db: Database, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The cached briefs among ``keys`` (a run's batch asks for all of its own at once)."""
+    out: dict[str, dict[str, Any]] = {}
+    keys = list(dict.fromkeys(keys))
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        cursor = db.execute(f"select * from briefs where key in ({','.join('?' * len(chunk))})",
+                            chunk)
+        out.update((row["key"], row) for row in _dicts(cursor))
+    return out
+
+
 def put_brief(db: Database, row: dict[str, Any], at: datetime | None = None) -> None:
     with transaction(db):
         db.table("briefs").insert({**row, "created": iso(at or utcnow())}, replace=True)
@@ -32,21 +45,20 @@ def log_llm_call(db: Database, row: dict[str, Any], at: datetime | None = None) 
         db.table("llm_calls").insert({**row, "created": iso(at or utcnow())})
 
 
-def log_brief_hit(db: Database, key: str, model: str, language: str,
-                  at: datetime | None = None) -> None:
-    """One brief served from the cache: a model call saved."""
+def log_brief_uses(db: Database, hits: Sequence[tuple[str, str, str]],
+                   fallbacks: Sequence[tuple[str, str, str, str]],
+                   at: datetime | None = None) -> None:
+    """A batch's briefs served from the cache, (key, model, language), and those that went
+    out as the extractive digest, (key, model, language, reason), in one transaction."""
+    if not hits and not fallbacks:
+        return
+    stamp = iso(at or utcnow())
     with transaction(db):
-        db.table("brief_hits").insert({"brief_key": key, "model": model, "language": language,
-                                       "created": iso(at or utcnow())})
-
-
-def log_brief_fallback(db: Database, key: str, model: str, language: str, reason: str,
-                       at: datetime | None = None) -> None:
-    """One brief that went out as the extractive digest, and why (for the operator)."""
-    with transaction(db):
-        db.table("brief_fallbacks").insert({"brief_key": key, "model": model,
-                                            "language": language, "reason": reason[:500],
-                                            "created": iso(at or utcnow())})
+        db.conn.executemany("insert into brief_hits (brief_key, model, language, created)"
+                            " values (?,?,?,?)", [(*h, stamp) for h in hits])
+        db.conn.executemany("insert into brief_fallbacks (brief_key, model, language, reason,"
+                            " created) values (?,?,?,?,?)",
+                            [(k, m, lang, why[:500], stamp) for k, m, lang, why in fallbacks])
 
 
 def _dicts(cursor: Any) -> list[dict[str, Any]]:
@@ -117,5 +129,5 @@ def list_briefs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
     return _dicts(db.execute(sql, [limit] if limit is not None else []))
 
 
-__all__ = ["brief_fallback_reasons", "get_brief", "list_briefs", "llm_spend_since",
-           "llm_usage", "log_brief_fallback", "log_brief_hit", "log_llm_call", "put_brief"]
+__all__ = ["brief_fallback_reasons", "get_brief", "get_briefs", "list_briefs",
+           "llm_spend_since", "llm_usage", "log_brief_uses", "log_llm_call", "put_brief"]
