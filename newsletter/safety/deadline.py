@@ -10,6 +10,9 @@ The caller, seeing ``watchdog.expired``, reports a timeout. Standard library onl
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -26,9 +29,8 @@ class Watchdog:
         self.expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(self.seconds, self._fire)
-        self._timer.daemon = True
         self._end = time.monotonic() + self.seconds
+        self.done = False  # left the ``with`` block: nothing to fire
 
     def remaining(self) -> float:
         """Seconds left (at least a small positive number, for socket timeouts)."""
@@ -59,17 +61,68 @@ class Watchdog:
 
     def _fire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.expired = True
             for sock in self._sockets:
                 _shut(sock)
 
     def __enter__(self) -> Watchdog:
-        self._timer.start()
+        _clock().watch(self)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
+
+
+class _Clock:
+    """One daemon thread that fires every watchdog whose time is up, in deadline order (a
+    timer thread for each exchange would start and stop a thread for every message a run
+    sends). Watchdogs that ended are dropped when they reach the front."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="watchdog-clock", daemon=True)
+        self._thread.start()
+
+    def watch(self, dog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (dog._end, next(self._order), dog))
+            if self._heap[0][2] is dog:  # a new earliest deadline: wake the clock
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, dog = heapq.heappop(self._heap)
+                    dog._fire()  # does nothing for one that ended
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_CLOCK: _Clock | None = None
+_CLOCK_LOCK = threading.Lock()
+
+
+def _clock() -> _Clock:
+    global _CLOCK
+    with _CLOCK_LOCK:
+        if _CLOCK is None:
+            _CLOCK = _Clock()
+        return _CLOCK
+
+
+def _forget_clock() -> None:  # a forked child has no clock thread: it starts its own
+    global _CLOCK, _CLOCK_LOCK
+    _CLOCK, _CLOCK_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clock)
 
 
 def _shut(target: Any) -> None:
