@@ -519,6 +519,12 @@ class Budget:
             self.reserved += amount
             return True
 
+    def exhausted(self) -> bool:
+        """Spent (and reserved) past the cap already: no request can start, whatever it
+        would cost, so its cost need not be counted."""
+        with self._lock:
+            return bool(self.cap) and self.spent + self.reserved > self.cap
+
     def settle(self, reserved: float, actual: float | None) -> None:
         with self._lock:
             self.reserved -= reserved
@@ -582,6 +588,8 @@ def _reserve(budget: Budget | None, messages: list[dict[str, str]], model: str,
     """(the amount reserved for the next request, or why it may not start)."""
     if budget is None or not budget.cap:
         return 0.0, None
+    if budget.exhausted():  # no need to tokenize the prompt to know
+        return 0.0, BUDGET_REACHED
     worst = worst_case_cost(messages, model, max_tokens, price_per_call)
     if worst is None:
         return 0.0, f"model {model!r} has no known price"

@@ -250,7 +250,7 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
     """One brief per distinct (papers, language): from the cache, else (when ``call_model``)
     from the model in up to llm_concurrency threads (database writes stay on this thread),
     each request reserving its worst-case cost from the day's llm_budget_usd first. Every
-    fallback's reason goes to report.brief_notes and the brief_fallbacks table, never to the
+    fallback's reason goes to report.fallback_counts and the brief_fallbacks table, never to the
     reader; a setting the operator must fix also to report.operator_errors."""
     distinct = {(tuple(p.id for p in papers), lang): (papers, lang) for papers, lang in wanted}
     model = settings.llm_model
@@ -273,9 +273,10 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                                             "(--with-briefs makes them)") for k, p, _ in todo})
         todo = []
     cap = settings.llm_budget_usd
-    problem = _model_problem(settings) if todo else None
+    problem = _model_problem(settings, report) if todo else None
     if problem:
-        report.operator_errors.append(problem)
+        if problem not in report.operator_errors:
+            report.operator_errors.append(problem)
         out.update({k: brief_mod.extractive(list(p), note=problem) for k, p, _ in todo})
         todo = []
     spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
@@ -301,15 +302,22 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
     return out
 
 
-def _model_problem(settings: Settings) -> str | None:
-    """What the operator must fix before the model may be called at all."""
+def _model_problem(settings: Settings, report: RunReport | None = None) -> str | None:
+    """What the operator must fix before the model may be called at all (asked once per
+    run: ``report`` remembers the answer, as a run writes its briefs a batch at a time)."""
     model = settings.llm_model
+    key = (model, settings.llm_api_base, settings.llm_budget_usd,
+           settings.llm_price_per_call_usd)
+    if report is not None and key in report.checked_models:
+        return report.checked_models[key]
     problem = brief_mod.check_model(model, settings.llm_api_base)
     if problem is None and settings.llm_budget_usd and not settings.llm_price_per_call_usd \
             and not brief_mod.known_price(model):
         problem = (f"model {model!r} has no price in litellm's list, so the daily budget "
                    "cannot cap it: set NEWSLETTER_LLM_PRICE_PER_CALL_USD or unset "
                    "NEWSLETTER_LLM_BUDGET_USD")
+    if report is not None:
+        report.checked_models[key] = problem
     return problem
 
 
@@ -331,14 +339,15 @@ def _fallbacks(db: Database, out: dict[tuple[tuple[str, ...], str], Brief],
                               settings.llm_model, lang, b.note))
     store.log_brief_uses(db, hits, fallbacks, now)
     for note, n in notes.items():
+        said = note
         if note == brief_mod.LATE:
-            note = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
+            said = (f"{note} (NEWSLETTER_LLM_DEADLINE, {settings.llm_deadline:g} s for all "
                     "briefs)")
         if note == brief_mod.BUDGET_REACHED:
-            note = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
+            said = (f"daily LLM budget of ${settings.llm_budget_usd:g} reached "
                     f"(${budget.spent:.4f} spent today)")
-        report.brief_notes.append(f"{note} - {n} of {len(out)} briefs fell back to the "
-                                  "extractive digest")
+        report.count_fallbacks(note, said, n)
+    report.briefs_written += len(out)
 
 
 # --- whole issues ------------------------------------------------------------------------

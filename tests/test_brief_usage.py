@@ -256,3 +256,30 @@ def test_reservations_from_many_threads_never_pass_the_cap():
     assert sum(granted) >= 7  # 7 fit at once; settled ones leave room for more
     assert budget.spent == 2.5 + 0.75 * sum(granted) <= 10.0
     assert Budget(cap=0.0).reserve(1e9)  # no cap: everything may start
+
+
+def test_a_run_in_batches_says_each_fallback_reason_once_with_the_runs_totals(
+        isolated, llm_server, monkeypatch):
+    """A run writes its briefs a batch at a time; the summary still has one line per
+    reason, counted over the whole run. With the day's budget already spent, no prompt is
+    even tokenized to price it."""
+    from newsletter import brief, pipeline, store
+
+    monkeypatch.setattr(pipeline, "BATCH", 1)
+    monkeypatch.setattr(pipeline, "FIRST_BATCH", 1)
+    monkeypatch.setenv("NEWSLETTER_LLM_MODEL", PRICED)
+    monkeypatch.setenv("NEWSLETTER_LLM_BUDGET_USD", "0.01")
+    add_readers(4)
+    store.log_llm_call(db(isolated), {"brief_key": "earlier", "language": "en",
+                                      "model": PRICED, "cost_usd": 0.02})
+
+    def no_pricing(*args, **kwargs):
+        raise AssertionError("priced a request although the budget was spent")
+
+    monkeypatch.setattr(brief, "worst_case_cost", no_pricing)
+    llm_server.routes["/v1/chat/completions"] = model_answers()
+    out = invoke("run", "--all").output
+    assert llm_calls(llm_server) == [] and "4 sent" in out
+    fallbacks = [line for line in out.splitlines() if line.startswith("Brief fallback:")]
+    assert fallbacks == ["Brief fallback: daily LLM budget of $0.01 reached ($0.0200 spent "
+                         "today) - 4 of 4 briefs fell back to the extractive digest"]

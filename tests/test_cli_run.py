@@ -192,3 +192,20 @@ def test_demo_command_fills_the_outbox(isolated, tmp_path):
         assert eml.endswith(f"_{address}.eml") and html == eml.removesuffix(".eml") + ".html"
         assert f"<{address}>".encode() in Path(eml).read_bytes()  # the To: header
         assert Path(html).read_text().startswith("<!doctype html>")
+
+
+def test_a_long_list_of_skipped_subscribers_is_cut_short_unless_verbose(isolated, tmp_path):
+    """An hourly run of a big list skips most of it: the log lists the first 50 by name
+    and counts the rest; -v lists every one; the summary counts them all either way."""
+    people = [f"r{i:02d}@example.org" for i in range(53)]
+    (tmp_path / "list.csv").write_text("email,send_hour,authors\n" + "".join(
+        f"{p},23,Taiming Lu\n" for p in people), encoding="utf-8")
+    invoke("subscribers", "import", str(tmp_path / "list.csv"))
+    out = invoke("run", "--no-fetch").output.splitlines()
+    named = [line for line in out if line.startswith("skipped    r")]
+    assert [line.split()[1] for line in named] == people[:50]
+    assert "skipped    ... and 3 more (-v lists every one, --json has them all)" in out
+    assert "Summary: 0 due, 53 skipped (53 not due yet (sends at 23:00 UTC))" in out
+    every = invoke("run", "--no-fetch", "-v").output.splitlines()
+    assert [line.split()[1] for line in every if line.startswith("skipped    r")] == people
+    assert not [line for line in every if "more (-v" in line]

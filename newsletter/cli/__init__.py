@@ -39,6 +39,8 @@ from newsletter.cli._common import (
 from newsletter.cli.output import JSON_HELP, Console, verbosity_options
 from newsletter.config import SETTINGS, Settings, display_value, validate
 
+SKIPPED_SHOWN = 50  # subscribers skipped listed one by one in the summary (-v: all)
+
 
 @click.group(cls=ErrorsAsMessages, context_settings=CONTEXT)
 @click.version_option(package_name="academichub-newsletter")
@@ -261,13 +263,15 @@ def run(ctx: click.Context, send_all: bool, only: str | None, dry_run: bool,
             db.close()  # a run reaching this database by another path (a hard link, whose
             store.checkpoint(settings.db)  # log file has another name) sees it all
     seconds = time.monotonic() - clock
-    for line in report_mod.summary(report, settings, dry_run):
+    shown = None if out.verbose else SKIPPED_SHOWN
+    for line in report_mod.summary(report, settings, dry_run, skipped_shown=shown):
         (out.line if line.startswith("skipped ") else out.result)(line)
     if os.environ.get("GITHUB_ACTIONS"):
         _github_actions(report, dry_run, as_json)
-    out.document(report_mod.run_document(report, dry_run=dry_run,
-                                         started=now.isoformat(timespec="seconds"),
-                                         seconds=seconds))
+    if as_json:  # one record per subscriber: built only when it is printed
+        out.document(report_mod.run_document(report, dry_run=dry_run,
+                                             started=now.isoformat(timespec="seconds"),
+                                             seconds=seconds))
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} deliveries did not go out - see above")
     if report.operator_errors:

@@ -96,6 +96,11 @@ class RunReport:
     llm_unpriced_calls: int = 0  # answered calls with no known price
     dropped_claims: int = 0  # claims the model made without a quote found in the abstract
     brief_notes: list[str] = field(default_factory=list)
+    # why briefs fell back to the digest, summed over the run's batches:
+    # reason -> (how it is said, how many briefs)
+    fallback_counts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    briefs_written: int = 0  # distinct briefs, counted per batch
+    checked_models: dict[tuple[Any, ...], str | None] = field(default_factory=dict)
     operator_errors: list[str] = field(default_factory=list)  # settings to fix: exit 1
 
     due: int = 0
@@ -106,30 +111,65 @@ class RunReport:
         """Record one line (from the recorder thread too)."""
         self.lines.append(line)
 
+    def count_fallbacks(self, reason: str, said: str, n: int) -> None:
+        """``n`` more briefs fell back to the digest for ``reason`` (said as ``said``)."""
+        self.fallback_counts[reason] = (said, self.fallback_counts.get(reason, ("", 0))[1] + n)
+
+    @property
+    def fallback_notes(self) -> list[str]:
+        """Why briefs fell back to the digest, one line per reason, for the run's outputs."""
+        notes = [f"{said} - {n} of {self.briefs_written} briefs fell back to the extractive "
+                 "digest" for said, n in self.fallback_counts.values()]
+        return list(dict.fromkeys([*self.brief_notes, *notes]))
+
     @property
     def failed(self) -> list[RunLine]:
         """Deliveries that did not go out in this run (failed for good, or deferred)."""
         return [line for line in self.lines if line.status in ("failed", "deferred")]
 
 
-def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> list[str]:
-    """What happened, for a person reading the job's log (secrets redacted)."""
-    lines = [f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  {line.detail}"
-             for line in report.lines if line.status == "skipped"]
-    by_status: dict[str, list[RunLine]] = {}
+def _skipped_lines(report: RunReport, shown: int | None) -> list[str]:
+    lines: list[str] = []
+    skipped = 0
     for line in report.lines:
-        by_status.setdefault(line.status, []).append(line)
+        if line.status != "skipped":
+            continue
+        skipped += 1
+        if shown is None or skipped <= shown:
+            lines.append(f"{line.status:<10} {line.email:<32} {line.papers:>3} papers  "
+                         f"{line.detail}")
+    if shown is not None and skipped > shown:
+        lines.append(f"skipped    ... and {skipped - shown:,} more (-v lists every one, "
+                     "--json has them all)")
+    return lines
+
+
+def _tally(report: RunReport) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Lines per status, and per reason for the statuses that have one (counted, not kept:
+    the lines may be many)."""
+    totals: dict[str, int] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    for line in report.lines:
+        totals[line.status] = totals.get(line.status, 0) + 1
+        if line.status in ("skipped", "failed", "deferred"):
+            mine = reasons.setdefault(line.status, {})
+            mine[line.detail] = mine.get(line.detail, 0) + 1
+    return totals, reasons
+
+
+def summary(report: RunReport, settings: Settings, dry_run: bool = False,
+            skipped_shown: int | None = None) -> list[str]:
+    """What happened, for a person reading the job's log (secrets redacted): a line per
+    subscriber skipped (the first ``skipped_shown`` of them, when given: an hourly run of
+    a big list skips most of it), then the summary."""
+    lines = _skipped_lines(report, skipped_shown)
+    totals, reasons = _tally(report)
     parts = [f"{report.due} due"]
     for status in ("sent", "would-send", "deferred", "failed", "skipped"):
-        group = by_status.get(status, [])
-        if not group:
+        if not totals.get(status):
             continue
-        reasons: dict[str, int] = {}
-        for line in group:
-            if status in ("skipped", "failed", "deferred"):
-                reasons[line.detail] = reasons.get(line.detail, 0) + 1
-        why = "; ".join(f"{n} {r}" for r, n in reasons.items())
-        parts.append(f"{len(group)} {status}" + (f" ({why})" if why else ""))
+        why = "; ".join(f"{n} {r}" for r, n in reasons.get(status, {}).items())
+        parts.append(f"{totals[status]} {status}" + (f" ({why})" if why else ""))
     lines.append("Summary: " + ", ".join(parts))
     via = redact_url(settings.smtp_url) if settings.smtp_url else f"outbox {settings.outbox}"
     lines.append(f"Transport: {via}" + (" (dry run: nothing sent)" if dry_run else ""))
@@ -152,7 +192,7 @@ def summary(report: RunReport, settings: Settings, dry_run: bool = False) -> lis
     if report.expired:
         lines.append(f"Expired: {len(report.expired)} unconfirmed subscribers forgotten after "
                      f"{settings.confirm_days} days")
-    for note in dict.fromkeys(report.brief_notes):
+    for note in report.fallback_notes:
         lines.append(f"Brief fallback: {note}")
     return lines
 
@@ -200,7 +240,7 @@ def run_document(report: RunReport, *, dry_run: bool, started: str,
                 "unpriced_calls": report.llm_unpriced_calls,
                 "cost_usd": round(report.llm_cost_usd, 6),
                 "unpriced_models": sorted(report.unpriced_models)},
-        "brief_fallbacks": list(dict.fromkeys(report.brief_notes)),
+        "brief_fallbacks": report.fallback_notes,
         "operator_errors": list(dict.fromkeys(report.operator_errors)),
         "expired": len(report.expired),
     }
@@ -251,7 +291,7 @@ def step_summary(report: RunReport, dry_run: bool = False) -> str:
     if fix:
         out += ["### The brief could not use the model (fix the settings)", ""]
         out += [f"- {_cell(n, 300)}" for n in fix] + [""]
-    notes = list(dict.fromkeys(report.brief_notes))
+    notes = report.fallback_notes
     if notes:
         out += ["### Brief fallbacks", ""] + [f"- {_cell(n, 300)}" for n in notes] + [""]
     cost = f"${report.llm_cost_usd:.4f}"
