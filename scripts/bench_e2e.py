@@ -59,8 +59,10 @@ cli(prog_name="newsletter")
 class ChildRun:
     seconds: float
     returncode: int
-    maxrss_mb: float  # the main child's own peak (wait4)
+    maxrss_mb: float  # wait4's peak: the largest of the child and its reaped workers
     tree_mb: float  # peak of the summed PSS over the child and its descendants (sampled)
+    main_mb: float  # peak RSS of the child itself (sampled)
+    worker_mb: float  # peak RSS of its largest worker process (sampled)
     main_cpu: float  # main process user+system seconds (last /proc sample)
     tree_cpu: float  # the child and its reaped worker processes, user+system (wait4)
     sql: int
@@ -95,6 +97,17 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _cpu(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -112,19 +125,23 @@ def run_child(args: list[str], env: dict[str, str], tmp: Path) -> ChildRun:
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], env=env, stdout=o,
                                 stderr=e, cwd=tmp)
-        peak, cpu = 0, 0.0
+        peak, cpu, main_peak, worker_peak = 0, 0.0, 0, 0
         while True:
             done, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if done:
                 break
-            peak = max(peak, sum(_pss_kb(p) for p in _tree(proc.pid)))
+            tree = _tree(proc.pid)
+            peak = max(peak, sum(_pss_kb(p) for p in tree))
+            main_peak = max(main_peak, _rss_kb(proc.pid))
+            worker_peak = max([worker_peak, *(_rss_kb(p) for p in tree[1:])])
             cpu = _cpu(proc.pid) or cpu
             time.sleep(0.05)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     sql = int(count_file.read_text()) if count_file.exists() else -1
     return ChildRun(seconds, proc.returncode, usage.ru_maxrss / 1024,
-                    peak / 1024, cpu, usage.ru_utime + usage.ru_stime, sql,
+                    peak / 1024, main_peak / 1024, worker_peak / 1024, cpu,
+                    usage.ru_utime + usage.ru_stime, sql,
                     out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
