@@ -661,11 +661,12 @@ def bench_end_to_end(tmp: Path, sizes: list[int], render_rate: float) -> None:
               f"{os.getloadavg()[0]:.2f}", flush=True)
     print()
     print("  | subscribers | `run --all` wall time | emails/s | ratio to render stage | "
-          "peak RSS main / process tree (PSS) | SQL statements per subscriber |")
+          "peak RSS: run / largest worker; process tree (PSS) | SQL statements per "
+          "subscriber |")
     print("  |---|---|---|---|---|---|")
     for n, r, rate in rows:
         print(f"  | {n:,} | {r.run.seconds:.1f} s | {rate:.0f} | {rate / render_rate:.2f}x "
-              f"| {r.run.maxrss_mb:.0f} / {r.run.tree_mb:.0f} MB | "
+              f"| {r.run.main_mb:.0f} / {r.run.worker_mb:.0f}; {r.run.tree_mb:.0f} MB | "
               f"{r.run.sql / max(1, n):.1f} |")
     print(f"  (render stage alone, one process: {render_rate:.0f} emails/s)")
     n, r, rate = rows[-1]
