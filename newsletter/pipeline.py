@@ -769,7 +769,7 @@ class _Sending:
                         steps.append(self.steps.get_nowait())
                     except queue.Empty:
                         break
-                done = steps[-1] is None or None in steps
+                done = None in steps
                 todo = [s for s in steps if s is not None]
                 if self.record_error is None and todo:
                     self._write(db, todo)

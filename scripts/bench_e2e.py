@@ -85,27 +85,25 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _pss_kb(pid: int) -> int:
-    """Proportional set size: pages shared by forked workers are counted once in a sum."""
+def _proc_kb(path: str, key: str) -> int:
+    """A "Key:  N kB" figure from a /proc file (0 when the process is gone)."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared by forked workers are counted once in a sum."""
+    return _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def _cpu(pid: int) -> float:

@@ -79,27 +79,17 @@ def begin_delivery(db: Database, email: str, issue_date: date, message_id: str,
     return delivery
 
 
-def mark_sending(db: Database, delivery_id: int) -> None:
-    with transaction(db):
-        db.conn.execute("update deliveries set status = 'sending', attempts = attempts + 1"
-                        " where id = ?", (delivery_id,))
-
-
 def finish_delivery(db: Database, delivery_id: int, status: str, *, error: str | None = None,
                     path: str | None = None, now: datetime | None = None) -> None:
-    with transaction(db):
-        db.conn.execute(
-            "update deliveries set status = ?, error = ?, path = coalesce(?, path),"
-            " sent_at = case when ? = 'sent' then ? else sent_at end where id = ?",
-            (status, error, path, status, iso(now or utcnow()), delivery_id),
-        )
+    """One delivery's outcome ("sent", "deferred" or "failed"), on its own."""
+    record_progress(db, [(delivery_id, status, error, path)], now)
 
 
 def record_progress(db: Database, steps: Sequence[tuple[int, str, str | None, str | None]],
                     now: datetime | None = None) -> None:
     """Several deliveries' steps, in order, in one transaction: (delivery id, status, error,
     path) where status "sending" is a hand-over begun (an attempt counted) and "sent",
-    "deferred" or "failed" its outcome (as mark_sending and finish_delivery)."""
+    "deferred" or "failed" its outcome."""
     stamp = iso(now or utcnow())
     with transaction(db):
         for delivery_id, status, error, path in steps:
