@@ -49,7 +49,7 @@ from newsletter.web.links import feedback_url, page_url
 TEMPLATES = REPO_ROOT / "templates"
 ABSTRACT_CHARS = 600
 MAX_AUTHORS = 12
-HTML_BUDGET = 100_000  # bytes of HTML; Gmail clips an HTML part larger than 102 KB
+HTML_BUDGET = headers.HTML_BUDGET  # bytes of HTML as sent; Gmail clips a part over 102 KB
 ABSTRACT_STEPS = (400, 250, 150)  # abstract lengths tried, in order, when over budget
 DIGEST_SENTENCES = 5  # quoted sentences in the extractive digest, shared among its fields
 DIGEST_CHARS = 160  # and the longest a quoted sentence gets
@@ -548,8 +548,11 @@ def _render_once(issue: Issue, settings: Settings, abstract_chars: int,
 
 
 def html_size(rendered: Rendered) -> int:
-    """Bytes of the HTML part, as a mail client counts them before clipping."""
-    return len(rendered.html.encode())
+    """Bytes of the HTML part as sent (7bit with character references, or UTF-8 under
+    quoted-printable: headers.text_body), as a mail client counts them before clipping."""
+    seven = headers.html_7bit(rendered.html if rendered.html.endswith("\n")
+                              else rendered.html + "\n")
+    return len(seven) if seven is not None else len(rendered.html.encode())
 
 
 def render(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHARS, *,
@@ -590,7 +593,7 @@ def _text_part(content: str, subtype: str) -> EmailMessage:
     part = EmailMessage()
     # set_raw: these fixed ASCII headers need no parsing or folding
     part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
-    cte, payload = headers.text_body(content)
+    cte, payload = headers.text_body(content, subtype)
     part.set_raw("Content-Transfer-Encoding", cte)
     part.set_payload(payload)
     return part

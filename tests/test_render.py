@@ -22,6 +22,7 @@ from newsletter import render
 from newsletter.brief import extractive, first_sentence
 from newsletter.config import Settings
 from newsletter.lists import tokens
+from newsletter.mail import headers
 from newsletter.models import Brief, Issue, Match, Paper, Subscriber, Theme
 from newsletter.sources.sample import load_papers
 
@@ -365,23 +366,57 @@ def test_message_parts_decode_to_exactly_what_was_rendered(language):
     r = render.render(issue, Settings())
     raw = bytes(render.build_message(issue, r, Settings(),
                                      datetime(2026, 11, 22, 7, tzinfo=UTC)))
-    assert max(len(line) for line in raw.split(b"\r\n")) <= 78  # safe for any SMTP hop
-    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998  # RFC 5322's limit
+    assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg.get_content_type() == "multipart/alternative"
     text, html = msg.get_body(("plain",)), msg.get_body(("html",))
     assert text is not None and html is not None
-    for part, rendered in ((text, r.text), (html, r.html)):
-        # CRLF on the wire (SMTP and DKIM want it); the text is what was rendered
-        assert part.get_content().replace("\r\n", "\n") == \
-            rendered + ("" if rendered.endswith("\n") else "\n")
-    assert html["Content-Transfer-Encoding"] == "quoted-printable"
-    assert html.get_content_charset() == "utf-8"
+    # the text part is what was rendered (CRLF on the wire, as SMTP and DKIM want)
+    assert text.get_content().replace("\r\n", "\n") == r.text + ("" if r.text.endswith("\n")
+                                                               else "\n")
+    assert text["Content-Transfer-Encoding"] == "quoted-printable"
+    # the HTML part is 7bit: non-ASCII as character references, long lines broken at
+    # spaces; with those undone it is exactly what was rendered
+    assert html["Content-Transfer-Encoding"] == "7bit"
+    wire = html.get_content().replace("\r\n", "\n")
+    assert len(wire.splitlines()) > len(r.html.splitlines())  # the long lines were broken
+    assert "&#" in wire and wire.isascii()
+    assert unref(wire).replace("\n", " ") == unref(r.html + "\n").replace("\n", " ")
+    # and a parser sees the same elements, attributes and text
+    assert dom(wire) == dom(r.html)
     # the preheader: what the inbox shows after the subject, hidden in the body
     assert r.preheader.startswith("13 new papers matched" if language == "en" else "今日有 13")
     hidden = re.search(r'<div style="display:none;[^"]*">([^<]*)</div>', r.html)
     assert hidden and hidden.group(1).startswith(str(markupsafe.escape(r.preheader)) +
                                                  "&#847;&zwnj;&nbsp;")
+
+
+def unref(html: str) -> str:
+    return re.sub(r"&#(\d+);", lambda m: chr(int(m.group(1))), html)
+
+
+def dom(html: str) -> tuple[list[tuple[str, dict[str, str]]], str]:
+    root = lxml.html.fromstring(html)
+    return ([(e.tag, dict(e.attrib)) for e in root.iter() if isinstance(e.tag, str)],
+            " ".join(root.text_content().split()))
+
+
+def test_an_html_line_with_nowhere_to_break_goes_quoted_printable():
+    """Chinese text has no spaces: a paragraph longer than a line stays whole, under
+    quoted-printable; spaces inside an attribute's value are never a break."""
+    unbroken = "<p title=\"" + "a " * 600 + "\">" + "语" * 1200 + "</p>\n"
+    assert headers.html_7bit(unbroken) is None
+    assert headers.text_body(unbroken, "html")[0] == "quoted-printable"
+    spaced = "<p class=\"x\" title=\"" + "a " * 300 + "\">" + "语 " * 600 + "</p>\n"
+    seven = headers.html_7bit(spaced)
+    assert seven is not None and seven.isascii()
+    assert all(len(line) <= headers.LINE_LIMIT for line in seven.splitlines())
+    assert 'title="' + "a " * 300 + '"' in seven  # the value kept its spaces
+    assert unref(seven).replace("\n", " ") == spaced.replace("\n", " ")
+    # references that would take the part past Gmail's clip: quoted-printable instead
+    assert headers.html_7bit("<p>" + "语 " * (headers.HTML_BUDGET // 8) + "</p>\n") is None
+
 
 
 # --- in a real browser -------------------------------------------------------------------
