@@ -159,15 +159,29 @@ def wrap(text: str, width: int = 78, indent: str = "") -> str:
     return ("\n" + indent).join(lines)
 
 
+class _Environment(jinja2.Environment):
+    """Jinja's environment, reading a dict's key before trying it as an attribute: the
+    templates read ``p.title`` from plain dicts hundreds of times an issue, and Jinja's
+    own order (the attribute first) pays for an AttributeError on every one."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @functools.lru_cache(maxsize=8)
 def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja2.Environment]:
     """(HTML environment, text environment) for a templates folder. Compiled templates are
     cached and reloaded when their file changes (Jinja's auto_reload)."""
     loader = jinja2.FileSystemLoader(str(templates))
-    html = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True,
+    html = _Environment(loader=loader, autoescape=True, trim_blocks=True,
                               lstrip_blocks=True, undefined=jinja2.StrictUndefined,
                               auto_reload=True)
-    text = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True,
+    text = _Environment(loader=loader, autoescape=False, trim_blocks=True,
                               lstrip_blocks=True, undefined=jinja2.StrictUndefined,
                               auto_reload=True)
     text.filters["wrap"] = wrap

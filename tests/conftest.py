@@ -326,10 +326,21 @@ def read_outbox(folder: Path) -> dict[str, EmailMessage]:
 
 
 def parts(msg: EmailMessage) -> tuple[str, str]:
+    """(text, HTML) of a message; the HTML with the character references and line breaks
+    of its 7bit encoding (headers.html_7bit) undone, so it reads as rendered."""
     text = msg.get_body(("plain",))
     html = msg.get_body(("html",))
     assert text is not None and html is not None
-    return text.get_content(), html.get_content()
+    return text.get_content(), as_rendered(html.get_content())
+
+
+def as_rendered(html: str) -> str:
+    """A 7bit HTML part as the page it encodes: references to non-ASCII characters back
+    to the characters, and the breaks made at spaces back to spaces (white space is
+    white space to HTML; the skeleton's own line ends become spaces too)."""
+    html = re.sub(r"&#(\d+);", lambda m: chr(int(m.group(1))) if int(m.group(1)) > 127
+                  else m.group(0), html)
+    return html.replace("\r\n", "\n").rstrip("\n").replace("\n", " ") + "\n"
 
 
 # --- IMAP (Debian's dovecot, started for the test) -------------------------------------

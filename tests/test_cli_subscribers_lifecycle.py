@@ -6,7 +6,7 @@ import sqlite3
 from email import message_from_bytes, policy
 
 import pytest
-from conftest import invoke
+from conftest import invoke, parts
 
 from newsletter import store
 from newsletter.lists import roster, tokens
@@ -275,7 +275,7 @@ def test_add_confirm_sends_a_signed_request_and_keeps_them_pending(isolated, mon
     assert "reply to this email" in text
     assert ("https://news.example.org/nl/confirm?email=Ada%40example.org&token="
             f"{token}\n") in text
-    html = msg.get_body(("html",)).get_content()
+    html = parts(msg)[1]
     assert f'href="https://news.example.org/nl/confirm?email=Ada%40example.org&amp;token=' \
         f'{token}"' in html
     assert store.get_subscriber(db(isolated), "ada@example.org").status == "pending"

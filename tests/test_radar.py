@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import feedparser
 import httpx
 import pytest
-from conftest import DATA, HTTPServer, invoke
+from conftest import DATA, HTTPServer, invoke, parts
 from lxml import etree
 from test_serve import Forms
 
@@ -247,8 +247,7 @@ def test_email_links_to_the_page_when_a_web_url_is_set(radar: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     sent = sorted((radar / "outbox").glob(f"*{ADA}*.eml"))[-1]
     msg = message_from_bytes(sent.read_bytes(), policy=policy.default)
-    html = msg.get_body(("html",)).get_content()
-    text = msg.get_body(("plain",)).get_content()
+    text, html = parts(msg)
     chips = re.findall(r'<a class="nl-x" href="([^"]+)"', html)
     assert chips and all(c.startswith("https://radar.example.org/radar?") for c in chips)
     assert all(c.endswith("#filters-h") for c in chips)
@@ -418,8 +417,7 @@ def email_feedback_links(path: Path, email: str = ADA) -> tuple[list[str], list[
     """The feedback links in EMAIL's latest outbox message: (HTML part, plain-text part)."""
     sent = sorted((path / "outbox").glob(f"*{email}*.eml"))[-1]
     msg = message_from_bytes(sent.read_bytes(), policy=policy.default)
-    html = msg.get_body(("html",)).get_content()
-    text = msg.get_body(("plain",)).get_content()
+    text, html = parts(msg)
     pattern = r"https://radar\.example\.org/feedback\?[^\s\"<>]+"
     return ([u.replace("&amp;", "&") for u in re.findall(pattern, html)],
             re.findall(pattern, text))
