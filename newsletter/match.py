@@ -9,13 +9,13 @@ one lookup per topic.
 
 from __future__ import annotations
 
-import heapq
 import re
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
+from itertools import islice
 from typing import Any
 
 from newsletter.errors import InvalidFilter
@@ -261,6 +261,19 @@ def fts5_expression(term: Term) -> str:
 
 
 Verdict = tuple[int, int | None, str | None]  # (paper, matching author's index, near miss)
+RANKED_CACHE = 4096  # filter sets whose ranking a run keeps (Index.ranked)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The papers a set of filters matches: ``order`` (positions, best first), their
+    ``scores``, the followed authors each matched as (filter, name on the paper), and the
+    near misses strict author matching turned away."""
+
+    order: list[int]
+    scores: dict[int, float]
+    by_author: dict[int, list[tuple[str, str]]]
+    near_misses: list[tuple[Paper, str]]
 
 
 class Index:
@@ -293,6 +306,7 @@ class Index:
         self._searches: dict[str, dict[int, float]] = {}
         self._seen: dict[datetime, frozenset[str]] = {}
         self._authors: dict[str, tuple[AuthorFilter, list[Verdict]]] = {}
+        self._ranked: OrderedDict[tuple[tuple[str, ...], ...], Ranked] = OrderedDict()
         self.learned: Any = None  # the run's learned-ranking features, built on first use
 
     def author_verdicts(self, followed: str) -> tuple[AuthorFilter, list[Verdict]]:
@@ -305,6 +319,42 @@ class Index:
             found = self._authors[followed] = (af, [
                 (n, *author_verdict(af, self.author_keys[n]))
                 for n in self.candidates_by_family(af.key[-1])])
+        return found
+
+    def ranked(self, authors: tuple[str, ...], topics: tuple[str, ...],
+               categories: tuple[str, ...]) -> Ranked:
+        """What a set of filters matches, best first, before any reader's exclusions
+        (cached per run, the most recent RANKED_CACHE sets: a lab's members share theirs)."""
+        key = (authors, topics, categories)
+        found = self._ranked.get(key)
+        if found is not None:
+            self._ranked.move_to_end(key)
+            return found
+        scores: dict[int, float] = defaultdict(float)
+        by_author: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        near_misses: list[tuple[Paper, str]] = []
+        for followed in authors:
+            af, verdicts = self.author_verdicts(followed)
+            for n, hit, near in verdicts:
+                if hit is not None:
+                    scores[n] += 1000.0
+                    by_author[n].append((af.name, self.papers[n].authors[hit]))
+                elif near:
+                    near_misses.append((self.papers[n], f"author {af.name} rejected: {near}"))
+        for topic in topics:
+            for n, score in self.search(topic).items():
+                scores[n] += 1.0 + score
+        for pattern in categories:
+            for n in self.in_category(pattern):
+                scores[n] += 0.5
+        ts, papers = self.timestamps, self.papers
+        # (best score, newest, id): tuples compare in C, cheaper than a key function
+        order = [k[-1] for k in sorted((-round(score, 4), -ts[n], papers[n].id, n)
+                                       for n, score in scores.items())]
+        found = self._ranked[key] = Ranked(order, dict(scores), dict(by_author),
+                                           near_misses)
+        if len(self._ranked) > RANKED_CACHE:
+            self._ranked.popitem(last=False)
         return found
 
     def search(self, text: str) -> dict[int, float]:
@@ -435,30 +485,18 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
     Followed authors count 1000, a topic 1 + its BM25 relevance, a category 0.5; ties go to
     the newer paper.
     """
-    scores: dict[int, float] = defaultdict(float)
-    by_author: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for followed in sub.authors:
-        af, verdicts = index.author_verdicts(followed)
-        for n, hit, near in verdicts:
-            if hit is not None:
-                scores[n] += 1000.0
-                by_author[n].append((af.name, index.papers[n].authors[hit]))
-            elif near and rejected is not None:
-                rejected.append((index.papers[n], f"author {af.name} rejected: {near}"))
-    for topic in sub.topics:
-        for n, score in index.search(topic).items():
-            scores[n] += 1.0 + score
-    for pattern in sub.categories:
-        for n in index.in_category(pattern):
-            scores[n] += 0.5
-
+    ranked = index.ranked(sub.authors, sub.topics, sub.categories)
+    scores, by_author = ranked.scores, ranked.by_author
+    if rejected is not None:
+        rejected.extend(ranked.near_misses)
     excluded = _excluded(sub, index, already_sent)
-    ts, papers = index.timestamps, index.papers
-    # (best score, newest, id): tuples compare in C, cheaper than a key function
-    keyed = [(-round(score, 4), -ts[n], papers[n].id, n) for n, score in scores.items()
-             if n not in excluded]
-    top = [k[-1] for k in (heapq.nsmallest(limit, keyed) if limit is not None
-                           else sorted(keyed))]
+    if excluded:
+        wanted = (n for n in ranked.order if n not in excluded)
+        top = list(islice(wanted, limit)) if limit is not None else list(wanted)
+        count = len(ranked.order) - len(excluded.intersection(scores))
+    else:
+        top = ranked.order[:limit] if limit is not None else list(ranked.order)
+        count = len(ranked.order)
     matches = []
     for n in top:
         reasons = [f"author: {name}" for name, _ in by_author.get(n, ())]
@@ -467,4 +505,4 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
         matches.append(Match(paper=index.papers[n], score=round(scores[n], 4),
                              reasons=tuple(reasons),
                              followed_authors=tuple(w for _, w in by_author.get(n, ()))))
-    return matches, len(keyed)
+    return matches, count

@@ -24,13 +24,13 @@ from __future__ import annotations
 import functools
 import math
 import re
+import secrets
 import threading
 import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -192,6 +192,7 @@ def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja
 # --- what the templates see --------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # an abstract comes round again in other readers' issues
 def shorten(text: str, limit: int) -> tuple[str, bool]:
     text = " ".join(text.split())
     if len(text) <= limit:
@@ -202,8 +203,19 @@ def shorten(text: str, limit: int) -> tuple[str, bool]:
 
 def _reply_link(settings: Settings, subject: str) -> str:
     """A mailto: link that opens a reply to the sender with this subject."""
-    to = parseaddr(settings.reply_to or settings.from_addr)[1]
+    to = headers.address(settings.reply_to or settings.from_addr)
     return f"mailto:{to}?subject={quote(subject)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _folds(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A paper's author names folded (text.fold), once per paper, not once per reader."""
+    return tuple(fold(a) for a in names)
+
+
+@functools.lru_cache(maxsize=4096)
+def _doi_url(doi: str) -> str:
+    return f"https://doi.org/{quote(doi, safe='/:;()._-')}"
 
 
 def _why(reasons: Sequence[str], t: dict[str, Any]) -> str:
@@ -223,7 +235,8 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
                    note: str = "") -> dict[str, Any]:
     p = m.paper
     followed = {fold(a) for a in m.followed_authors}
-    authors = [(a, fold(a) in followed) for a in p.authors]
+    authors = [(a, f in followed) for a, f in zip(p.authors, _folds(p.authors), strict=True)] \
+        if followed else [(a, False) for a in p.authors]
     shown = authors[:MAX_AUTHORS]
     for a in authors[MAX_AUTHORS:]:  # never hide a followed author behind "+N"
         if a[1]:
@@ -233,7 +246,7 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
     if http_url(p.pdf_url):
         links.append((t["link_pdf"], http_url(p.pdf_url)))
     if p.doi:
-        links.append((t["link_doi"], f"https://doi.org/{quote(p.doi, safe='/:;()._-')}"))
+        links.append((t["link_doi"], _doi_url(p.doi)))
     if http_url(p.code_url):
         links.append((t["link_code"], http_url(p.code_url)))
     sep = t["list_sep_authors"]
@@ -257,6 +270,40 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
         "why": _why(m.reasons, t),
         "note": note,
     }
+
+
+FEEDBACK = ("relevant", "not_relevant")  # the verdicts a card's feedback links give
+_CARDS: dict[tuple[Any, ...], tuple[dict[str, Any], str, dict[str, Any]]] = {}
+CARDS_KEPT = 4096  # cards _card remembers; past that it starts again
+# stands in for a reader's link in a shared card; random, so no paper's text can hold it
+_STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
+
+
+def _card(template: jinja2.Template, t: dict[str, Any], n: int, m: Match,
+          abstract_chars: int, note: str, brief: Brief | None,
+          feedback: list[tuple[str, str]]) -> dict[str, Any]:
+    """Paper ``n``'s card: its context (paper_context) with ``feedback`` links as
+    (label, URL) and its MJML as ``mjml``. A lab's readers get the same paper at the same
+    place for the same reasons, so the card is rendered once for all of them with stand-ins
+    for the reader's own links, which are put in here. The key has everything the card
+    shows, the template (a changed file is a new one) and the strings (checked to be the
+    same object: a changed strings file is a new one)."""
+    model = brief.model if note and brief is not None else ""
+    key = (template, id(t), n, m.paper, m.reasons, m.followed_authors, abstract_chars, note,
+           model, tuple(v for v, _ in feedback))
+    found = _CARDS.get(key)
+    if found is None or found[2] is not t:
+        card = paper_context(n, m, abstract_chars, t, note)
+        card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
+        mjml = template.render(p=card, t=t, brief=brief)
+        if len(_CARDS) >= CARDS_KEPT:
+            _CARDS.clear()
+        found = _CARDS[key] = (card, mjml, t)
+    card, mjml, _ = found
+    for v, url in feedback:
+        mjml = mjml.replace(_STAND_IN.format(v), markupsafe.escape(url))
+    return {**card, "feedback": [(t[f"feedback_{v}"], url) for v, url in feedback],
+            "mjml": markupsafe.Markup(mjml)}
 
 
 def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
@@ -337,13 +384,15 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     fields = t.get("fields", {})
     brief = issue.brief
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
-    papers = [paper_context(n, m, abstract_chars, t, notes[n - 1] if n <= len(notes) else "")
-              for n, m in enumerate(issue.matches, 1)]
-    for card, m in zip(papers, issue.matches, strict=True):
+    card_template = environments(templates)[0].get_template("partials/card.mjml.j2")
+    papers = []
+    for n, m in enumerate(issue.matches, 1):
         # with a web URL, each card carries signed one-click "relevant / not relevant" links
-        card["feedback"] = [(t[f"feedback_{v}"], url) for v in ("relevant", "not_relevant")
-                            if (url := feedback_url(settings, sub.email, sub.link_generation,
-                                                    issued, m.paper.id, v))]
+        feedback = [(v, url) for v in FEEDBACK
+                    if (url := feedback_url(settings, sub.email, sub.link_generation, issued,
+                                            m.paper.id, v))]
+        papers.append(_card(card_template, t, n, m, abstract_chars,
+                            notes[n - 1] if n <= len(notes) else "", brief, feedback))
     more = [paper_context(n, m, 0, t) for n, m in
             enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
@@ -384,14 +433,22 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
 
 # --- MJML -> HTML, one layout at a time --------------------------------------------------
 
-_ENDING_TAG = re.compile(
-    r'<(mj-text|mj-button|mj-table|mj-raw|mj-title|mj-preview)((?:[^>"]|"[^"]*")*)(?<!/)>'
-    r"(.*?)</\1\s*>", re.S)
+_ENDING_TAGS = ("mj-text", "mj-button", "mj-table", "mj-raw", "mj-title", "mj-preview")
+_ENDING_OPEN = re.compile(rf'<({"|".join(_ENDING_TAGS)})(?:[^>"]|"[^"]*")*(?<!/)>')
+_ENDING_CLOSE = {tag: re.compile(rf"</{tag}\s*>") for tag in _ENDING_TAGS}
 _INLINE_STYLE = re.compile(r'<mj-style\s+inline="inline"\s*>(.*?)</mj-style>\s*', re.S)
 _SLOT = re.compile(r"@@nl-slot-(\d+)@@")
 _HEAD_END = "</mj-head>"
-_NEWLINES = re.compile(r"\s*\n\s*")  # a line break and its indentation render as one space
 _compile_lock = threading.Lock()
+
+
+def _one_line(content: str) -> str:
+    """Every line break, with the white space around it, as one space (they render alike):
+    the stripped lines joined by spaces."""
+    content = content.strip()
+    if "\n" not in content:
+        return content
+    return " ".join(line for line in map(str.strip, content.split("\n")) if line)
 
 
 def _tidy_head(source: str) -> str:
@@ -409,12 +466,19 @@ def hollow(source: str) -> tuple[str, str, list[tuple[str, str]]]:
     inline_css = "\n".join(_INLINE_STYLE.findall(source))
     source = _INLINE_STYLE.sub("", source)
     slots: list[tuple[str, str]] = []
-
-    def cut(m: re.Match[str]) -> str:
-        slots.append((m.group(1), _NEWLINES.sub(" ", m.group(3).strip())))
-        return f"<{m.group(1)}{m.group(2)}>@@nl-slot-{len(slots) - 1}@@</{m.group(1)}>"
-
-    return _tidy_head(_ENDING_TAG.sub(cut, source)), inline_css, slots
+    pieces: list[str] = []
+    pos = 0
+    while (m := _ENDING_OPEN.search(source, pos)) is not None:
+        tag = m.group(1)
+        end = _ENDING_CLOSE[tag].search(source, m.end())
+        if end is None:  # no end tag: MJML will say what is wrong with the document
+            break
+        slots.append((tag, _one_line(source[m.end():end.start()])))
+        pieces.append(source[pos:m.end()])
+        pieces.append(f"@@nl-slot-{len(slots) - 1}@@</{tag}>")
+        pos = end.end()
+    pieces.append(source[pos:])
+    return _tidy_head("".join(pieces)), inline_css, slots
 
 
 def _finish(html: str) -> str:

@@ -2,9 +2,12 @@
 message the email package writes for the same issue (render.build_message): the same header
 lines byte for byte, the same parts, the same decoded text."""
 
+import random
 import re
+import string
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.utils import formataddr
 
 import pytest
 from test_render import LLM_BRIEF, make_issue
@@ -112,3 +115,26 @@ def test_envelope_sender_reads_the_from_of_bytes():
     assert headers.envelope_sender(data) == "daily@example.org"
     assert headers.envelope_sender(b"Subject: x\r\nfrom:\r\n  <a@b.example>\r\n\r\nFrom: no\r\n") \
         == "a@b.example"
+
+
+def test_a_plain_to_line_is_written_as_the_email_package_writes_it():
+    """The To line skips the header parser when it is plain ASCII words and an address:
+    for 5,000 such values, random words and addresses, the line is the package's."""
+    rng = random.Random(16)
+    alpha = string.ascii_letters + string.digits
+    checked = 0
+    for _ in range(5_000):
+        name = " ".join("".join(rng.choice(alpha) for _ in range(rng.randint(1, 12)))
+                        for _ in range(rng.randint(0, 4)))
+        local = "".join(rng.choice(alpha + "._+-") for _ in range(rng.randint(1, 20)))
+        domain = ".".join("".join(rng.choice(alpha + "-") for _ in range(rng.randint(1, 10)))
+                          for _ in range(rng.randint(2, 3)))
+        value = formataddr((name, f"{local}@{domain}")) if name else f"{local}@{domain}"
+        if headers._plain_address(value):
+            checked += 1
+            assert headers._folded("To", value) == f"To: {value}\r\n", value
+    assert checked > 4_000
+    # quoting, non-ASCII and long values go through the parser
+    assert not headers._plain_address('"Lovelace, Ada" <ada@example.org>')
+    assert not headers._plain_address("李伟 <li@example.cn>")
+    assert not headers._plain_address("A " * 40 + "<a@example.org>")

@@ -36,9 +36,16 @@ MAIL_POLICY = policy.SMTP.clone(refold_source="none")
 KINDS = ("issue", "empty", "confirm")  # an issue, a "nothing new" note, a confirmation
 
 
+@functools.lru_cache(maxsize=64)
+def address(value: str) -> str:
+    """The address in a header value ("Name <a@b>" -> "a@b"); the settings' From and
+    Reply-To are asked for once per message."""
+    return parseaddr(value)[1]
+
+
 def from_domain(settings: Settings) -> str:
     """The domain of the From address ("localhost" when there is none)."""
-    return parseaddr(settings.from_addr)[1].rpartition("@")[2].lower() or "localhost"
+    return address(settings.from_addr).rpartition("@")[2].lower() or "localhost"
 
 
 def brand_name(settings: Settings) -> str:
@@ -49,7 +56,7 @@ def unsubscribe_links(settings: Settings, email: str) -> tuple[str, str | None]:
     """(mailto link, https link or None) for List-Unsubscribe and the footer. The mailto's
     subject names the address its token was made for, so a forwarded request acts for that
     address and nobody else's (lists/mailbox.py checks the two agree)."""
-    sender = parseaddr(settings.from_addr)[1]
+    sender = address(settings.from_addr)
     token = unsubscribe_token(settings.secret, email) if settings.secret else ""
     subject = f"unsubscribe {email} {token}" if token else "unsubscribe"
     mailto = f"mailto:{sender}?subject={quote(subject)}"
@@ -137,7 +144,6 @@ def new_message(settings: Settings, env: Envelope) -> EmailMessage:
 
 HTML_BUDGET = 100_000  # bytes of HTML; Gmail clips an HTML part larger than 102 KB
 LINE_LIMIT = 998  # octets per line before CRLF (RFC 5322 2.1.1)
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def text_body(content: str, subtype: str = "plain") -> tuple[str, str]:
@@ -168,8 +174,6 @@ def html_7bit(html: str) -> str | None:
     costs 6-9. None (quoted-printable then) when a line has nowhere to break, or when the
     references would take the part past the budget (Gmail counts the HTML as sent)."""
     if not html.isascii():
-        if len(html) + 7 * len(_NON_ASCII.findall(html)) > HTML_BUDGET:
-            return None
         html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
         if len(html) > HTML_BUDGET:
             return None
@@ -199,9 +203,10 @@ def _break_html_line(line: str) -> list[str] | None:
             lt, gt = line.rfind("<", start, at), line.rfind(">", start, at)
             if lt < 0 and gt < 0:  # nothing to go by since the last break: look further back
                 lt, gt = line.rfind("<", 0, at), line.rfind(">", 0, at)
-            if gt > lt or (lt > gt and line.count('"', lt, at) % 2 == 0):
-                break  # in text, or in a tag between attributes
-            at = line.rfind(" ", start + 1, at)
+            if gt >= lt or line.count('"', lt, at) % 2 == 0:
+                break  # in text (no tag so far, or after one), or between attributes
+            # inside a quoted value: go on from before the quote that opens it
+            at = line.rfind(" ", start + 1, line.rfind('"', lt, at))
         if at <= start:
             return None
         out.append(line[start:at])
@@ -218,6 +223,18 @@ def _folded(name: str, value: str) -> str:
     return line
 
 
+# "Ada Lovelace <ada@example.org>" or "ada@example.org": what the email package writes as
+# it is (ASCII words, one space between, an address without quoting, short enough not to
+# fold). The To line differs in every message, so it is not worth a parse.
+_PLAIN_ADDRESS = re.compile(r"(?:[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <[A-Za-z0-9._+-]+@"
+                            r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+>|[A-Za-z0-9._+-]+@"
+                            r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+
+def _plain_address(value: str) -> bool:
+    return len(value) <= 70 and _PLAIN_ADDRESS.fullmatch(value) is not None
+
+
 def _crlf(text: str) -> str:
     return "\r\n".join(text.splitlines()) + "\r\n"
 
@@ -228,7 +245,8 @@ def message_bytes(settings: Settings, env: Envelope, parts: Sequence[tuple[str, 
     multipart/alternative) would serialise to, written here directly: the same headers,
     encodings and MIME structure, a few times faster than the email package's generator
     (a run writes one message per reader; tests/test_message_bytes.py compares the two)."""
-    head = [_folded(name, value) if structured else f"{name}: {_crlf(value)}"
+    head = [(f"{name}: {value}\r\n" if name == "To" and _plain_address(value)
+             else _folded(name, value)) if structured else f"{name}: {_crlf(value)}"
             for name, value, structured in _fields(settings, env)]
     bodies = []
     for subtype, content in parts:
