@@ -353,7 +353,7 @@ class Index:
                                        for n, score in scores.items())]
         found = self._ranked[key] = Ranked(order, dict(scores), dict(by_author),
                                            near_misses)
-        if len(self._ranked) > RANKED_CACHE:
+        while len(self._ranked) > RANKED_CACHE:
             self._ranked.popitem(last=False)
         return found
 

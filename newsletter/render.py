@@ -27,6 +27,7 @@ import re
 import secrets
 import threading
 import tomllib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
@@ -273,8 +274,10 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
 
 
 FEEDBACK = ("relevant", "not_relevant")  # the verdicts a card's feedback links give
-_CARDS: dict[tuple[Any, ...], tuple[dict[str, Any], str, dict[str, Any]]] = {}
-CARDS_KEPT = 4096  # cards _card remembers; past that it starts again
+_CARDS: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], str, dict[str, Any]]] = \
+    OrderedDict()
+CARDS_KEPT = 4096  # cards _card remembers, the most recently used
+_cards_lock = threading.Lock()
 # stands in for a reader's link in a shared card; random, so no paper's text can hold it
 _STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
 
@@ -291,14 +294,18 @@ def _card(template: jinja2.Template, t: dict[str, Any], n: int, m: Match,
     model = brief.model if note and brief is not None else ""
     key = (template, id(t), n, m.paper, m.reasons, m.followed_authors, abstract_chars, note,
            model, tuple(v for v, _ in feedback))
-    found = _CARDS.get(key)
+    with _cards_lock:  # the preview server renders on several threads
+        found = _CARDS.get(key)
+        if found is not None:
+            _CARDS.move_to_end(key)
     if found is None or found[2] is not t:
         card = paper_context(n, m, abstract_chars, t, note)
         card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
-        mjml = template.render(p=card, t=t, brief=brief)
-        if len(_CARDS) >= CARDS_KEPT:
-            _CARDS.clear()
-        found = _CARDS[key] = (card, mjml, t)
+        found = (card, template.render(p=card, t=t, brief=brief), t)
+        with _cards_lock:
+            _CARDS[key] = found
+            while len(_CARDS) > CARDS_KEPT:
+                _CARDS.popitem(last=False)  # the least recently used
     card, mjml, _ = found
     for v, url in feedback:
         mjml = mjml.replace(_STAND_IN.format(v), markupsafe.escape(url))
@@ -514,6 +521,9 @@ def _compile(skeleton: str, inline_css: str) -> str:
         return _mjml_and_premailer(skeleton, inline_css)
 
 
+INLINED_KEPT = 4096  # fragments an Inliner remembers
+
+
 class Inliner:
     """Apply CSS rules whose selectors are ``tag``, ``.class`` or ``tag.class`` to the
     start tags of an HTML fragment, as premailer would: rules in order of specificity,
@@ -544,7 +554,8 @@ class Inliner:
         self.rules = sorted(rules, key=lambda rule: rule[0])
         self.tags = {tag for _, tag, classes, _ in self.rules if tag and not classes}
         self._cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        self._done: dict[str, str] = {}
+        self._done: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
 
     @staticmethod
     def declarations(style: str) -> list[tuple[str, str]]:
@@ -585,11 +596,18 @@ class Inliner:
     def __call__(self, fragment: str) -> str:
         if not self.rules:
             return fragment
-        done = self._done.get(fragment)
-        if done is None:  # a paper's card text comes round again in other readers' issues
-            if len(self._done) >= 4096:
-                self._done.clear()
-            done = self._done[fragment] = self._TAG.sub(self._tag, fragment)
+        # a paper's card comes round again in other readers' issues; a reader's own header
+        # and footer do not, and the least recently used go first
+        with self._lock:
+            done = self._done.get(fragment)
+            if done is not None:
+                self._done.move_to_end(fragment)
+                return done
+        done = self._TAG.sub(self._tag, fragment)
+        with self._lock:
+            self._done[fragment] = done
+            while len(self._done) > INLINED_KEPT:
+                self._done.popitem(last=False)
         return done
 
 

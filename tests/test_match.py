@@ -1,11 +1,13 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from conftest import ROOT, invoke
 
+from newsletter import match
 from newsletter.errors import InvalidFilter
 from newsletter.match import compile_query, match_subscriber, name_key, same_author
 from newsletter.models import Paper, Subscriber
@@ -130,6 +132,39 @@ def test_ranking_authors_then_relevance_then_recency():
                for i in range(12)]
     sub = Subscriber("x@x.org", authors=("Taiming Lu",), topics=("protein",))
     assert ids(sub, papers) == ["author", "strong-topic", "new-topic", "old-topic"]
+
+
+def test_readers_with_the_same_filters_share_a_ranking_not_their_exclusions(monkeypatch):
+    """rank works out a set of filters once per run (Index.ranked); what each reader has
+    had, excludes and asks for is applied to the shared ranking afterwards, and a cache
+    that forgets gives the same answers."""
+    papers = [paper(f"p{i}", f"Protein paper {i}", abstract="protein " * (1 + i % 5), days=i % 4)
+              for i in range(40)]
+    papers += [paper("lu", "Unrelated", ("Taiming Lu",)), paper("survey", "A protein survey",
+                                                                abstract="protein")]
+    first = Subscriber("a@x.org", authors=("Taiming Lu",), topics=("protein",))
+    excluding = replace(first, email="b@x.org", exclude=("survey",))
+    fresh = [[m.paper.id for m in match.match_subscriber(s, index_papers(papers), had)]
+             for s, had in ((first, frozenset()), (excluding, frozenset()),
+                            (first, frozenset({"lu", "p3"})))]
+    index = index_papers(papers)
+    shared = [[m.paper.id for m in match.match_subscriber(s, index, had)]
+              for s, had in ((first, frozenset()), (excluding, frozenset()),
+                             (first, frozenset({"lu", "p3"})))]
+    assert shared == fresh
+    assert len(index._ranked) == 1  # one set of filters, worked out once
+    assert "survey" in shared[0] and "survey" not in shared[1]
+    assert shared[2] == [i for i in shared[0] if i not in ("lu", "p3")]
+    found, count = match.rank(excluding, index, frozenset({"p1"}), limit=5)
+    assert [m.paper.id for m in found] == [i for i in shared[1] if i != "p1"][:5]
+    assert count == len(shared[1]) - 1
+    # with room for one set only, each new set pushes the last out and answers stay right
+    monkeypatch.setattr(match, "RANKED_CACHE", 1)
+    other = replace(first, email="c@x.org", authors=())
+    for sub in (first, other, first, other):
+        assert [m.paper.id for m in match.match_subscriber(sub, index)] == \
+            [m.paper.id for m in match.match_subscriber(sub, index_papers(papers))]
+    assert len(index._ranked) == 1
 
 
 def test_match_command_explains_and_caps(isolated):

@@ -144,6 +144,39 @@ def test_cached_layout_is_the_same_document_as_premailer_over_everything(issue):
     assert re.search(r'class="nl-followed" style="color:#4f46e5;font-weight:700"', fast.html)
 
 
+def test_shared_cards_give_each_reader_the_same_email_as_a_fresh_render(monkeypatch):
+    """A paper's card is rendered once for every reader who has it at the same place
+    (render._card) and a card's inlined HTML is kept (Inliner): with both caches warm, each
+    reader's email is the one a cold render gives, down to their own signed feedback
+    links; a paper whose text holds a card's stand-in keeps it."""
+    settings = Settings(secret="s", web_url="https://radar.example.org",
+                        unsubscribe_url="https://radar.example.org", contact="1 Example Road")
+    papers = load_papers()
+    sneaky = replace(papers[0], title="Look @@nl-feedback-relevant@@ " +
+                     render._STAND_IN.format("other"))
+    readers = [Subscriber(f"r{i}@example.org", language=("en", "zh")[i % 2],
+                          authors=("Taiming Lu",), topics=("diffusion models",))
+               for i in range(6)]
+    issues = [make_issue(sub=r, n=5 + i % 3, more=2, papers=[sneaky] + papers[i % 2:])
+              for i, r in enumerate(readers)]
+    warm = [render.render(i, settings) for i in issues + issues]
+    cold = []
+    for issue in issues:
+        render._CARDS.clear()
+        render._inliner.cache_clear()
+        cold.append(render.render(issue, settings))
+    assert [(r.html, r.text) for r in warm] == [(r.html, r.text) for r in cold + cold]
+    links = [re.findall(r'https://radar\.example\.org/feedback\?[^"]+', r.html) for r in cold]
+    assert all(links) and len({tuple(found) for found in links}) == len(readers)
+    assert "Look @@nl-feedback-relevant@@" in warm[0].html
+    assert render._STAND_IN.format("other") in warm[0].html
+    # room for two cards only: still the same emails
+    monkeypatch.setattr(render, "CARDS_KEPT", 2)
+    monkeypatch.setattr(render, "INLINED_KEPT", 3)
+    assert [render.render(i, settings).html for i in issues] == [r.html for r in cold]
+    assert len(render._CARDS) <= 2
+
+
 def test_inliner_follows_specificity_and_keeps_the_elements_own_style():
     inline = render.Inliner("a { color: red; } .x { color: blue; margin: 0 } "
                             "a.x { color: green } .y { margin: 4px }")
