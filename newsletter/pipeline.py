@@ -444,14 +444,44 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
-# Rendering runs in worker processes forked at the start of a run; they get the settings
-# and the run's clock once, then (issue, Message-ID) pairs.
+# Rendering runs in worker processes forked when the first issues are ready (after the
+# run's index is built, so they have its papers); they get the settings and the run's clock
+# once, then jobs: an issue (its indexed papers as positions, see _pack) and a Message-ID.
 _WORKER: tuple[Settings, datetime, bool] | None = None
+_PAPERS: list[Paper] = []  # the index's papers, as the workers were forked with them
+
+PackedMatch = tuple[Paper | int, float, tuple[str, ...], tuple[str, ...], float | None,
+                    str | None]
+Job = tuple[Subscriber, date, Brief | None, tuple[PackedMatch, ...], tuple[PackedMatch, ...],
+            str | None]
 
 
 def _worker_init(settings: Settings, now: datetime, keep_html: bool) -> None:
     global _WORKER
     _WORKER = (settings, now, keep_html)
+
+
+def _pack(issue: Issue, message_id: str | None, where: dict[int, int]) -> Job:
+    """A job for a worker: each paper the workers were forked with goes as its position in
+    the index (a few bytes, not the paper's title, authors and abstract)."""
+    def packed(m: Match) -> PackedMatch:
+        n = where.get(id(m.paper))
+        return (n if n is not None and _PAPERS[n] is m.paper else m.paper, m.score,
+                m.reasons, m.followed_authors, m.learned, m.like)
+    return (issue.subscriber, issue.issue_date, issue.brief,
+            tuple(packed(m) for m in issue.matches), tuple(packed(m) for m in issue.more),
+            message_id)
+
+
+def _unpack(job: Job) -> tuple[Issue, str | None]:
+    sub, issue_date, brief, matches, more, message_id = job
+
+    def match_(m: PackedMatch) -> Match:
+        paper, score, reasons, followed, learned, like = m
+        return Match(_PAPERS[paper] if isinstance(paper, int) else paper, score, reasons,
+                     followed, learned, like)
+    return Issue(sub, issue_date, tuple(match_(m) for m in matches),
+                 tuple(match_(m) for m in more), brief), message_id
 
 
 def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
@@ -465,22 +495,38 @@ def _render_job(job: tuple[Issue, str | None]) -> tuple[str, bytes, str]:
     return rendered.subject, data, rendered.html if keep_html else ""
 
 
+def _render_packed(job: Job) -> tuple[str, bytes, str]:
+    return _render_job(_unpack(job))
+
+
 def render_workers(settings: Settings) -> int:
     return settings.render_workers or (os.cpu_count() or 1)
 
 
 class _Renderer:
-    """Renders jobs in ``workers`` processes (or here, when 1), keeping their order."""
+    """Renders jobs in ``workers`` processes (or here, when 1), keeping their order. The
+    processes are forked on the first jobs, with the papers ``papers()`` gives then."""
 
-    def __init__(self, settings: Settings, now: datetime, keep_html: bool, workers: int):
+    def __init__(self, settings: Settings, now: datetime, keep_html: bool, workers: int,
+                 papers: Callable[[], list[Paper]] = list):
         _worker_init(settings, now, keep_html)
-        self.pool = (multiprocessing.get_context("fork").Pool(
-            workers, _worker_init, (settings, now, keep_html)) if workers > 1 else None)
+        self.args = (settings, now, keep_html)
+        self.workers = workers
+        self.papers = papers
+        self.pool: Any = None
+        self.where: dict[int, int] = {}
 
     def map(self, jobs: list[tuple[Issue, str | None]]) -> Iterator[tuple[str, bytes, str]]:
-        if self.pool is None:
+        if self.workers <= 1:
             return map(_render_job, jobs)
-        return self.pool.imap(_render_job, jobs, chunksize=4)
+        if self.pool is None:
+            global _PAPERS
+            _PAPERS = self.papers()
+            self.where = {id(p): n for n, p in enumerate(_PAPERS)}
+            self.pool = multiprocessing.get_context("fork").Pool(
+                self.workers, _worker_init, self.args)
+        packed = [_pack(issue, message_id, self.where) for issue, message_id in jobs]
+        return self.pool.imap(_render_packed, packed, chunksize=4)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -564,7 +610,8 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
             planned(told[0])
 
     workers = render_workers(settings) if not only else 1
-    renderer = _Renderer(settings, now, not settings.smtp_url, workers)
+    renderer = _Renderer(settings, now, not settings.smtp_url, workers,
+                         lambda: built[0].papers if built else [])
     try:
         if dry_run:
             for batch in batches:
@@ -713,12 +760,20 @@ class _Sending:
         return True
 
     def __enter__(self) -> _Sending:
+        self.started = False
+        return self
+
+    def _start(self) -> None:
+        """The threads start with the first batch to send, after the render workers were
+        forked (a fork copies only the forking thread; none other is running yet)."""
+        self.started = True
         self.recorder.start()
         self.dispatcher.__enter__()
         self.feeder.start()
-        return self
 
     def __exit__(self, *exc: Any) -> None:
+        if not self.started:  # nothing was handed over
+            return
         if exc[1] is not None:
             self.dispatcher.stop.set()
         try:
@@ -793,6 +848,8 @@ class _Sending:
     def hand_over(self, rendered: Iterator[tuple[Issue, dict[str, Any],
                                                  tuple[str, bytes, str]]]) -> None:
         """Queue a batch being rendered; waits while IN_FLIGHT batches are queued."""
+        if not self.started:
+            self._start()
         if self.record_error is not None:
             raise self.record_error
         self._put(rendered)

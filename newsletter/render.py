@@ -282,15 +282,16 @@ _cards_lock = threading.Lock()
 _STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
 
 
-def _card(template: jinja2.Template, t: dict[str, Any], n: int, m: Match,
+def _card(template: jinja2.Template | None, t: dict[str, Any], n: int, m: Match,
           abstract_chars: int, note: str, brief: Brief | None,
           feedback: list[tuple[str, str]]) -> dict[str, Any]:
     """Paper ``n``'s card: its context (paper_context) with ``feedback`` links as
-    (label, URL) and its MJML as ``mjml``. A lab's readers get the same paper at the same
-    place for the same reasons, so the card is rendered once for all of them with stand-ins
-    for the reader's own links, which are put in here. The key has everything the card
-    shows, the template (a changed file is a new one) and the strings (checked to be the
-    same object: a changed strings file is a new one)."""
+    (label, URL) and its MJML as ``mjml`` (none without a ``template``: a "More matches"
+    line). A lab's readers get the same paper at the same place for the same reasons, so
+    the card is made once for all of them with stand-ins for the reader's own links, which
+    are put in here. The key has everything the card shows, the template (a changed file is
+    a new one) and the strings (checked to be the same object: a changed strings file is a
+    new one)."""
     model = brief.model if note and brief is not None else ""
     key = (template, id(t), n, m.paper, m.reasons, m.followed_authors, abstract_chars, note,
            model, tuple(v for v, _ in feedback))
@@ -301,7 +302,7 @@ def _card(template: jinja2.Template, t: dict[str, Any], n: int, m: Match,
     if found is None or found[2] is not t:
         card = paper_context(n, m, abstract_chars, t, note)
         card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
-        found = (card, template.render(p=card, t=t, brief=brief), t)
+        found = (card, template.render(p=card, t=t, brief=brief) if template else "", t)
         with _cards_lock:
             _CARDS[key] = found
             while len(_CARDS) > CARDS_KEPT:
@@ -400,8 +401,8 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
                                             m.paper.id, v))]
         papers.append(_card(card_template, t, n, m, abstract_chars,
                             notes[n - 1] if n <= len(notes) else "", brief, feedback))
-    more = [paper_context(n, m, 0, t) for n, m in
-            enumerate(issue.more, len(issue.matches) + 1)]
+    more = [_card(None, t, n, m, 0, "", None, [])
+            for n, m in enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []
     # the papers the brief covers (some may have moved to "More matches" to fit the budget)

@@ -289,4 +289,4 @@ def envelope_sender(msg: EmailMessage | bytes) -> str:
         value = " ".join(value.split())  # unfolded
     else:
         value = str(msg["From"] or "")
-    return parseaddr(value)[1]
+    return address(value)
