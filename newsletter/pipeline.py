@@ -612,22 +612,24 @@ def run(db: Database, settings: Settings, now: datetime, *, send_all: bool = Fal
     workers = render_workers(settings) if not only else 1
     renderer = _Renderer(settings, now, not settings.smtp_url, workers,
                          lambda: built[0].papers if built else [])
-    try:
-        if dry_run:
-            for batch in batches:
-                _dry_batch(db, [b for b in batch if in_shard(b[1].email, shard)], settings,
-                           now, send_all, only, report, index, renderer, sent, with_briefs,
-                           tell_planned)
-            return report
-        with _Sending(db, settings, now, report, sent) as sending:
-            for batch in batches:
-                ready = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
-                                    settings, now, send_all, only, report, index, sending)
-                if ready:  # rendered and sent while the next batch is planned
-                    tell_planned()
-                    sending.hand_over(renderer_jobs(renderer, ready))
-    finally:
-        renderer.close()
+    # every reader's issue from the same templates, read once (render.frozen)
+    with render.frozen():
+        try:
+            if dry_run:
+                for batch in batches:
+                    _dry_batch(db, [b for b in batch if in_shard(b[1].email, shard)], settings,
+                               now, send_all, only, report, index, renderer, sent, with_briefs,
+                               tell_planned)
+                return report
+            with _Sending(db, settings, now, report, sent) as sending:
+                for batch in batches:
+                    ready = _plan_batch(db, [b for b in batch if in_shard(b[1].email, shard)],
+                                        settings, now, send_all, only, report, index, sending)
+                    if ready:  # rendered and sent while the next batch is planned
+                        tell_planned()
+                        sending.hand_over(renderer_jobs(renderer, ready))
+        finally:
+            renderer.close()
     return report
 
 

@@ -21,6 +21,7 @@ An issue whose HTML would pass :data:`HTML_BUDGET` bytes (Gmail clips an HTML pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -28,7 +29,7 @@ import secrets
 import threading
 import tomllib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
@@ -88,6 +89,16 @@ def strings(language: str, templates: Path = TEMPLATES) -> dict[str, Any]:
     """The template's own words in one language: ``templates/i18n/<language>.toml`` over
     English, so a strings file that lacks a key still renders. Adding a language is adding
     one such file. The result is shared: do not change it."""
+    if _FROZEN is not None:
+        key = ("strings", language, str(templates))
+        found = _FROZEN.get(key)
+        if found is None:
+            found = _FROZEN[key] = _strings(language, templates)
+        return found  # type: ignore[no-any-return]
+    return _strings(language, templates)
+
+
+def _strings(language: str, templates: Path) -> dict[str, Any]:
     folder = Path(templates) / "i18n"
     english = folder / "en.toml"
     path = folder / f"{language}.toml"
@@ -174,20 +185,55 @@ class _Environment(jinja2.Environment):
         return super().getattr(obj, attribute)
 
 
-@functools.lru_cache(maxsize=8)
 def environments(templates: Path = TEMPLATES) -> tuple[jinja2.Environment, jinja2.Environment]:
     """(HTML environment, text environment) for a templates folder. Compiled templates are
-    cached and reloaded when their file changes (Jinja's auto_reload)."""
+    cached and reloaded when their file changes (Jinja's auto_reload), except inside
+    :func:`frozen`."""
+    if _FROZEN is not None:
+        found = _FROZEN.get(("env", str(templates)))
+        if found is None:
+            found = _FROZEN[("env", str(templates))] = _environments(templates, False)
+        return found  # type: ignore[no-any-return]
+    return _auto_reloading(templates)
+
+
+@functools.lru_cache(maxsize=8)
+def _auto_reloading(templates: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
+    return _environments(templates, True)
+
+
+def _environments(templates: Path, auto_reload: bool
+                  ) -> tuple[jinja2.Environment, jinja2.Environment]:
     loader = jinja2.FileSystemLoader(str(templates))
     html = _Environment(loader=loader, autoescape=True, trim_blocks=True,
-                              lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                              auto_reload=True)
+                        lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                        auto_reload=auto_reload)
     text = _Environment(loader=loader, autoescape=False, trim_blocks=True,
-                              lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                              auto_reload=True)
+                        lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                        auto_reload=auto_reload)
     text.filters["wrap"] = wrap
     text.filters["cite"] = lambda n: f"[{int(n):02d}]"
     return html, text
+
+
+# While a run renders (frozen): the environments and strings it loaded, kept as they were.
+_FROZEN: dict[tuple[str, ...], Any] | None = None
+
+
+@contextlib.contextmanager
+def frozen() -> Iterator[None]:
+    """Inside the block, templates and strings files are read once, when first used, and
+    kept as they were: a run gives every reader the same templates, without asking the
+    disk whether a file changed a dozen times an email (render workers forked inside the
+    block keep what it loaded)."""
+    global _FROZEN
+    outer = _FROZEN
+    if outer is None:
+        _FROZEN = {}
+    try:
+        yield
+    finally:
+        _FROZEN = outer
 
 
 # --- what the templates see --------------------------------------------------------------
@@ -274,44 +320,51 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
 
 
 FEEDBACK = ("relevant", "not_relevant")  # the verdicts a card's feedback links give
-_CARDS: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], str, dict[str, Any]]] = \
+_CARDS: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], str, str, dict[str, Any]]] = \
     OrderedDict()
 CARDS_KEPT = 4096  # cards _card remembers, the most recently used
 _cards_lock = threading.Lock()
 # stands in for a reader's link in a shared card; random, so no paper's text can hold it
 _STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
+_NUMBER = _STAND_IN.format("number")
 
 
-def _card(template: jinja2.Template | None, t: dict[str, Any], n: int, m: Match,
-          abstract_chars: int, note: str, brief: Brief | None,
+def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any], n: int,
+          m: Match, abstract_chars: int, note: str, brief: Brief | None,
           feedback: list[tuple[str, str]]) -> dict[str, Any]:
-    """Paper ``n``'s card: its context (paper_context) with ``feedback`` links as
-    (label, URL) and its MJML as ``mjml`` (none without a ``template``: a "More matches"
-    line). A lab's readers get the same paper at the same place for the same reasons, so
-    the card is made once for all of them with stand-ins for the reader's own links, which
-    are put in here. The key has everything the card shows, the template (a changed file is
-    a new one) and the strings (checked to be the same object: a changed strings file is a
-    new one)."""
+    """Paper ``n``'s card, or line in "More matches": its context (paper_context) with
+    ``feedback`` links as (label, URL), and its part of the email as ``mjml`` and ``text``
+    (from the pair of ``templates``). A lab's readers get the same paper for the same
+    reasons, so this is made once for all of them, with stand-ins for the reader's own
+    number and links that are put in here. The key has everything the card shows, the
+    templates (a changed file is a new one) and the strings (checked to be the same object:
+    a changed strings file is a new one)."""
     model = brief.model if note and brief is not None else ""
-    key = (template, id(t), n, m.paper, m.reasons, m.followed_authors, abstract_chars, note,
-           model, tuple(v for v, _ in feedback))
+    key = (templates, id(t), m.paper, m.reasons, m.followed_authors, abstract_chars,
+           note, model, tuple(v for v, _ in feedback))
     with _cards_lock:  # the preview server renders on several threads
         found = _CARDS.get(key)
         if found is not None:
             _CARDS.move_to_end(key)
-    if found is None or found[2] is not t:
+    if found is None or found[3] is not t:
         card = paper_context(n, m, abstract_chars, t, note)
+        card["n"], card["anchor"] = _NUMBER, "p" + _NUMBER  # the number is the reader's too
         card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
-        found = (card, template.render(p=card, t=t, brief=brief) if template else "", t)
+        found = (card, templates[0].render(p=card, t=t, brief=brief),
+                 templates[1].render(p=card, t=t, brief=brief), t)
         with _cards_lock:
             _CARDS[key] = found
             while len(_CARDS) > CARDS_KEPT:
                 _CARDS.popitem(last=False)  # the least recently used
-    card, mjml, _ = found
+    card, mjml, text, _ = found
+    number = f"{n:02d}"
+    mjml, text = mjml.replace(_NUMBER, number), text.replace(_NUMBER, number)
     for v, url in feedback:
         mjml = mjml.replace(_STAND_IN.format(v), markupsafe.escape(url))
-    return {**card, "feedback": [(t[f"feedback_{v}"], url) for v, url in feedback],
-            "mjml": markupsafe.Markup(mjml)}
+        text = text.replace(_STAND_IN.format(v), url)
+    return {**card, "n": number, "anchor": f"p{number}",
+            "feedback": [(t[f"feedback_{v}"], url) for v, url in feedback],
+            "mjml": markupsafe.Markup(mjml), "text": text}
 
 
 def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
@@ -392,16 +445,21 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     fields = t.get("fields", {})
     brief = issue.brief
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
-    card_template = environments(templates)[0].get_template("partials/card.mjml.j2")
+    html_env, text_env = environments(templates)
+    card_templates = (html_env.get_template("partials/card.mjml.j2"),
+                      text_env.get_template("partials/card.txt.j2"))
+    line_templates = (html_env.get_template("partials/more_item.mjml.j2"),
+                      text_env.get_template("partials/more_item.txt.j2"))
     papers = []
     for n, m in enumerate(issue.matches, 1):
         # with a web URL, each card carries signed one-click "relevant / not relevant" links
         feedback = [(v, url) for v in FEEDBACK
                     if (url := feedback_url(settings, sub.email, sub.link_generation, issued,
                                             m.paper.id, v))]
-        papers.append(_card(card_template, t, n, m, abstract_chars,
+        papers.append(_card(card_templates, t, n, m, abstract_chars,
                             notes[n - 1] if n <= len(notes) else "", brief, feedback))
-    more = [_card(None, t, n, m, 0, "", None, [])
+    # a "More matches" line shows the paper, not why it is there: one line for all readers
+    more = [_card(line_templates, t, n, Match(m.paper, 0.0, ()), 0, "", None, [])
             for n, m in enumerate(issue.more, len(issue.matches) + 1)]
     field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
         if issue.brief else []
@@ -523,6 +581,7 @@ def _compile(skeleton: str, inline_css: str) -> str:
 
 
 INLINED_KEPT = 4096  # fragments an Inliner remembers
+TAGS_KEPT = 16384  # start tags it remembers (then it starts again)
 
 
 class Inliner:
@@ -556,6 +615,7 @@ class Inliner:
         self.tags = {tag for _, tag, classes, _ in self.rules if tag and not classes}
         self._cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._done: OrderedDict[str, str] = OrderedDict()
+        self._tags: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -579,6 +639,15 @@ class Inliner:
         return self._cache[key]
 
     def _tag(self, m: re.Match[str]) -> str:
+        whole = m.group(0)
+        done = self._tags.get(whole)  # a tag comes round again: <span class="nl-muted">
+        if done is None:
+            if len(self._tags) >= TAGS_KEPT:
+                self._tags.clear()
+            done = self._tags[whole] = self._styled(m)
+        return done
+
+    def _styled(self, m: re.Match[str]) -> str:
         tag, attrs, close = m.group(1).lower(), m.group(2) or "", m.group(3)
         cls = self._CLASS.search(attrs)
         if cls is None and tag not in self.tags:

@@ -74,6 +74,28 @@ class Pacer:
             time.sleep(slot - now)
 
 
+class _Client(smtplib.SMTP):
+    """smtplib's client, whose DATA skips the dot-stuffing pass when no line of the
+    message starts with a dot. smtplib runs a regular expression over every byte of every
+    message for it (a quarter of a millisecond for a 50 KB issue, a tenth of a run's own
+    CPU); a byte search says first whether there is anything to stuff. Otherwise, and for
+    anything but bytes, smtplib's own DATA."""
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        if not isinstance(msg, bytes) or msg.startswith(b".") or b"\n." in msg:
+            return super().data(msg)
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        self.send(msg + (b"" if msg.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        return self.getreply()
+
+
+class _ClientSSL(_Client, smtplib.SMTP_SSL):
+    pass
+
+
 class SMTPSender:
     """One connection reused across messages; reconnects when the server drops it, and
     after ``per_connection`` messages when that is set (a provider's per-session limit)."""
@@ -116,10 +138,9 @@ class SMTPSender:
         try:
             conn: smtplib.SMTP
             if self.scheme == "smtps":
-                conn = smtplib.SMTP_SSL(timeout=self.timeout,
-                                        context=ssl.create_default_context())
+                conn = _ClientSSL(timeout=self.timeout, context=ssl.create_default_context())
             else:
-                conn = smtplib.SMTP(timeout=self.timeout)
+                conn = _Client(timeout=self.timeout)
             dog.add(conn)  # its socket, once connect() made it: the greeting is read inside
             conn.connect(self.host, self.port)
             if self.scheme == "smtp+starttls":

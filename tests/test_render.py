@@ -326,6 +326,22 @@ def test_edits_to_templates_and_strings_show_on_the_next_render(tmp_path):
     assert "Your paper radar" in again and 'class="nl-h1 nl-edited"' in again
 
 
+def test_a_run_renders_every_issue_from_the_files_as_they_were_when_it_began(tmp_path):
+    """Inside render.frozen (a run), templates and strings are read once: an edit made
+    half way through shows from the next run on, not in half of this one's emails."""
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    en = templates / "i18n" / "en.toml"
+    card = templates / "partials" / "card.mjml.j2"
+    with render.frozen():
+        first = render.render(make_issue(), Settings(), templates=templates)
+        en.write_text(en.read_text().replace("Your research radar", "Your paper radar"))
+        card.write_text(card.read_text().replace("nl-title", "nl-title nl-edited"))
+        assert render.render(make_issue(), Settings(), templates=templates).html == first.html
+    after = render.render(make_issue(), Settings(), templates=templates).html
+    assert "Your paper radar" in after and "nl-title nl-edited" in after
+
+
 def test_extractive_digest_is_compact_and_cites_every_paper():
     issue = make_issue(n=30)
     r = render.render(issue, Settings())

@@ -120,3 +120,22 @@ def pipeline_now():
     from datetime import datetime
 
     return datetime.fromisoformat("2026-11-22T09:00:00+00:00")
+
+
+def test_data_arrives_byte_for_byte_with_or_without_lines_that_start_with_a_dot(
+        smtp_server):
+    """The client skips smtplib's dot-stuffing pass when no line starts with a dot and
+    leaves it to smtplib when one does: either way the server gets the message as it was
+    (SMTP's own dot-stuffing undone), over one connection, one message after another."""
+    from datetime import date
+
+    from newsletter import send
+
+    head = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\n"
+    bodies = [b"plain\r\nlines\r\n", b".a line that starts with a dot\r\n..two\r\n.\r\n",
+              b"no end of line", b"middle\r\n.dot\r\nend\r\n", (b"x" * 900 + b"\r\n") * 80]
+    with send.SMTPSender(f"smtp://127.0.0.1:{smtp_server.port}") as sender:
+        for body in bodies:
+            sender.send(head + body, "b@example.org", date(2026, 11, 30).isoformat(), "")
+    got = [e.original_content for e in smtp_server.envelopes]
+    assert got == [head + b + (b"" if b.endswith(b"\r\n") else b"\r\n") for b in bodies]
