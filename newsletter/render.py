@@ -367,6 +367,47 @@ def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any],
             "mjml": markupsafe.Markup(mjml), "text": text}
 
 
+def _brief_view(t: dict[str, Any], brief: Brief | None, shown: int) -> dict[str, Any]:
+    """What the brief's templates see: the brief, the model's claims and connections or the
+    extractive digest, and the digest's headline. ``shown``: papers with a card."""
+    fields = t.get("fields", {})
+    field_names = [fields.get(th.title, th.title) for th in brief.themes] if brief else []
+    # the papers the brief covers (some may have moved to "More matches" to fit the budget)
+    briefed = len(brief.per_paper) if brief else shown
+    llm = brief is not None and brief.kind == "llm"
+    return {
+        "t": t,
+        "brief": brief,
+        "digest": digest(brief, shown, fields) if brief and not llm else [],
+        "extractive_headline": t["extractive_headline_one" if briefed == 1
+                                 else "extractive_headline"].format(
+            count=format_number(briefed, t), fields=t["list_sep"].join(field_names)),
+        "claims": claims_view(brief) if brief and llm else [],
+        "connections": claims_view(brief, connections=True) if brief and llm else [],
+    }
+
+
+def _brief_parts(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any],
+                 brief: Brief | None, shown: int) -> tuple[markupsafe.Markup, str]:
+    """The brief's part of the email (MJML, text): made once for every reader with the same
+    brief (the same papers, in the same language) and as many cards; keyed like _card."""
+    if brief is None:
+        return markupsafe.Markup(""), ""
+    key = ("brief", templates, id(t), brief, shown)
+    with _cards_lock:
+        found = _CARDS.get(key)
+        if found is not None:
+            _CARDS.move_to_end(key)
+    if found is None or found[3] is not t:
+        view = _brief_view(t, brief, shown)
+        found = ({}, templates[0].render(view), templates[1].render(view), t)
+        with _cards_lock:
+            _CARDS[key] = found
+            while len(_CARDS) > CARDS_KEPT:
+                _CARDS.popitem(last=False)
+    return markupsafe.Markup(found[1]), found[2]
+
+
 def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
     """[2, 3, 4, 5, 7] -> runs for "[02]–[05] [07]": each run's ``text`` (plain-text part)
     and its ``ends`` as (number, card anchor) to link (HTML part)."""
@@ -442,7 +483,6 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
                           if radar else _reply_link(settings, t["chip_remove_subject"].format(
                               filter=label + t["colon"] + value))})
     mailto, web = unsubscribe_links(settings, sub.email)
-    fields = t.get("fields", {})
     brief = issue.brief
     notes = brief.per_paper if brief and brief.kind == "llm" else ()
     html_env, text_env = environments(templates)
@@ -461,12 +501,13 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
     # a "More matches" line shows the paper, not why it is there: one line for all readers
     more = [_card(line_templates, t, n, Match(m.paper, 0.0, ()), 0, "", None, [])
             for n, m in enumerate(issue.more, len(issue.matches) + 1)]
-    field_names = [fields.get(th.title, th.title) for th in issue.brief.themes] \
-        if issue.brief else []
-    # the papers the brief covers (some may have moved to "More matches" to fit the budget)
-    briefed = len(issue.brief.per_paper) if issue.brief else len(issue.matches)
+    brief_mjml, brief_text = _brief_parts((html_env.get_template("partials/brief.mjml.j2"),
+                                           text_env.get_template("partials/brief.txt.j2")),
+                                          t, issue.brief, len(papers))
     return {
         "t": t,
+        "brief_mjml": brief_mjml,
+        "brief_text": brief_text,
         "brand": settings.brand,
         "subscriber": sub,
         "date_str": date_str,
@@ -476,18 +517,9 @@ def context(issue: Issue, settings: Settings, abstract_chars: int = ABSTRACT_CHA
         "preheader_filler": PREHEADER_FILLER,
         "chips": chips,
         "brief": issue.brief,
-        "digest": digest(issue.brief, len(papers), fields)
-        if issue.brief and issue.brief.kind != "llm" else [],
-        "extractive_headline": t["extractive_headline_one" if briefed == 1
-                                 else "extractive_headline"].format(
-            count=format_number(briefed, t), fields=t["list_sep"].join(field_names)),
-        "field_name": lambda key: fields.get(key, key),
         "papers": papers,
         "more": more,
         "more_note": t["more_note"].format(count=format_number(len(more), t)),
-        "claims": claims_view(issue.brief) if issue.brief and issue.brief.kind == "llm" else [],
-        "connections": claims_view(issue.brief, connections=True)
-        if issue.brief and issue.brief.kind == "llm" else [],
         "unsubscribe_url": web or mailto,
         "unsubscribe_is_web": bool(web),
         "change_url": radar or _reply_link(settings, t["change_subject"]),
