@@ -10,6 +10,7 @@ one lookup per topic.
 from __future__ import annotations
 
 import re
+from array import array
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -267,11 +268,12 @@ RANKED_CACHE = 4096  # filter sets whose ranking a run keeps (Index.ranked)
 @dataclass(frozen=True)
 class Ranked:
     """The papers a set of filters matches: ``order`` (positions, best first), their
-    ``scores``, the followed authors each matched as (filter, name on the paper), and the
-    near misses strict author matching turned away."""
+    ``scores`` (in the same order), the followed authors each matched as (filter, name on
+    the paper), and the near misses strict author matching turned away. Arrays: a run
+    keeps thousands of these (3 KB each, not 19 KB as lists and a dict)."""
 
-    order: list[int]
-    scores: dict[int, float]
+    order: array[int]
+    scores: array[float]
     by_author: dict[int, list[tuple[str, str]]]
     near_misses: list[tuple[Paper, str]]
 
@@ -349,10 +351,11 @@ class Index:
                 scores[n] += 0.5
         ts, papers = self.timestamps, self.papers
         # (best score, newest, id): tuples compare in C, cheaper than a key function
-        order = [k[-1] for k in sorted((-round(score, 4), -ts[n], papers[n].id, n)
-                                       for n, score in scores.items())]
-        found = self._ranked[key] = Ranked(order, dict(scores), dict(by_author),
-                                           near_misses)
+        order = sorted((-round(score, 4), -ts[n], papers[n].id, n)
+                       for n, score in scores.items())
+        found = self._ranked[key] = Ranked(array("i", [k[-1] for k in order]),
+                                           array("d", [scores[k[-1]] for k in order]),
+                                           dict(by_author), near_misses)
         while len(self._ranked) > RANKED_CACHE:
             self._ranked.popitem(last=False)
         return found
@@ -486,23 +489,25 @@ def rank(sub: Subscriber, index: Index, already_sent: set[str] | frozenset[str] 
     the newer paper.
     """
     ranked = index.ranked(sub.authors, sub.topics, sub.categories)
-    scores, by_author = ranked.scores, ranked.by_author
+    by_author = ranked.by_author
     if rejected is not None:
         rejected.extend(ranked.near_misses)
     excluded = _excluded(sub, index, already_sent)
+    places = range(len(ranked.order))
     if excluded:
-        wanted = (n for n in ranked.order if n not in excluded)
+        wanted = (i for i in places if ranked.order[i] not in excluded)
         top = list(islice(wanted, limit)) if limit is not None else list(wanted)
-        count = len(ranked.order) - len(excluded.intersection(scores))
+        count = len(ranked.order) - len(excluded.intersection(ranked.order))
     else:
-        top = ranked.order[:limit] if limit is not None else list(ranked.order)
+        top = list(places[:limit] if limit is not None else places)
         count = len(ranked.order)
     matches = []
-    for n in top:
+    for i in top:
+        n = ranked.order[i]
         reasons = [f"author: {name}" for name, _ in by_author.get(n, ())]
         reasons += [f"topic: {t}" for t in sub.topics if n in index.search(t)]
         reasons += [f"category: {c}" for c in sub.categories if n in index.in_category(c)]
-        matches.append(Match(paper=index.papers[n], score=round(scores[n], 4),
+        matches.append(Match(paper=index.papers[n], score=round(ranked.scores[i], 4),
                              reasons=tuple(reasons),
                              followed_authors=tuple(w for _, w in by_author.get(n, ()))))
     return matches, count

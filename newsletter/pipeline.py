@@ -6,6 +6,7 @@ The only module that imports every stage. Plain functions taking their inputs as
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -523,8 +524,15 @@ class _Renderer:
             global _PAPERS
             _PAPERS = self.papers()
             self.where = {id(p): n for n, p in enumerate(_PAPERS)}
-            self.pool = multiprocessing.get_context("fork").Pool(
-                self.workers, _worker_init, self.args)
+            # what exists now (the index, imported modules) stays out of the workers'
+            # garbage collections, which would otherwise write to every page they share
+            # with this process and so copy it (gc.freeze's documented use before fork)
+            gc.freeze()
+            try:
+                self.pool = multiprocessing.get_context("fork").Pool(
+                    self.workers, _worker_init, self.args)
+            finally:
+                gc.unfreeze()
         packed = [_pack(issue, message_id, self.where) for issue, message_id in jobs]
         return self.pool.imap(_render_packed, packed, chunksize=4)
 
