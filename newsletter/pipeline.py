@@ -274,15 +274,21 @@ def write_briefs(db: Database, wanted: Iterable[tuple[tuple[Paper, ...], str]],
                                             "(--with-briefs makes them)") for k, p, _ in todo})
         todo = []
     cap = settings.llm_budget_usd
+    spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
+                                                  microsecond=0)) if cap and todo else 0.0
+    budget = brief_mod.Budget(cap, spent)
+    if todo and budget.exhausted():
+        # the day's budget is spent (by calls the model answered): no request can start,
+        # so neither the model nor litellm (seconds to import) is asked
+        out.update({k: brief_mod.extractive(list(p), note=brief_mod.BUDGET_REACHED)
+                    for k, p, _ in todo})
+        todo = []
     problem = _model_problem(settings, report) if todo else None
     if problem:
         if problem not in report.operator_errors:
             report.operator_errors.append(problem)
         out.update({k: brief_mod.extractive(list(p), note=problem) for k, p, _ in todo})
         todo = []
-    spent = store.llm_spend_since(db, now.replace(hour=0, minute=0, second=0,
-                                                  microsecond=0)) if cap else 0.0
-    budget = brief_mod.Budget(cap, spent)
     workers = max(1, settings.llm_concurrency)
     deadline = time.monotonic() + settings.llm_deadline
     with brief_mod.DaemonPool() as pool:
@@ -524,15 +530,13 @@ class _Renderer:
             global _PAPERS
             _PAPERS = self.papers()
             self.where = {id(p): n for n, p in enumerate(_PAPERS)}
-            # what exists now (the index, imported modules) stays out of the workers'
-            # garbage collections, which would otherwise write to every page they share
-            # with this process and so copy it (gc.freeze's documented use before fork)
+            # what exists now (the index, imported modules) stays out of the garbage
+            # collections of the workers and of this process until the run ends: a
+            # collection writes to every object it visits, and so copies every page the
+            # processes share (gc.freeze's documented use before fork)
             gc.freeze()
-            try:
-                self.pool = multiprocessing.get_context("fork").Pool(
-                    self.workers, _worker_init, self.args)
-            finally:
-                gc.unfreeze()
+            self.pool = multiprocessing.get_context("fork").Pool(
+                self.workers, _worker_init, self.args)
         packed = [_pack(issue, message_id, self.where) for issue, message_id in jobs]
         return self.pool.imap(_render_packed, packed, chunksize=4)
 
@@ -540,6 +544,7 @@ class _Renderer:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+            gc.unfreeze()
 
 
 def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,

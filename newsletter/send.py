@@ -74,21 +74,27 @@ class Pacer:
             time.sleep(slot - now)
 
 
+def _dot_stuffed(data: bytes) -> bytes:
+    """A dot that starts a line doubled (RFC 5321 4.5.2), as smtplib does it."""
+    stuffed = data.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
 class _Client(smtplib.SMTP):
-    """smtplib's client, whose DATA skips the dot-stuffing pass when no line of the
-    message starts with a dot. smtplib runs a regular expression over every byte of every
-    message for it (a quarter of a millisecond for a 50 KB issue, a tenth of a run's own
-    CPU); a byte search says first whether there is anything to stuff. Otherwise, and for
-    anything but bytes, smtplib's own DATA."""
+    """smtplib's client, whose DATA dot-stuffs bytes with ``bytes.replace`` instead of
+    smtplib's regular expression over every byte of every message (a quarter of a
+    millisecond for a 50 KB issue: a tenth of a run's own CPU). The same bytes go out: a
+    dot that starts a line is doubled. Anything but bytes goes to smtplib's own DATA."""
 
     def data(self, msg: Any) -> tuple[int, bytes]:
-        if not isinstance(msg, bytes) or msg.startswith(b".") or b"\n." in msg:
+        if not isinstance(msg, bytes):
             return super().data(msg)
         self.putcmd("data")
         code, reply = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        self.send(msg + (b"" if msg.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        stuffed = _dot_stuffed(msg)
+        self.send(stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         return self.getreply()
 
 

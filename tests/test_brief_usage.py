@@ -262,7 +262,8 @@ def test_a_run_in_batches_says_each_fallback_reason_once_with_the_runs_totals(
         isolated, llm_server, monkeypatch):
     """A run writes its briefs a batch at a time; the summary still has one line per
     reason, counted over the whole run. With the day's budget already spent, no prompt is
-    even tokenized to price it."""
+    even tokenized to price it, and the model is not checked (that imports litellm, seconds
+    before the first email)."""
     from newsletter import brief, pipeline, store
 
     monkeypatch.setattr(pipeline, "BATCH", 1)
@@ -276,7 +277,11 @@ def test_a_run_in_batches_says_each_fallback_reason_once_with_the_runs_totals(
     def no_pricing(*args, **kwargs):
         raise AssertionError("priced a request although the budget was spent")
 
+    def no_check(*args, **kwargs):
+        raise AssertionError("checked the model although the budget was spent")
+
     monkeypatch.setattr(brief, "worst_case_cost", no_pricing)
+    monkeypatch.setattr(brief, "check_model", no_check)
     llm_server.routes["/v1/chat/completions"] = model_answers()
     out = invoke("run", "--all").output
     assert llm_calls(llm_server) == [] and "4 sent" in out

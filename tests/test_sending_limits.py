@@ -124,9 +124,12 @@ def pipeline_now():
 
 def test_data_arrives_byte_for_byte_with_or_without_lines_that_start_with_a_dot(
         smtp_server):
-    """The client skips smtplib's dot-stuffing pass when no line starts with a dot and
-    leaves it to smtplib when one does: either way the server gets the message as it was
-    (SMTP's own dot-stuffing undone), over one connection, one message after another."""
+    """The client dot-stuffs with bytes.replace, not smtplib's regular expression: the
+    server gets each message as it was (SMTP's dot-stuffing undone), dots at the start of
+    the message, of lines, alone on a line, or none, one message after another; and the
+    stuffing is smtplib's, byte for byte, on 20,000 random strings of dots and line ends."""
+    import random
+    import smtplib
     from datetime import date
 
     from newsletter import send
@@ -139,3 +142,7 @@ def test_data_arrives_byte_for_byte_with_or_without_lines_that_start_with_a_dot(
             sender.send(head + body, "b@example.org", date(2026, 11, 30).isoformat(), "")
     got = [e.original_content for e in smtp_server.envelopes]
     assert got == [head + b + (b"" if b.endswith(b"\r\n") else b"\r\n") for b in bodies]
+    rng = random.Random(16)
+    for _ in range(20_000):
+        b = bytes(rng.choice(b".\r\nab") for _ in range(rng.randint(0, 30)))
+        assert send._dot_stuffed(b) == smtplib._quote_periods(b), b  # type: ignore[attr-defined]
