@@ -327,6 +327,7 @@ _cards_lock = threading.Lock()
 # stands in for a reader's link in a shared card; random, so no paper's text can hold it
 _STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
 _NUMBER = _STAND_IN.format("number")
+_NOTE, _NOTE_LINE = _STAND_IN.format("note"), _STAND_IN.format("note-line")
 
 
 def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any], n: int,
@@ -336,19 +337,20 @@ def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any],
     ``feedback`` links as (label, URL), and its part of the email as ``mjml`` and ``text``
     (from the pair of ``templates``). A lab's readers get the same paper for the same
     reasons, so this is made once for all of them, with stand-ins for the reader's own
-    number and links that are put in here. The key has everything the card shows, the
-    templates (a changed file is a new one) and the strings (checked to be the same object:
-    a changed strings file is a new one)."""
-    model = brief.model if note and brief is not None else ""
+    number, links and model's note (its brief's) that are put in here. The key has
+    everything else the card shows, the templates (a changed file is a new one) and the
+    strings (checked to be the same object: a changed strings file is a new one)."""
+    model = (brief.model or "") if note and brief is not None else ""
     key = (templates, id(t), m.paper, m.reasons, m.followed_authors, abstract_chars,
-           note, model, tuple(v for v, _ in feedback))
+           bool(note), model, tuple(v for v, _ in feedback))
     with _cards_lock:  # the preview server renders on several threads
         found = _CARDS.get(key)
         if found is not None:
             _CARDS.move_to_end(key)
     if found is None or found[3] is not t:
-        card = paper_context(n, m, abstract_chars, t, note)
+        card = paper_context(n, m, abstract_chars, t, _NOTE if note else "")
         card["n"], card["anchor"] = _NUMBER, "p" + _NUMBER  # the number is the reader's too
+        card["note_line"] = _NOTE_LINE
         card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
         found = (card, templates[0].render(p=card, t=t, brief=brief),
                  templates[1].render(p=card, t=t, brief=brief), t)
@@ -359,10 +361,16 @@ def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any],
     card, mjml, text, _ = found
     number = f"{n:02d}"
     mjml, text = mjml.replace(_NUMBER, number), text.replace(_NUMBER, number)
+    note_line = ""
+    if note:  # the model's note on this paper: its own for each brief
+        note_line = wrap(t["paper_note_label"].format(model=model) + t["colon"] + note,
+                         indent="    ")
+        mjml = mjml.replace(_NOTE, markupsafe.escape(note))
+        text = text.replace(_NOTE_LINE, note_line)
     for v, url in feedback:
         mjml = mjml.replace(_STAND_IN.format(v), markupsafe.escape(url))
         text = text.replace(_STAND_IN.format(v), url)
-    return {**card, "n": number, "anchor": f"p{number}",
+    return {**card, "n": number, "anchor": f"p{number}", "note": note, "note_line": note_line,
             "feedback": [(t[f"feedback_{v}"], url) for v, url in feedback],
             "mjml": markupsafe.Markup(mjml), "text": text}
 
