@@ -169,7 +169,7 @@ def html_7bit(html: str) -> str | None:
     line longer than :data:`LINE_LIMIT` is broken at a space that HTML treats as any other
     white space: in text, or between two attributes of a tag (never inside a quoted value).
     The page a client shows is the same. Against quoted-printable, the part has about a
-    twentieth of the lines and no ``=3D`` for every ``=`` in the markup, which a receiving
+    seventh of the lines and no ``=3D`` for every ``=`` in the markup, which a receiving
     server reads line by line; a reference costs 7-8 bytes where quoted-printable's UTF-8
     costs 6-9. None (quoted-printable then) when a line has nowhere to break, or when the
     references would take the part past the budget (Gmail counts the HTML as sent)."""
