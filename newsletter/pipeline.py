@@ -541,10 +541,12 @@ class _Renderer:
         return self.pool.imap(_render_packed, packed, chunksize=4)
 
     def close(self) -> None:
+        global _PAPERS
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
             gc.unfreeze()
+            _PAPERS = []  # the run's papers are not kept past it
 
 
 def _due(db: Database, batch: list[tuple[int, Subscriber]], settings: Settings,
