@@ -29,7 +29,7 @@ import secrets
 import threading
 import tomllib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
@@ -330,6 +330,24 @@ _NUMBER = _STAND_IN.format("number")
 _NOTE, _NOTE_LINE = _STAND_IN.format("note"), _STAND_IN.format("note-line")
 
 
+def _shared(key: tuple[Any, ...], t: dict[str, Any],
+            make: Callable[[], tuple[dict[str, Any], str, str]]
+            ) -> tuple[dict[str, Any], str, str]:
+    """``make()``'s (context, MJML, text) from _CARDS, the most recently used kept; made
+    again when missing or made with other strings than ``t`` (a changed strings file)."""
+    with _cards_lock:  # the preview server renders on several threads
+        found = _CARDS.get(key)
+        if found is not None:
+            _CARDS.move_to_end(key)
+    if found is None or found[3] is not t:
+        found = (*make(), t)
+        with _cards_lock:
+            _CARDS[key] = found
+            while len(_CARDS) > CARDS_KEPT:
+                _CARDS.popitem(last=False)  # the least recently used
+    return found[0], found[1], found[2]
+
+
 def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any], n: int,
           m: Match, abstract_chars: int, note: str, brief: Brief | None,
           feedback: list[tuple[str, str]]) -> dict[str, Any]:
@@ -343,22 +361,16 @@ def _card(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str, Any],
     model = (brief.model or "") if note and brief is not None else ""
     key = (templates, id(t), m.paper, m.reasons, m.followed_authors, abstract_chars,
            bool(note), model, tuple(v for v, _ in feedback))
-    with _cards_lock:  # the preview server renders on several threads
-        found = _CARDS.get(key)
-        if found is not None:
-            _CARDS.move_to_end(key)
-    if found is None or found[3] is not t:
+
+    def make() -> tuple[dict[str, Any], str, str]:
         card = paper_context(n, m, abstract_chars, t, _NOTE if note else "")
         card["n"], card["anchor"] = _NUMBER, "p" + _NUMBER  # the number is the reader's too
         card["note_line"] = _NOTE_LINE
         card["feedback"] = [(t[f"feedback_{v}"], _STAND_IN.format(v)) for v, _ in feedback]
-        found = (card, templates[0].render(p=card, t=t, brief=brief),
-                 templates[1].render(p=card, t=t, brief=brief), t)
-        with _cards_lock:
-            _CARDS[key] = found
-            while len(_CARDS) > CARDS_KEPT:
-                _CARDS.popitem(last=False)  # the least recently used
-    card, mjml, text, _ = found
+        return (card, templates[0].render(p=card, t=t, brief=brief),
+                templates[1].render(p=card, t=t, brief=brief))
+
+    card, mjml, text = _shared(key, t, make)
     number = f"{n:02d}"
     mjml, text = mjml.replace(_NUMBER, number), text.replace(_NUMBER, number)
     note_line = ""
@@ -401,19 +413,13 @@ def _brief_parts(templates: tuple[jinja2.Template, jinja2.Template], t: dict[str
     brief (the same papers, in the same language) and as many cards; keyed like _card."""
     if brief is None:
         return markupsafe.Markup(""), ""
-    key = ("brief", templates, id(t), brief, shown)
-    with _cards_lock:
-        found = _CARDS.get(key)
-        if found is not None:
-            _CARDS.move_to_end(key)
-    if found is None or found[3] is not t:
+
+    def make() -> tuple[dict[str, Any], str, str]:
         view = _brief_view(t, brief, shown)
-        found = ({}, templates[0].render(view), templates[1].render(view), t)
-        with _cards_lock:
-            _CARDS[key] = found
-            while len(_CARDS) > CARDS_KEPT:
-                _CARDS.popitem(last=False)
-    return markupsafe.Markup(found[1]), found[2]
+        return {}, templates[0].render(view), templates[1].render(view)
+
+    _, mjml, text = _shared(("brief", templates, id(t), brief, shown), t, make)
+    return markupsafe.Markup(mjml), text
 
 
 def _cite_runs(cites: Sequence[int]) -> list[dict[str, Any]]:
