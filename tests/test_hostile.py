@@ -152,6 +152,26 @@ def test_a_feed_dripping_its_headers_fails_at_the_total_deadline(drip):
     assert took < 2.5, took
 
 
+def test_ended_watchdogs_do_not_pile_up_and_a_live_one_still_fires():
+    """A run sends hundreds of messages a second, each under a deadline minutes away: the
+    clock must not keep every ended watchdog until its deadline (it kept 13,000 in a
+    20,000-reader run), and dropping them must not drop one still running."""
+    from newsletter.safety.deadline import Watchdog, _clock
+
+    left, right = socket.socketpair()
+    with left, right, Watchdog(0.5) as live:
+        live.add(left)
+        for _ in range(10_000):
+            with Watchdog(600):
+                pass
+        assert len(_clock()) < 200, len(_clock())  # 10,001 without compaction
+        left.settimeout(5)
+        start = time.monotonic()
+        assert left.recv(1) == b""  # shut down by the clock: the read returns
+        assert 0.2 < time.monotonic() - start < 3
+        assert live.expired
+
+
 def test_an_arxiv_api_dripping_its_headers_fails_at_the_total_deadline(drip):
     from datetime import UTC, datetime, timedelta
 

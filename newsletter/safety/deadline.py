@@ -24,6 +24,8 @@ from typing import Any
 class Watchdog:
     """``with Watchdog(seconds) as dog: ... dog.add(sock)``; ``dog.expired`` after."""
 
+    __slots__ = ("seconds", "expired", "_sockets", "_lock", "_end", "done", "_clock")
+
     def __init__(self, seconds: float) -> None:
         self.seconds = max(0.0, seconds)
         self.expired = False
@@ -31,6 +33,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._end = time.monotonic() + self.seconds
         self.done = False  # left the ``with`` block: nothing to fire
+        self._clock: _Clock | None = None
 
     def remaining(self) -> float:
         """Seconds left (at least a small positive number, for socket timeouts)."""
@@ -68,23 +71,31 @@ class Watchdog:
                 _shut(sock)
 
     def __enter__(self) -> Watchdog:
-        _clock().watch(self)
+        self._clock = _clock()
+        self._clock.watch(self)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         with self._lock:
             self.done = True
+        if self._clock is not None:
+            self._clock.ended()
 
 
 class _Clock:
     """One daemon thread that fires every watchdog whose time is up, in deadline order (a
     timer thread for each exchange would start and stop a thread for every message a run
-    sends). Watchdogs that ended are dropped when they reach the front."""
+    sends). Watchdogs that ended are dropped when they reach the front, or all at once when
+    they are most of the heap: a run sending hundreds of messages a second, each with a
+    deadline a minute away, would otherwise keep a minute's worth of ended watchdogs."""
+
+    COMPACT_AT = 64  # ended watchdogs in the heap before it is worth rebuilding
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Watchdog]] = []
+        self._ended = 0  # watchdogs in the heap that have ended (an upper bound)
         self._order = itertools.count()
         self._thread = threading.Thread(target=self._run, name="watchdog-clock", daemon=True)
         self._thread.start()
@@ -94,6 +105,20 @@ class _Clock:
             heapq.heappush(self._heap, (dog._end, next(self._order), dog))
             if self._heap[0][2] is dog:  # a new earliest deadline: wake the clock
                 self._cond.notify()
+
+    def ended(self) -> None:
+        """A watchdog left its ``with`` block: rebuild the heap without the ended ones when
+        they are more than half of it (amortised: each rebuild at least halves it)."""
+        with self._cond:
+            self._ended += 1
+            if self._ended > self.COMPACT_AT and 2 * self._ended > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
+                self._ended = 0
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._heap)
 
     def _run(self) -> None:
         with self._cond:
