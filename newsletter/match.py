@@ -262,7 +262,7 @@ def fts5_expression(term: Term) -> str:
 
 
 Verdict = tuple[int, int | None, str | None]  # (paper, matching author's index, near miss)
-RANKED_CACHE = 2048  # filter sets whose ranking a run keeps (Index.ranked)
+RANKED_CACHE = 512  # filter sets whose ranking a run keeps (Index.ranked)
 
 
 @dataclass(frozen=True)

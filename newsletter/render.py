@@ -322,7 +322,7 @@ def paper_context(n: int, m: Match, abstract_chars: int, t: dict[str, Any],
 FEEDBACK = ("relevant", "not_relevant")  # the verdicts a card's feedback links give
 _CARDS: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], str, str, dict[str, Any]]] = \
     OrderedDict()
-CARDS_KEPT = 2048  # cards _card remembers, the most recently used
+CARDS_KEPT = 1024  # cards _card remembers, the most recently used
 _cards_lock = threading.Lock()
 # stands in for a reader's link in a shared card; random, so no paper's text can hold it
 _STAND_IN = f"@@nl-{secrets.token_hex(8)}-{{}}@@"
@@ -626,7 +626,7 @@ def _compile(skeleton: str, inline_css: str) -> str:
         return _mjml_and_premailer(skeleton, inline_css)
 
 
-INLINED_KEPT = 1024  # fragments an Inliner remembers
+INLINED_KEPT = 512  # fragments an Inliner remembers
 TAGS_KEPT = 4096  # start tags it remembers (then it starts again)
 
 
