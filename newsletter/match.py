@@ -263,6 +263,24 @@ def fts5_expression(term: Term) -> str:
 
 Verdict = tuple[int, int | None, str | None]  # (paper, matching author's index, near miss)
 RANKED_CACHE = 512  # filter sets whose ranking a run keeps (Index.ranked)
+AUTHORS_KEPT = 8192  # followed authors whose verdicts a run keeps
+TOPICS_KEPT = 1024  # topic queries (and terms) whose hits a run keeps
+
+
+class _Kept(dict[Any, Any]):
+    """A run's cache of answers per distinct filter, forgetting its oldest quarter when
+    full: 100,000 readers may follow 300,000 different people, and a run must not keep an
+    answer for each."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self and len(self) >= self.size:
+            for old in list(islice(self, max(1, self.size // 4))):
+                del self[old]
+        super().__setitem__(key, value)
 
 
 @dataclass(frozen=True)
@@ -270,7 +288,7 @@ class Ranked:
     """The papers a set of filters matches: ``order`` (positions, best first), their
     ``scores`` (in the same order), the followed authors each matched as (filter, name on
     the paper), and the near misses strict author matching turned away. Arrays: a run
-    keeps thousands of these (3 KB each, not 19 KB as lists and a dict)."""
+    keeps hundreds of these (3 KB each, not 19 KB as lists and a dict)."""
 
     order: array[int]
     scores: array[float]
@@ -302,12 +320,12 @@ class Index:
         self.all = set(range(len(self.papers)))
         self.position = {p.id: n for n, p in enumerate(self.papers)}
         self.timestamps = [p.published.timestamp() for p in self.papers]
-        self._categories: dict[str, set[int]] = {}
-        self._hits: dict[Term, dict[int, float]] = {}
-        self._queries: dict[str, Node] = {}
-        self._searches: dict[str, dict[int, float]] = {}
+        self._categories: dict[str, set[int]] = _Kept(TOPICS_KEPT)
+        self._hits: dict[Term, dict[int, float]] = _Kept(TOPICS_KEPT)
+        self._queries: dict[str, Node] = _Kept(TOPICS_KEPT)
+        self._searches: dict[str, dict[int, float]] = _Kept(TOPICS_KEPT)
         self._seen: dict[datetime, frozenset[str]] = {}
-        self._authors: dict[str, tuple[AuthorFilter, list[Verdict]]] = {}
+        self._authors: dict[str, tuple[AuthorFilter, list[Verdict]]] = _Kept(AUTHORS_KEPT)
         self._ranked: OrderedDict[tuple[tuple[str, ...], ...], Ranked] = OrderedDict()
         self.learned: Any = None  # the run's learned-ranking features, built on first use
 

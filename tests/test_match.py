@@ -167,6 +167,27 @@ def test_readers_with_the_same_filters_share_a_ranking_not_their_exclusions(monk
     assert len(index._ranked) == 1
 
 
+def test_a_run_keeps_answers_for_a_bounded_number_of_authors_and_topics(monkeypatch):
+    """A list whose readers follow 20,000 different people and topics: the index keeps
+    answers for AUTHORS_KEPT authors and TOPICS_KEPT topics, and forgotten ones are worked
+    out again, the same."""
+    monkeypatch.setattr(match, "AUTHORS_KEPT", 100)
+    monkeypatch.setattr(match, "TOPICS_KEPT", 50)
+    papers = [paper(f"p{i}", f"Protein folding {i}", (f"Ann Author{i % 30}",),
+                    abstract=f"protein word{i % 7}") for i in range(60)]
+    index = index_papers(papers)
+    subs = [Subscriber(f"r{k}@x.org", authors=(f"Ann Author{k}",),
+                       topics=(f"word{k % 7} OR folding{k}",)) for k in range(2000)]
+    first = [ids(sub, papers) for sub in subs[:40]]
+    for sub in subs:
+        match.match_subscriber(sub, index)
+    assert len(index._authors) <= 100 and len(index._searches) <= 50
+    assert len(index._queries) <= 50 and len(index._hits) <= 50
+    assert [[m.paper.id for m in match.match_subscriber(sub, index)] for sub in subs[:40]] \
+        == first
+    assert any(first)
+
+
 def test_match_command_explains_and_caps(isolated):
     invoke("subscribers", "add", "ada@example.org", "--author", "Taiming Lu",
            "--topic", "diffusion model*", "--max-papers", "3")
