@@ -268,9 +268,9 @@ TOPICS_KEPT = 1024  # topic queries (and terms) whose hits a run keeps
 
 
 class _Kept(dict[Any, Any]):
-    """A run's cache of answers per distinct filter, forgetting its oldest quarter when
-    full: 100,000 readers may follow 300,000 different people, and a run must not keep an
-    answer for each."""
+    """A run's cache of answers (per distinct filter, or per reader's window), forgetting
+    its oldest quarter when full: 100,000 readers may follow 300,000 different people, and
+    a run must not keep an answer for each."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -324,7 +324,8 @@ class Index:
         self._hits: dict[Term, dict[int, float]] = _Kept(TOPICS_KEPT)
         self._queries: dict[str, Node] = _Kept(TOPICS_KEPT)
         self._searches: dict[str, dict[int, float]] = _Kept(TOPICS_KEPT)
-        self._seen: dict[datetime, frozenset[str]] = {}
+        # subscribers last served by the same run share one answer
+        self._seen: dict[datetime, frozenset[str]] = _Kept(64)
         self._authors: dict[str, tuple[AuthorFilter, list[Verdict]]] = _Kept(AUTHORS_KEPT)
         self._ranked: OrderedDict[tuple[tuple[str, ...], ...], Ranked] = OrderedDict()
         self.learned: Any = None  # the run's learned-ranking features, built on first use
@@ -412,9 +413,7 @@ class Index:
         if self.first_seen is None:
             return frozenset()
         found = self._seen.get(since)
-        if found is None:  # subscribers last served by the same run share one answer
-            if len(self._seen) > 64:
-                self._seen.clear()
+        if found is None:
             found = self._seen[since] = frozenset(
                 p.id for p, seen in zip(self.papers, self.first_seen, strict=True)
                 if seen < since)
